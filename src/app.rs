@@ -1,0 +1,213 @@
+//! Wiring: load the config, start the sources, the watcher and the HTTP server; stop them.
+//!
+//! [`start`] returns once the server listens (so tests can use port 0 and read the address);
+//! [`Running::wait`] ends after a graceful shutdown: the server stops accepting, in-flight
+//! scrapes complete, polls are cancelled.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{self, ConfigError};
+use crate::expose::{self, Exposer, ReloadRequest};
+use crate::reload::{self, Reloader, Trigger};
+use crate::schedule::{ScheduleError, Scheduler};
+use crate::store::Store;
+use crate::telemetry::Telemetry;
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub config_file: PathBuf,
+    pub listen_address: String,
+    pub enable_lifecycle: bool,
+    /// Watch the config directory for changes (on by default).
+    pub watch_config: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Schedule(#[from] ScheduleError),
+    #[error("cannot listen on {address}: {source}")]
+    Listen {
+        address: String,
+        source: std::io::Error,
+    },
+    #[error("cannot watch the config directory: {0}")]
+    Watch(#[from] notify::Error),
+}
+
+pub struct Running {
+    pub addr: SocketAddr,
+    pub store: Arc<Store>,
+    pub reloader: Arc<Reloader>,
+    cancel: CancellationToken,
+    server: tokio::task::JoinHandle<std::io::Result<()>>,
+    scheduler: Arc<Scheduler>,
+    _watcher: Option<notify::RecommendedWatcher>,
+}
+
+impl Running {
+    /// Asks for a graceful shutdown.
+    pub fn shutdown(&self) {
+        self.cancel.cancel();
+    }
+
+    pub fn cancel_token(&self) -> CancellationToken {
+        self.cancel.clone()
+    }
+
+    /// Waits for the shutdown to finish.
+    pub async fn wait(self) -> std::io::Result<()> {
+        let served = match self.server.await {
+            Ok(r) => r,
+            Err(e) => Err(std::io::Error::other(e)),
+        };
+        self.scheduler.shutdown().await;
+        tracing::info!("stopped");
+        served
+    }
+}
+
+/// Loads the config and starts everything. A config that does not compile is an error here:
+/// at start-up there is no previous config to fall back to.
+pub async fn start(opts: Options) -> Result<Running, StartError> {
+    let text = config::read(&opts.config_file)?;
+    let origin = config::Origin::file(&opts.config_file);
+    let config = Arc::new(config::parse(&text, &origin, &|k| std::env::var(k).ok())?);
+    let cancel = CancellationToken::new();
+    let store = Arc::new(Store::new(config.clone()));
+    let telemetry = Arc::new(Telemetry::new(store.clone()));
+    let scheduler =
+        Arc::new(Scheduler::new(store.clone(), telemetry.clone(), cancel.child_token()).await?);
+    tracing::info!(
+        version = crate::VERSION,
+        config = %origin.name,
+        sources = config.sources.len(),
+        "starting jsonbridge"
+    );
+    for s in &config.sources {
+        scheduler.start(s.clone()).await?;
+    }
+    let reloader = Arc::new(Reloader::new(
+        opts.config_file.clone(),
+        text,
+        store.clone(),
+        telemetry.clone(),
+        scheduler.clone(),
+    ));
+    let watcher = if opts.watch_config {
+        Some(reload::watch(
+            &opts.config_file,
+            reloader.clone(),
+            cancel.clone(),
+        )?)
+    } else {
+        None
+    };
+    let reload_tx = opts
+        .enable_lifecycle
+        .then(|| spawn_reload_requests(reloader.clone(), cancel.clone()));
+    spawn_sighup(reloader.clone(), cancel.clone());
+
+    let exposer = Arc::new(Exposer::new(
+        store.clone(),
+        telemetry.clone(),
+        reload_tx,
+        origin.name,
+    ));
+    let listener = tokio::net::TcpListener::bind(&opts.listen_address)
+        .await
+        .map_err(|source| StartError::Listen {
+            address: opts.listen_address.clone(),
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| StartError::Listen {
+        address: opts.listen_address.clone(),
+        source,
+    })?;
+    tracing::info!(address = %addr, "listening");
+    let shutdown = cancel.clone();
+    let server = tokio::spawn(async move {
+        axum::serve(listener, expose::router(exposer))
+            .with_graceful_shutdown(async move { shutdown.cancelled().await })
+            .await
+    });
+    Ok(Running {
+        addr,
+        store,
+        reloader,
+        cancel,
+        server,
+        scheduler,
+        _watcher: watcher,
+    })
+}
+
+fn spawn_reload_requests(
+    reloader: Arc<Reloader>,
+    cancel: CancellationToken,
+) -> mpsc::Sender<ReloadRequest> {
+    let (tx, mut rx) = mpsc::channel::<ReloadRequest>(8);
+    tokio::spawn(async move {
+        loop {
+            let req = tokio::select! {
+                _ = cancel.cancelled() => return,
+                r = rx.recv() => match r { Some(r) => r, None => return },
+            };
+            let result = reloader.reload(Trigger::Request).await;
+            let _ = req.reply.send(result);
+        }
+    });
+    tx
+}
+
+#[cfg(unix)]
+fn spawn_sighup(reloader: Arc<Reloader>, cancel: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        tracing::warn!("cannot listen for SIGHUP; reload by file change or POST /-/reload");
+        return;
+    };
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                s = hup.recv() => if s.is_none() { return },
+            }
+            tracing::info!("SIGHUP: reloading the config");
+            let _ = reloader.reload(Trigger::Request).await;
+        }
+    });
+}
+
+#[cfg(not(unix))]
+fn spawn_sighup(_: Arc<Reloader>, _: CancellationToken) {}
+
+/// Resolves on SIGTERM or ctrl-c.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => tracing::info!("interrupt: shutting down"),
+        _ = term => tracing::info!("SIGTERM: shutting down"),
+    }
+}

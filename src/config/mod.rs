@@ -1,0 +1,814 @@
+//! `config`: the YAML file turned into a validated, compiled [`Config`], once.
+//!
+//! First step of the flow (`config -> schedule -> fetch -> extract -> store -> expose`).
+//! Guarantees: every JSONPath is compiled, every name checked and every environment variable
+//! expanded here; nothing downstream parses a string. Validation does not stop at the first
+//! problem: all of them are returned, each with its path and its line and column.
+//! Secrets (expanded header values, passwords, tokens) are kept out of `Debug` output and
+//! error messages.
+
+mod locate;
+pub mod raw;
+pub mod text;
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+use reqwest::{Method, Url};
+
+use crate::extract::{Each, Lookup, MetricKind, MetricSpec, Template, ValueSpec};
+pub use locate::{Locator, Position};
+use raw::{RawConfig, RawMetric, RawMetricKind, RawSource, RawValue};
+
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+pub const DEFAULT_EVERY: Duration = Duration::from_secs(60);
+pub const DEFAULT_MAX_BODY_BYTES: u64 = 64 * 1024 * 1024;
+/// Self-metrics live under this prefix; configured metrics may not use it.
+pub const SELF_PREFIX: &str = "jsonbridge_";
+
+/// A validated configuration, ready to run.
+#[derive(Debug)]
+pub struct Config {
+    pub sources: Vec<Arc<Source>>,
+    /// Every family in the exposition, sorted by name, with the sources that feed it.
+    pub families: Vec<Family>,
+}
+
+/// One exposition family (`# HELP`/`# TYPE`), possibly fed by several metric blocks.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Family {
+    pub name: String,
+    /// Already escaped for the exposition (backslash and newline).
+    pub help: String,
+    pub kind: MetricKind,
+}
+
+#[derive(Debug)]
+pub struct Source {
+    pub name: String,
+    pub request: Request,
+    pub schedule: Schedule,
+    pub metrics: Vec<MetricSpec>,
+    /// The source as written (before env expansion): two sources with equal `raw` and equal
+    /// `request` behave identically, which is what a reload compares.
+    raw: RawSource,
+}
+
+impl Source {
+    /// True when `other` would poll, extract and schedule exactly as `self` does.
+    pub fn same_as(&self, other: &Source) -> bool {
+        self.raw == other.raw && self.request == other.request
+    }
+}
+
+/// Everything needed to fetch a source. `Debug` hides header values and credentials.
+#[derive(Clone, PartialEq)]
+pub struct Request {
+    pub target: Target,
+    pub method: Method,
+    pub headers: HeaderMap,
+    pub body: Option<String>,
+    pub timeout: Duration,
+    pub max_body_bytes: u64,
+    /// The URL as written in the file (with `${VAR}` unexpanded and any password removed):
+    /// what logs and the status page show.
+    pub display_url: String,
+}
+
+impl fmt::Debug for Request {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Request")
+            .field("url", &self.display_url)
+            .field("method", &self.method)
+            .field("headers", &self.headers.keys().collect::<Vec<_>>())
+            .field("timeout", &self.timeout)
+            .field("max_body_bytes", &self.max_body_bytes)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Clone, PartialEq)]
+pub enum Target {
+    Http(Url),
+    File(PathBuf),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Schedule {
+    /// Six or seven fields (seconds first), evaluated in UTC.
+    Cron(String),
+    Every(Duration),
+}
+
+impl fmt::Display for Schedule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Schedule::Cron(c) => write!(f, "cron {c}"),
+            Schedule::Every(d) => write!(f, "every {}", humantime::format_duration(*d)),
+        }
+    }
+}
+
+/// One problem in a config file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Diagnostic {
+    /// serde-style path, e.g. `sources[0].metrics[1].each`; empty for the whole file.
+    pub path: String,
+    pub position: Option<Position>,
+    pub message: String,
+}
+
+impl fmt::Display for Diagnostic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(p) = self.position {
+            write!(f, "line {} column {}: ", p.line, p.column)?;
+        }
+        if !self.path.is_empty() {
+            write!(f, "{}: ", self.path)?;
+        }
+        f.write_str(&self.message)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{} in {origin}:\n{}", count(.diagnostics.len()), list(.diagnostics))]
+    Invalid {
+        origin: String,
+        diagnostics: Vec<Diagnostic>,
+    },
+}
+
+fn count(n: usize) -> String {
+    if n == 1 {
+        "1 error".into()
+    } else {
+        format!("{n} errors")
+    }
+}
+
+fn list(d: &[Diagnostic]) -> String {
+    d.iter()
+        .map(|d| format!("  {d}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+impl ConfigError {
+    /// Stable label value for `jsonbridge_config_reloads_total`-style metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ConfigError::Read { .. } => "read",
+            ConfigError::Invalid { .. } => "invalid",
+        }
+    }
+
+    pub fn diagnostics(&self) -> &[Diagnostic] {
+        match self {
+            ConfigError::Read { .. } => &[],
+            ConfigError::Invalid { diagnostics, .. } => diagnostics,
+        }
+    }
+}
+
+/// Reads and compiles a config file, expanding `${VAR}` from the process environment.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let text = read(path)?;
+    parse(&text, &Origin::file(path), &|k| std::env::var(k).ok())
+}
+
+/// Where config text came from: named in messages, and the base of relative `file://` paths.
+#[derive(Debug, Clone)]
+pub struct Origin {
+    pub name: String,
+    pub base_dir: PathBuf,
+}
+
+impl Origin {
+    pub fn file(path: &Path) -> Self {
+        let base_dir = match path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        Self {
+            name: path.display().to_string(),
+            base_dir,
+        }
+    }
+}
+
+/// Reads a config file as text; a directory or a non-UTF-8 file is a read error.
+pub fn read(path: &Path) -> Result<String, ConfigError> {
+    let err = |source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    };
+    let bytes = std::fs::read(path).map_err(err)?;
+    String::from_utf8(bytes).map_err(|e| {
+        err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("not UTF-8 text ({e})"),
+        ))
+    })
+}
+
+/// Compiles config text. `origin` names the file in messages; `env` resolves `${VAR}`.
+pub fn parse(
+    text: &str,
+    origin: &Origin,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Config, ConfigError> {
+    let invalid = |diagnostics| ConfigError::Invalid {
+        origin: origin.name.clone(),
+        diagnostics,
+    };
+    if text.trim().is_empty() {
+        return Err(invalid(vec![Diagnostic {
+            path: String::new(),
+            position: None,
+            message: "the file is empty (expected a `sources:` list)".into(),
+        }]));
+    }
+    let raw: RawConfig = serde_norway::from_str(text).map_err(|e| invalid(vec![serde_diag(&e)]))?;
+    let locator = Locator::new(text);
+    let mut c = Compiler {
+        locator: &locator,
+        env,
+        base_dir: &origin.base_dir,
+        diagnostics: Vec::new(),
+    };
+    let config = c.config(&raw);
+    if c.diagnostics.is_empty() {
+        Ok(config)
+    } else {
+        Err(invalid(c.diagnostics))
+    }
+}
+
+fn serde_diag(e: &serde_norway::Error) -> Diagnostic {
+    let mut message = e.to_string();
+    // serde_norway appends " at line L column C"; the position is shown separately.
+    if let Some(i) = message.rfind(" at line ") {
+        message.truncate(i);
+    }
+    let (path, message) = match message.split_once(": ") {
+        Some((p, m)) if !p.contains(' ') => (p.to_string(), m.to_string()),
+        _ => (String::new(), message),
+    };
+    let message = message.replace(
+        "data did not match any variant of untagged enum RawValue",
+        "expected a number or a JSONPath string",
+    );
+    Diagnostic {
+        path,
+        position: e.location().map(|l| Position {
+            line: l.line(),
+            column: l.column(),
+        }),
+        message,
+    }
+}
+
+struct Compiler<'a> {
+    locator: &'a Locator,
+    env: &'a dyn Fn(&str) -> Option<String>,
+    base_dir: &'a Path,
+    diagnostics: Vec<Diagnostic>,
+}
+
+impl Compiler<'_> {
+    fn error(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        let path = path.into();
+        self.diagnostics.push(Diagnostic {
+            position: self.locator.find(&path),
+            path,
+            message: message.into(),
+        });
+    }
+
+    fn config(&mut self, raw: &RawConfig) -> Config {
+        let mut sources = Vec::new();
+        let mut seen: HashMap<&str, usize> = HashMap::new();
+        for (i, rs) in raw.sources.iter().enumerate() {
+            let at = format!("sources[{i}]");
+            if let Some(first) = seen.insert(&rs.name, i) {
+                self.error(
+                    format!("{at}.name"),
+                    format!(
+                        "duplicate source name {:?} (also sources[{first}])",
+                        rs.name
+                    ),
+                );
+            }
+            if let Some(s) = self.source(&at, rs) {
+                sources.push(Arc::new(s));
+            }
+        }
+        let families = self.families(&raw.sources);
+        Config { sources, families }
+    }
+
+    /// Families across all sources: one name, one type, one help. A counter `x` also owns
+    /// `x_total` and `x_created`, so no other family may use those.
+    fn families(&mut self, raw: &[RawSource]) -> Vec<Family> {
+        let mut families: BTreeMap<String, (Family, String)> = BTreeMap::new();
+        let mut owned: HashMap<String, (String, String)> = HashMap::new();
+        for (i, rs) in raw.iter().enumerate() {
+            for (j, rm) in rs.metrics.iter().enumerate() {
+                let at = format!("sources[{i}].metrics[{j}]");
+                let kind = match rm.kind {
+                    RawMetricKind::Gauge => MetricKind::Gauge,
+                    RawMetricKind::Counter => MetricKind::Counter,
+                };
+                let family = family_name(&rm.name, kind);
+                let help = escape_help(rm.help.as_deref().unwrap_or(""));
+                let f = Family {
+                    name: family.clone(),
+                    help,
+                    kind,
+                };
+                if let Some((prev, prev_at)) = families.get(&family) {
+                    if prev.kind != f.kind {
+                        self.error(
+                            format!("{at}.type"),
+                            format!(
+                                "metric {} is a {} here but a {} at {prev_at}; one name has one type",
+                                rm.name,
+                                kind.as_str(),
+                                prev.kind.as_str()
+                            ),
+                        );
+                    } else if prev.help != f.help {
+                        self.error(
+                            format!("{at}.help"),
+                            format!(
+                                "metric {} has a different help text at {prev_at}; one name has one help",
+                                rm.name
+                            ),
+                        );
+                    }
+                    continue;
+                }
+                let series_names: Vec<String> = match kind {
+                    MetricKind::Gauge => vec![family.clone()],
+                    MetricKind::Counter => vec![
+                        family.clone(),
+                        format!("{family}_total"),
+                        format!("{family}_created"),
+                    ],
+                };
+                for s in &series_names {
+                    if let Some((other, other_at)) = owned.get(s) {
+                        if other != &family {
+                            self.error(
+                                format!("{at}.name"),
+                                format!(
+                                    "metric {} clashes with metric {other} at {other_at}: both would expose {s}",
+                                    rm.name
+                                ),
+                            );
+                        }
+                    }
+                }
+                for s in series_names {
+                    owned.entry(s).or_insert((family.clone(), at.clone()));
+                }
+                families.insert(family, (f, at));
+            }
+        }
+        families.into_values().map(|(f, _)| f).collect()
+    }
+
+    fn source(&mut self, at: &str, rs: &RawSource) -> Option<Source> {
+        let before = self.diagnostics.len();
+        if !text::is_source_name(&rs.name) {
+            self.error(
+                format!("{at}.name"),
+                format!(
+                    "invalid source name {:?}: use letters, digits, '_', '-' and '.' (at most 128)",
+                    rs.name
+                ),
+            );
+        }
+        let request = self.request(at, rs);
+        let schedule = self.schedule(at, rs);
+        if rs.metrics.is_empty() {
+            self.error(
+                format!("{at}.metrics"),
+                "a source needs at least one metric",
+            );
+        }
+        let mut names: HashMap<&str, usize> = HashMap::new();
+        let mut metrics = Vec::new();
+        for (j, rm) in rs.metrics.iter().enumerate() {
+            let mat = format!("{at}.metrics[{j}]");
+            if let Some(first) = names.insert(&rm.name, j) {
+                self.error(
+                    format!("{mat}.name"),
+                    format!(
+                        "metric {} is defined twice in this source (also metrics[{first}])",
+                        rm.name
+                    ),
+                );
+            }
+            if let Some(m) = self.metric(&mat, rm) {
+                metrics.push(m);
+            }
+        }
+        if self.diagnostics.len() > before {
+            return None;
+        }
+        Some(Source {
+            name: rs.name.clone(),
+            request: request?,
+            schedule: schedule?,
+            metrics,
+            raw: rs.clone(),
+        })
+    }
+
+    fn expand(&mut self, path: &str, value: &str) -> Option<String> {
+        match text::expand_env(value, self.env) {
+            Ok(v) => Some(v),
+            Err(missing) => {
+                for name in missing {
+                    self.error(
+                        path.to_string(),
+                        format!("environment variable {name} is not set"),
+                    );
+                }
+                None
+            }
+        }
+    }
+
+    fn request(&mut self, at: &str, rs: &RawSource) -> Option<Request> {
+        let before = self.diagnostics.len();
+        let url_at = format!("{at}.url");
+        let target = self.expand(&url_at, &rs.url).and_then(|u| {
+            // `file://data.json` (not a URL by the book) is a path relative to the config
+            // file's directory, so a bundled config works from any working directory.
+            if let Some(rest) = u.strip_prefix("file://")
+                && !rest.starts_with('/')
+            {
+                if rest.is_empty() {
+                    self.error(&url_at, "a file:// URL needs a path");
+                    return None;
+                }
+                return Some(Target::File(self.base_dir.join(rest)));
+            }
+            match Url::parse(&u) {
+                Ok(url) if url.scheme() == "file" => match url.to_file_path() {
+                    Ok(p) => Some(Target::File(p)),
+                    Err(()) => {
+                        self.error(&url_at, "a file:// URL must hold an absolute local path");
+                        None
+                    }
+                },
+                Ok(url) if matches!(url.scheme(), "http" | "https") => {
+                    if url.host_str().is_none_or(str::is_empty) {
+                        self.error(&url_at, "the URL has no host");
+                        return None;
+                    }
+                    Some(Target::Http(url))
+                }
+                Ok(url) => {
+                    self.error(
+                        &url_at,
+                        format!(
+                            "unsupported URL scheme {:?} (use http, https or file)",
+                            url.scheme()
+                        ),
+                    );
+                    None
+                }
+                // Url's messages never include the URL itself, so no secret leaks here.
+                Err(e) => {
+                    self.error(&url_at, format!("invalid URL: {e}"));
+                    None
+                }
+            }
+        });
+        let target = match (target, rs.query.is_empty()) {
+            (Some(Target::Http(mut url)), false) => {
+                let mut pairs = Vec::new();
+                for (k, v) in &rs.query {
+                    if let Some(v) = self.expand(&format!("{at}.query.{k}"), v) {
+                        pairs.push((k.clone(), v));
+                    }
+                }
+                url.query_pairs_mut().extend_pairs(pairs);
+                Some(Target::Http(url))
+            }
+            (Some(Target::File(_)), false) => {
+                self.error(format!("{at}.query"), "`query` needs an http(s) URL");
+                None
+            }
+            (t, _) => t,
+        };
+        let method = match rs.method.as_deref() {
+            None => Method::GET,
+            Some(m) => match Method::from_bytes(m.to_ascii_uppercase().as_bytes()) {
+                Ok(m) => m,
+                Err(_) => {
+                    self.error(format!("{at}.method"), format!("invalid HTTP method {m:?}"));
+                    Method::GET
+                }
+            },
+        };
+        let mut headers = HeaderMap::new();
+        for (k, v) in &rs.headers {
+            let hat = format!("{at}.headers.{k}");
+            let name = match HeaderName::from_bytes(k.as_bytes()) {
+                Ok(n) => n,
+                Err(_) => {
+                    self.error(&hat, format!("invalid header name {k:?}"));
+                    continue;
+                }
+            };
+            let Some(v) = self.expand(&hat, v) else {
+                continue;
+            };
+            match HeaderValue::from_str(&v) {
+                Ok(mut value) => {
+                    // Any header may carry a credential: never print one.
+                    value.set_sensitive(true);
+                    headers.append(name, value);
+                }
+                Err(_) => self.error(
+                    &hat,
+                    "invalid header value (control characters or non-visible bytes)",
+                ),
+            }
+        }
+        if let Some(auth) = &rs.basic_auth {
+            let user = self.expand(&format!("{at}.basic_auth.username"), &auth.username);
+            let pass = self.expand(&format!("{at}.basic_auth.password"), &auth.password);
+            if let (Some(u), Some(p)) = (user, pass) {
+                let mut v = basic_auth_header(&u, &p);
+                v.set_sensitive(true);
+                headers.insert(reqwest::header::AUTHORIZATION, v);
+            }
+        }
+        if let Some(token) = &rs.bearer_token {
+            if rs.basic_auth.is_some() {
+                self.error(
+                    format!("{at}.bearer_token"),
+                    "use either basic_auth or bearer_token, not both",
+                );
+            }
+            if let Some(t) = self.expand(&format!("{at}.bearer_token"), token) {
+                match HeaderValue::from_str(&format!("Bearer {}", t.trim())) {
+                    Ok(mut v) => {
+                        v.set_sensitive(true);
+                        headers.insert(reqwest::header::AUTHORIZATION, v);
+                    }
+                    Err(_) => self.error(
+                        format!("{at}.bearer_token"),
+                        "the token holds characters not allowed in a header",
+                    ),
+                }
+            }
+        }
+        let body = match &rs.body {
+            Some(b) => self.expand(&format!("{at}.body"), b),
+            None => None,
+        };
+        let timeout = match &rs.timeout {
+            None => DEFAULT_TIMEOUT,
+            Some(t) => match text::parse_duration(t) {
+                Ok(d) if d.is_zero() => {
+                    self.error(format!("{at}.timeout"), "timeout must be more than zero");
+                    DEFAULT_TIMEOUT
+                }
+                Ok(d) => d,
+                Err(e) => {
+                    self.error(format!("{at}.timeout"), e);
+                    DEFAULT_TIMEOUT
+                }
+            },
+        };
+        let max_body_bytes = rs.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY_BYTES);
+        if max_body_bytes == 0 {
+            self.error(
+                format!("{at}.max_body_bytes"),
+                "max_body_bytes must be more than zero",
+            );
+        }
+        if self.diagnostics.len() > before {
+            return None;
+        }
+        Some(Request {
+            target: target?,
+            method,
+            headers,
+            body,
+            timeout,
+            max_body_bytes,
+            display_url: display_url(&rs.url),
+        })
+    }
+
+    fn schedule(&mut self, at: &str, rs: &RawSource) -> Option<Schedule> {
+        match (&rs.schedule, &rs.every) {
+            (Some(_), Some(_)) => {
+                self.error(
+                    format!("{at}.every"),
+                    "set either `schedule` (cron) or `every` (interval), not both",
+                );
+                None
+            }
+            (None, None) => Some(Schedule::Every(DEFAULT_EVERY)),
+            (None, Some(every)) => match text::parse_duration(every) {
+                Ok(d) if d < Duration::from_secs(1) => {
+                    self.error(format!("{at}.every"), "`every` must be at least 1s");
+                    None
+                }
+                Ok(d) => Some(Schedule::Every(d)),
+                Err(e) => {
+                    self.error(format!("{at}.every"), e);
+                    None
+                }
+            },
+            (Some(cron), None) => match check_cron(cron) {
+                Ok(c) => Some(Schedule::Cron(c)),
+                Err(e) => {
+                    self.error(format!("{at}.schedule"), e);
+                    None
+                }
+            },
+        }
+    }
+
+    fn metric(&mut self, at: &str, rm: &RawMetric) -> Option<MetricSpec> {
+        let before = self.diagnostics.len();
+        let kind = match rm.kind {
+            RawMetricKind::Gauge => MetricKind::Gauge,
+            RawMetricKind::Counter => MetricKind::Counter,
+        };
+        if !text::is_metric_name(&rm.name) {
+            self.error(
+                format!("{at}.name"),
+                format!(
+                    "invalid metric name {:?}: use [a-zA-Z_:][a-zA-Z0-9_:]*",
+                    rm.name
+                ),
+            );
+        } else if rm.name.starts_with(SELF_PREFIX) {
+            self.error(
+                format!("{at}.name"),
+                format!("metric names starting with {SELF_PREFIX} are reserved for self-metrics"),
+            );
+        } else if kind == MetricKind::Counter && family_name(&rm.name, kind).is_empty() {
+            self.error(
+                format!("{at}.name"),
+                "a counter needs a name before `_total`",
+            );
+        }
+        if let Some(help) = &rm.help
+            && help.chars().any(|c| c.is_control() && c != '\n')
+        {
+            self.error(
+                format!("{at}.help"),
+                "help text may not contain control characters other than newline",
+            );
+        }
+        let each = match &rm.each {
+            None => Some(Each::root()),
+            Some(e) => match Each::compile(e) {
+                Ok(each) => Some(each),
+                Err(msg) => {
+                    self.error(format!("{at}.each"), msg);
+                    None
+                }
+            },
+        };
+        let captures = each
+            .as_ref()
+            .map(|e| e.captures.clone())
+            .unwrap_or_default();
+        let mut label_names = Vec::new();
+        let mut labels = Vec::new();
+        for (name, template) in &rm.labels {
+            let lat = format!("{at}.labels.{name}");
+            if !text::is_label_name(name) {
+                self.error(
+                    &lat,
+                    format!(
+                        "invalid label name {name:?}: use [a-zA-Z_][a-zA-Z0-9_]*, not starting with __"
+                    ),
+                );
+            }
+            // Without a compiled `each` the captures are unknown: skip, its error is reported.
+            if each.is_none() {
+                continue;
+            }
+            match Template::compile(template, &captures) {
+                Ok(t) => {
+                    label_names.push(name.clone());
+                    labels.push(t);
+                }
+                Err(msg) => self.error(&lat, msg),
+            }
+        }
+        let value = match &rm.value {
+            RawValue::Number(v) => Some(ValueSpec::Constant(*v)),
+            RawValue::Text(t) => {
+                let t = t.trim();
+                if let Ok(v) = t.parse::<f64>() {
+                    Some(ValueSpec::Constant(v))
+                } else {
+                    match Lookup::compile(t) {
+                        Ok(l) => Some(ValueSpec::Lookup(l)),
+                        Err(msg) => {
+                            self.error(format!("{at}.value"), msg);
+                            None
+                        }
+                    }
+                }
+            }
+        };
+        if let Some(ValueSpec::Constant(v)) = value
+            && kind == MetricKind::Counter
+            && v < 0.0
+        {
+            self.error(
+                format!("{at}.value"),
+                "a counter cannot have a negative value",
+            );
+        }
+        if self.diagnostics.len() > before {
+            return None;
+        }
+        Some(MetricSpec {
+            name: rm.name.clone(),
+            family: family_name(&rm.name, kind),
+            kind,
+            each: each?,
+            label_names: label_names.into(),
+            labels,
+            value: value?,
+        })
+    }
+}
+
+/// The exposition family of a configured name: the encoder appends `_total` to counters, so
+/// a counter configured as `x_total` is the family `x`.
+fn family_name(name: &str, kind: MetricKind) -> String {
+    match kind {
+        MetricKind::Counter => name.strip_suffix("_total").unwrap_or(name).to_string(),
+        MetricKind::Gauge => name.to_string(),
+    }
+}
+
+fn escape_help(help: &str) -> String {
+    help.trim_end().replace('\\', "\\\\").replace('\n', "\\n")
+}
+
+/// Validates a cron line with the parser the scheduler uses; returns it normalized.
+fn check_cron(expr: &str) -> Result<String, String> {
+    let expr = expr.split_whitespace().collect::<Vec<_>>().join(" ");
+    let fields = expr.split(' ').count();
+    if fields == 5 && !expr.starts_with('@') {
+        return Err(format!(
+            "cron {expr:?} has 5 fields; jsonbridge's cron starts with seconds (6 fields): \"0 {expr}\""
+        ));
+    }
+    croner::parser::CronParser::builder()
+        .seconds(croner::parser::Seconds::Required)
+        .dom_and_dow(true)
+        .build()
+        .parse(&expr)
+        .map_err(|e| format!("invalid cron {expr:?}: {e}"))?;
+    Ok(expr)
+}
+
+fn basic_auth_header(user: &str, pass: &str) -> HeaderValue {
+    use base64::Engine;
+    let encoded = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"));
+    HeaderValue::from_str(&format!("Basic {encoded}")).expect("base64 is a valid header value")
+}
+
+/// The URL as written, minus any `user:password@` part.
+fn display_url(written: &str) -> String {
+    if let Some((scheme, rest)) = written.split_once("://") {
+        let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+        if let Some(at) = rest[..authority_end].rfind('@') {
+            return format!("{scheme}://***@{}", &rest[at + 1..]);
+        }
+    }
+    written.to_string()
+}
+
+#[cfg(test)]
+mod tests;

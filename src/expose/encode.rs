@@ -1,0 +1,279 @@
+//! Encoding snapshots and self-metrics through prometheus-client.
+//!
+//! Families come from the current config (name, type, help), series from the snapshots of the
+//! sources that feed them. A family fed by several metric blocks (several sources, say) is
+//! written once; should two blocks yield the same label set, the first source in config order
+//! wins, so the exposition stays valid.
+
+use std::collections::HashSet;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use prometheus_client::encoding::{
+    DescriptorEncoder, EncodeLabel, EncodeLabelSet, LabelSetEncoder, NoLabelSet,
+};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::Registry;
+
+use crate::extract::{FamilySamples, MetricKind};
+use crate::store::View;
+use crate::telemetry::State;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// OpenMetrics 1.0 text, ending with `# EOF`.
+    OpenMetrics,
+    /// Prometheus text format 0.0.4.
+    Text,
+}
+
+impl Format {
+    pub const OPENMETRICS_CONTENT_TYPE: &str =
+        "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+    /// OpenMetrics when the client lists it in `Accept` (Prometheus does), else 0.0.4 text.
+    pub fn negotiate(accept: Option<&str>) -> Self {
+        match accept {
+            Some(a) if a.contains("application/openmetrics-text") => Format::OpenMetrics,
+            _ => Format::Text,
+        }
+    }
+
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Format::OpenMetrics => Self::OPENMETRICS_CONTENT_TYPE,
+            Format::Text => prometheus_client::encoding::prometheus_text::CONTENT_TYPE,
+        }
+    }
+}
+
+/// Encodes the snapshots of `view`, and the self-metrics when `telemetry` is given.
+pub fn encode(view: &View, telemetry: Option<&State>, format: Format) -> String {
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(Samples(view.clone())));
+    if let Some(state) = telemetry {
+        registry.register_collector(Box::new(SelfMetrics(state.clone())));
+    }
+    let mut out = String::new();
+    let result = match format {
+        Format::OpenMetrics => prometheus_client::encoding::text::encode(&mut out, &registry),
+        Format::Text => prometheus_client::encoding::prometheus_text::encode(&mut out, &registry),
+    };
+    // Writing to a String cannot fail, and our collectors only fail when the writer does.
+    debug_assert!(result.is_ok());
+    out
+}
+
+/// Labels of one series: the family's names zipped with the series' values.
+struct Pairs<'a> {
+    names: &'a [String],
+    values: &'a [String],
+}
+
+impl EncodeLabelSet for Pairs<'_> {
+    fn encode(&self, encoder: &mut LabelSetEncoder) -> Result<(), std::fmt::Error> {
+        for (n, v) in self.names.iter().zip(self.values) {
+            (n.as_str(), v.as_str()).encode(encoder.encode_label())?;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug)]
+struct Samples(View);
+
+fn metric_type(kind: MetricKind) -> MetricType {
+    match kind {
+        MetricKind::Gauge => MetricType::Gauge,
+        MetricKind::Counter => MetricType::Counter,
+    }
+}
+
+impl prometheus_client::collector::Collector for Samples {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        for family in &self.0.config.families {
+            let parts: Vec<&FamilySamples> = self
+                .0
+                .snapshots
+                .iter()
+                .flat_map(|(_, snap)| snap.families.iter())
+                .filter(|f| f.family == family.name)
+                .collect();
+            let mut m = encoder.encode_descriptor(
+                &family.name,
+                &family.help,
+                None,
+                metric_type(family.kind),
+            )?;
+            // One block's series are already unique (extract dedups); only merged families
+            // need checking across blocks.
+            let mut seen: Option<HashSet<Vec<(&str, &str)>>> = (parts.len() > 1).then(HashSet::new);
+            for part in parts {
+                for s in &part.series {
+                    if let Some(seen) = seen.as_mut() {
+                        let mut key: Vec<(&str, &str)> = part
+                            .label_names
+                            .iter()
+                            .map(String::as_str)
+                            .zip(s.labels.iter().map(String::as_str))
+                            .collect();
+                        key.sort_unstable();
+                        if !seen.insert(key) {
+                            continue;
+                        }
+                    }
+                    let labels = Pairs {
+                        names: &part.label_names,
+                        values: &s.labels,
+                    };
+                    let mut series = m.encode_family(&labels)?;
+                    match family.kind {
+                        MetricKind::Gauge => series.encode_gauge(&s.value)?,
+                        MetricKind::Counter => {
+                            series.encode_counter::<NoLabelSet, f64, f64>(&s.value, None)?
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug)]
+struct SelfMetrics(State);
+
+fn seconds(t: SystemTime) -> f64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+impl prometheus_client::collector::Collector for SelfMetrics {
+    fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let st = &self.0;
+        {
+            let mut m = enc.encode_descriptor(
+                "jsonbridge_build_info",
+                "A metric with a constant 1 value labeled by the version of jsonbridge.",
+                None,
+                MetricType::Gauge,
+            )?;
+            m.encode_family(&[("version", crate::VERSION)])?
+                .encode_gauge(&1i64)?;
+        }
+        type Row<'a> = (&'a str, &'a crate::telemetry::SourceStats);
+        let rows: Vec<Row> = st.sources.iter().map(|(k, v)| (k.as_str(), v)).collect();
+        let gauges: [(&str, &str, fn(&crate::telemetry::SourceStats) -> f64); 4] = [
+            (
+                "jsonbridge_source_up",
+                "1 if the last poll of the source succeeded, 0 if it failed or none ended yet.",
+                |s| if s.up { 1.0 } else { 0.0 },
+            ),
+            (
+                "jsonbridge_source_last_poll_duration_seconds",
+                "Duration of the last poll (fetch, parse and extract).",
+                |s| s.last_duration.as_secs_f64(),
+            ),
+            (
+                "jsonbridge_source_last_success_timestamp_seconds",
+                "Unix time of the last successful poll (0: never).",
+                |s| s.last_success_at.map(seconds).unwrap_or(0.0),
+            ),
+            (
+                "jsonbridge_source_series",
+                "Series in the snapshot currently served for the source.",
+                |s| s.series as f64,
+            ),
+        ];
+        for (name, help, get) in gauges {
+            let mut m = enc.encode_descriptor(name, help, None, MetricType::Gauge)?;
+            for (src, s) in &rows {
+                m.encode_family(&[("source", *src)])?
+                    .encode_gauge(&get(s))?;
+            }
+        }
+        {
+            let mut m = enc.encode_descriptor(
+                "jsonbridge_source_polls",
+                "Polls that ended, by result: success or the error kind.",
+                None,
+                MetricType::Counter,
+            )?;
+            for (src, s) in &rows {
+                if !s.polls.contains_key("success") {
+                    m.encode_family(&[("source", *src), ("result", "success")])?
+                        .encode_counter::<NoLabelSet, u64, f64>(&0, None)?;
+                }
+                for (result, n) in &s.polls {
+                    m.encode_family(&[("source", *src), ("result", *result)])?
+                        .encode_counter::<NoLabelSet, u64, f64>(n, None)?;
+                }
+            }
+        }
+        {
+            let mut m = enc.encode_descriptor(
+                "jsonbridge_source_poll_overlaps",
+                "Scheduled polls skipped because the previous poll of the source was still running.",
+                None,
+                MetricType::Counter,
+            )?;
+            for (src, s) in &rows {
+                m.encode_family(&[("source", *src)])?
+                    .encode_counter::<NoLabelSet, u64, f64>(&s.overlaps, None)?;
+            }
+        }
+        {
+            let mut m = enc.encode_descriptor(
+                "jsonbridge_extraction_errors",
+                "Items skipped during extraction, by metric and kind.",
+                None,
+                MetricType::Counter,
+            )?;
+            for (src, s) in &rows {
+                for ((metric, kind), n) in &s.extraction_errors {
+                    m.encode_family(&[
+                        ("source", *src),
+                        ("metric", metric.as_str()),
+                        ("kind", *kind),
+                    ])?
+                    .encode_counter::<NoLabelSet, u64, f64>(n, None)?;
+                }
+            }
+        }
+        {
+            let mut m = enc.encode_descriptor(
+                "jsonbridge_config_last_reload_successful",
+                "Whether the last configuration reload attempt was successful.",
+                None,
+                MetricType::Gauge,
+            )?;
+            m.encode_gauge(&i64::from(st.reload.last_successful))?;
+        }
+        {
+            let mut m = enc.encode_descriptor(
+                "jsonbridge_config_last_reload_success_timestamp_seconds",
+                "Unix time of the last successful configuration load.",
+                None,
+                MetricType::Gauge,
+            )?;
+            m.encode_gauge(&seconds(st.reload.last_success_at))?;
+        }
+        {
+            let mut m = enc.encode_descriptor(
+                "jsonbridge_config_reloads",
+                "Configuration reload attempts, by result: success or the error kind.",
+                None,
+                MetricType::Counter,
+            )?;
+            if !st.reload.reloads.contains_key("success") {
+                m.encode_family(&[("result", "success")])?
+                    .encode_counter::<NoLabelSet, u64, f64>(&0, None)?;
+            }
+            for (result, n) in &st.reload.reloads {
+                m.encode_family(&[("result", *result)])?
+                    .encode_counter::<NoLabelSet, u64, f64>(n, None)?;
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,172 @@
+//! `expose`: the HTTP side: `/metrics`, the status page, health, readiness and reload.
+//!
+//! Last step of the flow. [`router`] builds the axum `Router` (tests drive it with `oneshot`,
+//! no socket). Guarantees:
+//! - a scrape never calls an upstream: it encodes what the store holds;
+//! - the encoded exposition is cached per format and reused until the store or the telemetry
+//!   changes (a poll lands, a reload happens), so a scrape usually costs a copy;
+//! - `/-/ready` answers 200 once the config is loaded and every source finished a first poll
+//!   (it then stays ready; a failed poll shows in `jsonbridge_source_up`, not in readiness);
+//! - `POST /-/reload` exists only with `--web.enable-lifecycle`; GET never reloads.
+
+pub mod encode;
+mod page;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use bytes::Bytes;
+use tokio::sync::{mpsc, oneshot};
+
+pub use encode::Format;
+
+use crate::reload::{Changes, ReloadError};
+use crate::store::Store;
+use crate::telemetry::Telemetry;
+
+/// A reload asked for over HTTP, answered through `reply`.
+pub struct ReloadRequest {
+    pub reply: oneshot::Sender<Result<Option<Changes>, ReloadError>>,
+}
+
+/// What the handlers share.
+pub struct Exposer {
+    pub store: Arc<Store>,
+    pub telemetry: Arc<Telemetry>,
+    /// `Some` when the lifecycle API is enabled.
+    pub reload: Option<mpsc::Sender<ReloadRequest>>,
+    /// Shown on the status page.
+    pub config_file: String,
+    ready: AtomicBool,
+    cache: Mutex<[Option<(u64, Bytes)>; 2]>,
+}
+
+impl Exposer {
+    pub fn new(
+        store: Arc<Store>,
+        telemetry: Arc<Telemetry>,
+        reload: Option<mpsc::Sender<ReloadRequest>>,
+        config_file: String,
+    ) -> Self {
+        Self {
+            store,
+            telemetry,
+            reload,
+            config_file,
+            ready: AtomicBool::new(false),
+            cache: Mutex::new([None, None]),
+        }
+    }
+
+    /// The full exposition (snapshots and self-metrics), from the cache when nothing changed.
+    pub fn metrics(&self, format: Format) -> Bytes {
+        let slot = match format {
+            Format::OpenMetrics => 0,
+            Format::Text => 1,
+        };
+        // The generation is read before encoding: a change during encoding bumps it again,
+        // so the next scrape re-encodes instead of serving a stale body forever.
+        let generation = self.store.generation();
+        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((g, body)) = &cache[slot]
+            && *g == generation
+        {
+            return body.clone();
+        }
+        let view = self.store.view();
+        let state = self.telemetry.snapshot();
+        let body = Bytes::from(encode::encode(&view, Some(&state), format));
+        cache[slot] = Some((generation, body.clone()));
+        body
+    }
+
+    pub fn is_ready(&self) -> bool {
+        if self.ready.load(Ordering::Acquire) {
+            return true;
+        }
+        let config = self.store.config();
+        let ready = self
+            .telemetry
+            .all_polled(config.sources.iter().map(|s| s.name.as_str()));
+        if ready {
+            self.ready.store(true, Ordering::Release);
+        }
+        ready
+    }
+}
+
+/// Builds the HTTP router.
+pub fn router(exposer: Arc<Exposer>) -> Router {
+    Router::new()
+        .route("/", get(page::index))
+        .route("/metrics", get(metrics))
+        .route("/-/healthy", get(|| async { "Healthy\n" }))
+        .route("/-/ready", get(ready))
+        .route("/-/reload", post(reload))
+        .with_state(exposer)
+}
+
+async fn metrics(State(x): State<Arc<Exposer>>, headers: HeaderMap) -> Response {
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
+    let format = Format::negotiate(accept);
+    let body = x.metrics(format);
+    ([(header::CONTENT_TYPE, format.content_type())], body).into_response()
+}
+
+async fn ready(State(x): State<Arc<Exposer>>) -> Response {
+    if x.is_ready() {
+        return (StatusCode::OK, "Ready\n").into_response();
+    }
+    let state = x.telemetry.snapshot();
+    let waiting: Vec<String> = x
+        .store
+        .config()
+        .sources
+        .iter()
+        .filter(|s| !state.sources.get(&s.name).is_some_and(|st| st.polled))
+        .map(|s| s.name.clone())
+        .collect();
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        format!(
+            "Not ready: waiting for the first poll of {}\n",
+            waiting.join(", ")
+        ),
+    )
+        .into_response()
+}
+
+async fn reload(State(x): State<Arc<Exposer>>) -> Response {
+    let Some(tx) = &x.reload else {
+        return (
+            StatusCode::FORBIDDEN,
+            "Lifecycle API is not enabled (start with --web.enable-lifecycle).\n",
+        )
+            .into_response();
+    };
+    let (reply, answer) = oneshot::channel();
+    if tx.send(ReloadRequest { reply }).await.is_err() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response();
+    }
+    match answer.await {
+        Ok(Ok(changes)) => {
+            let text = match changes {
+                Some(c) => format!("Reloaded: {c}\n"),
+                None => "Reloaded: no change\n".to_string(),
+            };
+            (StatusCode::OK, text).into_response()
+        }
+        // Config errors name paths, lines and env var names, never values.
+        Ok(Err(e)) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("Reload failed; the running config is unchanged.\n{e}\n"),
+        )
+            .into_response(),
+        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response(),
+    }
+}

@@ -1,0 +1,205 @@
+//! Compiled JSONPath selectors (RFC 9535, parsed by jsonpath-rust once at config load).
+//!
+//! Paths made only of names, indexes and wildcards (`$.apps.*`, `@.energy[-1]`) are walked
+//! directly, without the general engine's per-match path strings; anything else (filters,
+//! slices, descendants, unions) runs through jsonpath-rust. Both give the same results.
+
+use jsonpath_rust::parser::model::{JpQuery, Segment, Selector as JpSelector};
+use serde_json::Value;
+
+#[derive(Debug, Clone)]
+pub struct Selector {
+    source: String,
+    plan: Plan,
+}
+
+#[derive(Debug, Clone)]
+enum Plan {
+    Direct(Vec<Step>),
+    General(JpQuery),
+}
+
+#[derive(Debug, Clone)]
+enum Step {
+    Name(String),
+    Index(i64),
+    Wildcard,
+}
+
+impl Selector {
+    /// Compiles a path that starts with `$`. The error is jsonpath-rust's message.
+    pub fn compile(path: &str) -> Result<Self, String> {
+        let query = jsonpath_rust::parser::parse_json_path(path).map_err(|e| e.to_string())?;
+        let steps: Option<Vec<Step>> = query
+            .segments
+            .iter()
+            .map(|seg| match seg {
+                Segment::Selector(JpSelector::Name(n)) => Some(Step::Name(n.clone())),
+                Segment::Selector(JpSelector::Index(i)) => Some(Step::Index(*i)),
+                Segment::Selector(JpSelector::Wildcard) => Some(Step::Wildcard),
+                _ => None,
+            })
+            .collect();
+        let plan = match steps {
+            Some(steps) => Plan::Direct(steps),
+            None => Plan::General(query),
+        };
+        Ok(Self {
+            source: path.to_string(),
+            plan,
+        })
+    }
+
+    /// The identity selector (`$`).
+    pub fn root() -> Self {
+        Self {
+            source: "$".into(),
+            plan: Plan::Direct(Vec::new()),
+        }
+    }
+
+    /// The path as written (after `@` was turned into `$`).
+    pub fn as_str(&self) -> &str {
+        &self.source
+    }
+
+    /// Appends every node selected from `value` to `out`, in document order.
+    pub fn select_into<'a>(&self, value: &'a Value, out: &mut Vec<&'a Value>) {
+        match &self.plan {
+            Plan::Direct(steps) => walk(steps, value, out),
+            Plan::General(q) => {
+                if let Ok(found) = jsonpath_rust::query::js_path_process(q, value) {
+                    out.extend(found.into_iter().map(|r| r.val));
+                }
+            }
+        }
+    }
+
+    /// The single node selected, if exactly one is.
+    pub fn select_one<'a>(&self, value: &'a Value) -> Selected<'a> {
+        if let Plan::Direct(steps) = &self.plan
+            && steps.iter().all(|s| !matches!(s, Step::Wildcard))
+        {
+            return match walk_single(steps, value) {
+                Some(v) => Selected::One(v),
+                None => Selected::None,
+            };
+        }
+        let mut out = Vec::new();
+        self.select_into(value, &mut out);
+        match out.len() {
+            0 => Selected::None,
+            1 => Selected::One(out[0]),
+            n => Selected::Many(n),
+        }
+    }
+}
+
+/// What a path that must name one node found.
+#[derive(Debug, PartialEq)]
+pub enum Selected<'a> {
+    None,
+    One(&'a Value),
+    Many(usize),
+}
+
+fn index(len: usize, i: i64) -> Option<usize> {
+    let len = i64::try_from(len).ok()?;
+    let i = if i < 0 { len + i } else { i };
+    (0..len).contains(&i).then_some(i as usize)
+}
+
+fn step<'a>(s: &Step, v: &'a Value) -> Option<&'a Value> {
+    match (s, v) {
+        (Step::Name(n), Value::Object(m)) => m.get(n),
+        (Step::Index(i), Value::Array(a)) => index(a.len(), *i).map(|i| &a[i]),
+        _ => None,
+    }
+}
+
+fn walk_single<'a>(steps: &[Step], mut v: &'a Value) -> Option<&'a Value> {
+    for s in steps {
+        v = step(s, v)?;
+    }
+    Some(v)
+}
+
+fn walk<'a>(steps: &[Step], v: &'a Value, out: &mut Vec<&'a Value>) {
+    let Some((first, rest)) = steps.split_first() else {
+        out.push(v);
+        return;
+    };
+    match first {
+        Step::Wildcard => match v {
+            Value::Object(m) => m.values().for_each(|c| walk(rest, c, out)),
+            Value::Array(a) => a.iter().for_each(|c| walk(rest, c, out)),
+            _ => {}
+        },
+        s => {
+            if let Some(c) = step(s, v) {
+                walk(rest, c, out);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn doc() -> Value {
+        json!({"apps": {"a": {"x": [1, 2]}, "b": {"y": [3]}}, "list": [{"n": 1}, {"n": 5}]})
+    }
+
+    /// The direct walker must agree with jsonpath-rust on every path it accepts.
+    #[test]
+    fn direct_plan_matches_general_engine() {
+        let d = doc();
+        for p in [
+            "$",
+            "$.apps",
+            "$.apps.*",
+            "$.apps.*.*",
+            "$.apps.*.*[*]",
+            "$.apps.*.*[-1]",
+            "$.list[0].n",
+            "$.list[-1].n",
+            "$.list[5]",
+            "$['apps']['a']",
+            "$.missing.x",
+            "$.list.n",
+        ] {
+            let sel = Selector::compile(p).unwrap();
+            assert!(matches!(sel.plan, Plan::Direct(_)), "{p}");
+            let mut direct = Vec::new();
+            sel.select_into(&d, &mut direct);
+            let general: Vec<&Value> = jsonpath_rust::query::js_path(p, &d)
+                .unwrap()
+                .into_iter()
+                .map(|r| r.val)
+                .collect();
+            assert_eq!(direct, general, "{p}");
+        }
+    }
+
+    #[test]
+    fn general_plan_for_filters_and_slices() {
+        let d = doc();
+        let sel = Selector::compile("$.list[?@.n > 2].n").unwrap();
+        assert!(matches!(sel.plan, Plan::General(_)));
+        assert_eq!(sel.select_one(&d), Selected::One(&json!(5)));
+        let sel = Selector::compile("$..n").unwrap();
+        assert_eq!(sel.select_one(&d), Selected::Many(2));
+        assert_eq!(
+            Selector::compile("$.list[9]").unwrap().select_one(&d),
+            Selected::None
+        );
+    }
+
+    #[test]
+    fn compile_errors_are_reported() {
+        assert!(Selector::compile("$.a[").is_err());
+        assert!(Selector::compile("apps").is_err());
+    }
+}

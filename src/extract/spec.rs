@@ -1,0 +1,431 @@
+//! The compiled form of a metric block: `each` with captures, label templates, the value.
+//!
+//! Parsing happens once, at config load ([`MetricSpec::compile`] is called by
+//! [`crate::config`]); extraction only walks these structures.
+
+use std::borrow::Cow;
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use super::selector::{Selected, Selector};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetricKind {
+    Gauge,
+    Counter,
+}
+
+impl MetricKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MetricKind::Gauge => "gauge",
+            MetricKind::Counter => "counter",
+        }
+    }
+}
+
+/// One metric block of a source, ready to run.
+#[derive(Debug, Clone)]
+pub struct MetricSpec {
+    /// The name as configured (used in self-metric labels and messages).
+    pub name: String,
+    /// The family name in the exposition: a counter's `_total` suffix is added by the encoder.
+    pub family: String,
+    pub kind: MetricKind,
+    pub each: Each,
+    pub label_names: Arc<[String]>,
+    pub labels: Vec<Template>,
+    pub value: ValueSpec,
+}
+
+/// Where `{@...}` and `{$...}` look: the current item or the document root.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    Item,
+    Root,
+}
+
+/// A JSONPath that must select exactly one node.
+#[derive(Debug, Clone)]
+pub struct Lookup {
+    pub scope: Scope,
+    pub selector: Selector,
+}
+
+impl Lookup {
+    /// Compiles `@.x` (relative to the item) or `$.x` (relative to the root).
+    pub fn compile(path: &str) -> Result<Self, String> {
+        let path = path.trim();
+        let (scope, rooted) = if let Some(rest) = path.strip_prefix('@') {
+            (Scope::Item, format!("${rest}"))
+        } else if path.starts_with('$') {
+            (Scope::Root, path.to_string())
+        } else {
+            return Err(format!(
+                "{path:?} is not a JSONPath: start it with @ (the item) or $ (the document root)"
+            ));
+        };
+        let selector =
+            Selector::compile(&rooted).map_err(|e| format!("invalid JSONPath {path:?}: {e}"))?;
+        Ok(Self { scope, selector })
+    }
+
+    pub fn select<'a>(&self, item: &'a Value, root: &'a Value) -> Selected<'a> {
+        match self.scope {
+            Scope::Item => self.selector.select_one(item),
+            Scope::Root => self.selector.select_one(root),
+        }
+    }
+
+    /// The path as the user wrote it (`@` restored for item scope).
+    pub fn display(&self) -> String {
+        match self.scope {
+            Scope::Item => format!("@{}", &self.selector.as_str()[1..]),
+            Scope::Root => self.selector.as_str().to_string(),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub enum ValueSpec {
+    Constant(f64),
+    Lookup(Lookup),
+}
+
+/// A label value: literal text mixed with `{capture}`, `{@.path}` and `{$.path}`.
+#[derive(Debug, Clone)]
+pub struct Template {
+    pub parts: Vec<Part>,
+}
+
+#[derive(Debug, Clone)]
+pub enum Part {
+    Literal(String),
+    Capture(usize),
+    Lookup(Lookup),
+}
+
+impl Template {
+    /// `{{` and `}}` stand for literal braces. Captures must be declared by `each`.
+    pub fn compile(text: &str, captures: &[String]) -> Result<Self, String> {
+        let mut parts = Vec::new();
+        let mut literal = String::new();
+        let mut chars = text.char_indices().peekable();
+        while let Some((i, c)) = chars.next() {
+            match c {
+                '{' if chars.peek().map(|p| p.1) == Some('{') => {
+                    chars.next();
+                    literal.push('{');
+                }
+                '}' if chars.peek().map(|p| p.1) == Some('}') => {
+                    chars.next();
+                    literal.push('}');
+                }
+                '}' => {
+                    return Err(format!(
+                        "unmatched '}}' at offset {i} (write '}}}}' for a literal brace)"
+                    ));
+                }
+                '{' => {
+                    let end = closing_brace(text, i + 1).ok_or_else(|| {
+                        format!("unclosed '{{' at offset {i} (write '{{{{' for a literal brace)")
+                    })?;
+                    let inner = text[i + 1..end].trim();
+                    while chars.peek().is_some_and(|(j, _)| *j <= end) {
+                        chars.next();
+                    }
+                    if !literal.is_empty() {
+                        parts.push(Part::Literal(std::mem::take(&mut literal)));
+                    }
+                    if inner.starts_with('@') || inner.starts_with('$') {
+                        parts.push(Part::Lookup(Lookup::compile(inner)?));
+                    } else if let Some(n) = captures.iter().position(|c| c == inner) {
+                        parts.push(Part::Capture(n));
+                    } else if captures.is_empty() {
+                        return Err(format!(
+                            "unknown capture {{{inner}}}: `each` declares no captures (use {{@.field}} for a field of the item)"
+                        ));
+                    } else {
+                        return Err(format!(
+                            "unknown capture {{{inner}}}: `each` declares {}",
+                            captures
+                                .iter()
+                                .map(|c| format!("{{{c}}}"))
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ));
+                    }
+                }
+                c => literal.push(c),
+            }
+        }
+        if !literal.is_empty() || parts.is_empty() {
+            parts.push(Part::Literal(literal));
+        }
+        Ok(Self { parts })
+    }
+}
+
+/// Index of the `}` closing a `{` whose content starts at `from`, skipping quoted strings and
+/// brackets so that `{@.a[?@.b == '}']}` works.
+fn closing_brace(text: &str, from: usize) -> Option<usize> {
+    let bytes = text.as_bytes();
+    let mut quote: Option<u8> = None;
+    let mut depth = 0usize;
+    let mut i = from;
+    while i < bytes.len() {
+        let b = bytes[i];
+        match quote {
+            Some(q) => {
+                if b == b'\\' {
+                    i += 1;
+                } else if b == q {
+                    quote = None;
+                }
+            }
+            None => match b {
+                b'\'' | b'"' => quote = Some(b),
+                b'[' | b'(' => depth += 1,
+                b']' | b')' => depth = depth.saturating_sub(1),
+                b'}' if depth == 0 => return Some(i),
+                _ => {}
+            },
+        }
+        i += 1;
+    }
+    None
+}
+
+/// `each`: a JSONPath in which `.{name}` or `[{name}]` is a wildcard whose key (or index)
+/// is captured. Compiled as path fragments between the captures.
+#[derive(Debug, Clone)]
+pub struct Each {
+    /// `captures.len() + 1` fragments; fragment `k+1` runs on each child bound to capture `k`.
+    fragments: Vec<Selector>,
+    pub captures: Vec<String>,
+}
+
+impl Each {
+    /// No `each`: the document root is the one item.
+    pub fn root() -> Self {
+        Self {
+            fragments: vec![Selector::root()],
+            captures: Vec::new(),
+        }
+    }
+
+    pub fn compile(path: &str) -> Result<Self, String> {
+        let path = path.trim();
+        if !path.starts_with('$') {
+            return Err(format!(
+                "`each` must start at the document root ($), got {path:?}"
+            ));
+        }
+        let mut fragments_text = Vec::new();
+        let mut captures: Vec<String> = Vec::new();
+        let bytes = path.as_bytes();
+        let mut start = 0;
+        let mut i = 0;
+        let mut quote: Option<u8> = None;
+        while i < bytes.len() {
+            let b = bytes[i];
+            if let Some(q) = quote {
+                if b == b'\\' {
+                    i += 1;
+                } else if b == q {
+                    quote = None;
+                }
+                i += 1;
+                continue;
+            }
+            let capture = match b {
+                b'\'' | b'"' => {
+                    quote = Some(b);
+                    None
+                }
+                b'.' if bytes.get(i + 1) == Some(&b'{') => {
+                    capture_at(path, i + 2, b'}').map(|(name, end)| (name, end + 1))
+                }
+                b'[' if bytes.get(i + 1) == Some(&b'{') => capture_at(path, i + 2, b'}')
+                    .filter(|(_, end)| bytes.get(end + 1) == Some(&b']'))
+                    .map(|(name, end)| (name, end + 2)),
+                _ => None,
+            };
+            match capture {
+                Some((name, next)) => {
+                    let before = &path[start..i];
+                    if before.ends_with('.') {
+                        return Err(format!(
+                            "capture {{{name}}} cannot follow '..' (captures bind one level of keys)"
+                        ));
+                    }
+                    if captures.iter().any(|c| c == name) {
+                        return Err(format!("capture {{{name}}} is declared twice"));
+                    }
+                    fragments_text.push(before.to_string());
+                    captures.push(name.to_string());
+                    start = next;
+                    i = next;
+                }
+                None => i += 1,
+            }
+        }
+        fragments_text.push(path[start..].to_string());
+        let fragments = fragments_text
+            .iter()
+            .enumerate()
+            .map(|(k, text)| {
+                let rooted = if k == 0 {
+                    text.clone()
+                } else {
+                    format!("${text}")
+                };
+                Selector::compile(&rooted).map_err(|e| {
+                    if captures.is_empty() {
+                        format!("invalid JSONPath {path:?}: {e}")
+                    } else {
+                        format!("invalid JSONPath {path:?} (part {rooted:?}): {e}")
+                    }
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Self {
+            fragments,
+            captures,
+        })
+    }
+
+    /// Calls `f` for every item with the values of the captures, in document order.
+    pub fn for_each<'a>(&self, root: &'a Value, f: &mut dyn FnMut(&'a Value, &[Cow<'a, str>])) {
+        let mut caps = Vec::with_capacity(self.captures.len());
+        self.walk(0, root, &mut caps, f);
+    }
+
+    fn walk<'a>(
+        &self,
+        level: usize,
+        node: &'a Value,
+        caps: &mut Vec<Cow<'a, str>>,
+        f: &mut dyn FnMut(&'a Value, &[Cow<'a, str>]),
+    ) {
+        let mut found = Vec::new();
+        self.fragments[level].select_into(node, &mut found);
+        if level == self.captures.len() {
+            for item in found {
+                f(item, caps);
+            }
+            return;
+        }
+        for parent in found {
+            match parent {
+                Value::Object(m) => {
+                    for (k, child) in m {
+                        caps.push(Cow::Borrowed(k.as_str()));
+                        self.walk(level + 1, child, caps, f);
+                        caps.pop();
+                    }
+                }
+                Value::Array(a) => {
+                    for (i, child) in a.iter().enumerate() {
+                        caps.push(Cow::Owned(i.to_string()));
+                        self.walk(level + 1, child, caps, f);
+                        caps.pop();
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+/// `{name}` starting at `from` (just after the `{`): the name and the index of `}`.
+fn capture_at(path: &str, from: usize, close: u8) -> Option<(&str, usize)> {
+    let end = from + path[from..].bytes().position(|b| b == close)?;
+    let name = &path[from..end];
+    let valid = !name.is_empty()
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && !name.starts_with(|c: char| c.is_ascii_digit());
+    valid.then_some((name, end))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn items(each: &str, doc: &Value) -> Vec<(Value, Vec<String>)> {
+        let e = Each::compile(each).unwrap();
+        let mut out = Vec::new();
+        e.for_each(doc, &mut |v, caps| {
+            out.push((v.clone(), caps.iter().map(|c| c.to_string()).collect()))
+        });
+        out
+    }
+
+    #[test]
+    fn captures_bind_map_keys_and_indexes() {
+        let doc = json!({"apps": {"billing": {"prod": [{"n": 1}, {"n": 2}]}, "web": {"dev": [{"n": 3}]}}});
+        let got = items("$.apps.{app}.{namespace}[*]", &doc);
+        assert_eq!(
+            got,
+            vec![
+                (json!({"n": 1}), vec!["billing".into(), "prod".into()]),
+                (json!({"n": 2}), vec!["billing".into(), "prod".into()]),
+                (json!({"n": 3}), vec!["web".into(), "dev".into()]),
+            ]
+        );
+        let got = items("$.apps.billing.prod[{i}]", &doc);
+        assert_eq!(got[1], (json!({"n": 2}), vec!["1".to_string()]));
+        let got = items("$['apps'][{app}]", &doc);
+        assert_eq!(got.len(), 2);
+        assert_eq!(got[0].1, vec!["billing".to_string()]);
+    }
+
+    #[test]
+    fn braces_inside_filter_strings_are_not_captures() {
+        let doc = json!({"xs": [{"k": "{a}", "v": 1}, {"k": "b", "v": 2}]});
+        let got = items("$.xs[?@.k == '{a}']", &doc);
+        assert_eq!(got, vec![(json!({"k": "{a}", "v": 1}), vec![])]);
+    }
+
+    #[test]
+    fn each_errors() {
+        for (each, msg) in [
+            ("apps[*]", "must start at the document root"),
+            ("$.a.{x}.{x}", "declared twice"),
+            ("$..{x}", "cannot follow '..'"),
+            ("$.a.{x}b", "invalid JSONPath"),
+            ("$.a[", "invalid JSONPath"),
+        ] {
+            let err = Each::compile(each).unwrap_err();
+            assert!(err.contains(msg), "{each}: {err}");
+        }
+    }
+
+    #[test]
+    fn templates() {
+        let caps = vec!["app".to_string()];
+        let t = Template::compile("{app}/{@.name}-{{x}}", &caps).unwrap();
+        assert!(matches!(t.parts[0], Part::Capture(0)));
+        assert!(matches!(&t.parts[1], Part::Literal(s) if s == "/"));
+        assert!(matches!(&t.parts[2], Part::Lookup(l) if l.scope == Scope::Item));
+        assert!(matches!(&t.parts[3], Part::Literal(s) if s == "-{x}"));
+        let t = Template::compile("{$.meta.region}", &caps).unwrap();
+        assert!(matches!(&t.parts[0], Part::Lookup(l) if l.scope == Scope::Root));
+        let t = Template::compile("", &caps).unwrap();
+        assert!(matches!(&t.parts[0], Part::Literal(s) if s.is_empty()));
+        for (text, msg) in [
+            ("{ns}", "unknown capture {ns}: `each` declares {app}"),
+            ("{app", "unclosed '{'"),
+            ("a}", "unmatched '}'"),
+            ("{@.a.}", "invalid JSONPath"),
+            ("{@.a[}", "unclosed '{'"),
+        ] {
+            let err = Template::compile(text, &caps).unwrap_err();
+            assert!(err.contains(msg), "{text}: {err}");
+        }
+        let err = Template::compile("{x}", &[]).unwrap_err();
+        assert!(err.contains("declares no captures"), "{err}");
+    }
+}

@@ -1,0 +1,163 @@
+//! `fetch`: one request to one source, returning the body bytes.
+//!
+//! Sits between [`crate::schedule`] (which calls it) and [`crate::extract`]. Guarantees: the
+//! whole fetch (connect, headers, body) ends within the source's `timeout`; a body larger than
+//! `max_body_bytes` is refused while streaming, before it is held in memory; a non-2xx status
+//! is an error; errors carry a stable `kind()` and never include header values or expanded
+//! URLs (which may hold secrets).
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::io::AsyncReadExt;
+
+use crate::config::{Request, Target};
+
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    #[error("timed out after {0:?}")]
+    Timeout(Duration),
+    #[error("cannot connect: {0}")]
+    Connect(String),
+    #[error("HTTP status {0}")]
+    Status(u16),
+    #[error("response body is larger than max_body_bytes ({limit} bytes)")]
+    TooLarge { limit: u64 },
+    #[error("too many redirects or a redirect loop")]
+    Redirect,
+    #[error("reading the response failed: {0}")]
+    Body(String),
+    #[error("request failed: {0}")]
+    Request(String),
+    #[error("cannot read {path}: {message}")]
+    File { path: String, message: String },
+}
+
+impl FetchError {
+    /// Stable label value for `jsonbridge_source_polls_total{result=...}`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            FetchError::Timeout(_) => "timeout",
+            FetchError::Connect(_) => "connect",
+            FetchError::Status(_) => "http_status",
+            FetchError::TooLarge { .. } => "body_too_large",
+            FetchError::Redirect => "redirect",
+            FetchError::Body(_) => "body",
+            FetchError::Request(_) => "request",
+            FetchError::File { .. } => "file",
+        }
+    }
+}
+
+/// Builds the HTTP client of one source (kept for the source's lifetime, so connections are
+/// reused across polls).
+pub fn client(request: &Request) -> Result<reqwest::Client, FetchError> {
+    reqwest::Client::builder()
+        .user_agent(concat!("jsonbridge/", env!("CARGO_PKG_VERSION")))
+        .timeout(request.timeout)
+        .connect_timeout(request.timeout)
+        .build()
+        .map_err(|e| FetchError::Request(describe(&e)))
+}
+
+/// Fetches the body of `request`, within its timeout and size limit.
+pub async fn fetch(client: &reqwest::Client, request: &Request) -> Result<Bytes, FetchError> {
+    let work = async {
+        match &request.target {
+            Target::Http(url) => http(client, url, request).await,
+            Target::File(path) => file(path, request.max_body_bytes).await,
+        }
+    };
+    match tokio::time::timeout(request.timeout, work).await {
+        Ok(r) => r,
+        Err(_) => Err(FetchError::Timeout(request.timeout)),
+    }
+}
+
+async fn http(
+    client: &reqwest::Client,
+    url: &reqwest::Url,
+    request: &Request,
+) -> Result<Bytes, FetchError> {
+    let mut builder = client
+        .request(request.method.clone(), url.clone())
+        .headers(request.headers.clone());
+    if let Some(body) = &request.body {
+        builder = builder.body(body.clone());
+    }
+    let mut resp = builder
+        .send()
+        .await
+        .map_err(|e| classify(e, request.timeout))?;
+    let status = resp.status();
+    if !status.is_success() {
+        return Err(FetchError::Status(status.as_u16()));
+    }
+    let limit = request.max_body_bytes;
+    if resp.content_length().is_some_and(|n| n > limit) {
+        return Err(FetchError::TooLarge { limit });
+    }
+    let mut body = Vec::with_capacity(resp.content_length().unwrap_or(0) as usize);
+    while let Some(chunk) = resp
+        .chunk()
+        .await
+        .map_err(|e| classify(e, request.timeout))?
+    {
+        if (body.len() + chunk.len()) as u64 > limit {
+            return Err(FetchError::TooLarge { limit });
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body.into())
+}
+
+async fn file(path: &std::path::Path, limit: u64) -> Result<Bytes, FetchError> {
+    let err = |e: std::io::Error| FetchError::File {
+        path: path.display().to_string(),
+        message: e.to_string(),
+    };
+    let f = tokio::fs::File::open(path).await.map_err(err)?;
+    let mut body = Vec::new();
+    // Read one byte past the limit to tell "exactly at the limit" from "over it".
+    f.take(limit + 1)
+        .read_to_end(&mut body)
+        .await
+        .map_err(err)?;
+    if body.len() as u64 > limit {
+        return Err(FetchError::TooLarge { limit });
+    }
+    Ok(body.into())
+}
+
+fn classify(e: reqwest::Error, timeout: Duration) -> FetchError {
+    if e.is_timeout() {
+        FetchError::Timeout(timeout)
+    } else if e.is_redirect() {
+        FetchError::Redirect
+    } else if e.is_connect() {
+        FetchError::Connect(describe(&e))
+    } else if e.is_body() || e.is_decode() {
+        FetchError::Body(describe(&e))
+    } else {
+        FetchError::Request(describe(&e))
+    }
+}
+
+/// The error chain without the URL: reqwest puts the full URL (which may carry a token in its
+/// query) in its Display, so only the sources' messages are used.
+fn describe(e: &reqwest::Error) -> String {
+    let mut parts = Vec::new();
+    let mut cur: Option<&dyn std::error::Error> = std::error::Error::source(e);
+    while let Some(s) = cur {
+        parts.push(s.to_string());
+        cur = s.source();
+    }
+    if parts.is_empty() {
+        let mut s = e.to_string();
+        if let Some(url) = e.url() {
+            s = s.replace(url.as_str(), "<url>");
+        }
+        return s;
+    }
+    parts.join(": ")
+}

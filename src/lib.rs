@@ -1,0 +1,33 @@
+//! jsonbridge turns JSON HTTP APIs into Prometheus metrics, driven by one YAML file.
+//!
+//! The data flows through one module per step:
+//!
+//! ```text
+//! config ──> schedule ──> fetch ──> extract ──> store ──> expose
+//!   ^                                             (snapshots)   (/metrics, /, /-/ready)
+//!   └── reload (file watch, SIGHUP, POST /-/reload)      telemetry (self-metrics + logs)
+//! ```
+//!
+//! - [`config`] turns the YAML into a validated, compiled [`config::Config`]: every JSONPath
+//!   compiled, every name checked, every error listed with its line and column.
+//! - [`schedule`] runs one job per source (cron or interval) and never lets a poll overlap itself.
+//! - [`fetch`] gets the body (HTTP or `file://`) within a timeout and a size limit.
+//! - [`extract`] is a pure function from a JSON document to samples.
+//! - [`store`] keeps one immutable snapshot per source, replaced whole by each good poll.
+//! - [`expose`] serves the snapshots through prometheus-client, cached until something changes.
+//! - [`reload`] validates a new file first, then applies it source by source.
+//! - [`telemetry`] is the one place where an event is both logged and counted.
+
+pub mod app;
+pub mod config;
+pub mod expose;
+pub mod extract;
+pub mod fetch;
+pub mod logging;
+pub mod reload;
+pub mod schedule;
+pub mod store;
+pub mod telemetry;
+
+/// Version string shown by `--version`, in `jsonbridge_build_info` and in the User-Agent.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

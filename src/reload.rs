@@ -1,0 +1,233 @@
+//! `reload`: a new config file is validated first, then applied source by source.
+//!
+//! Triggers: a change in the config file's directory (an in-place write, an editor's
+//! save-by-rename, a Kubernetes ConfigMap's `..data` symlink swap), SIGHUP and
+//! `POST /-/reload`. Guarantees:
+//! - a file that does not compile changes nothing: the running config keeps serving, and
+//!   `jsonbridge_config_last_reload_successful` drops to 0;
+//! - a good file is applied by diff: unchanged sources keep their job and snapshot (no gap in
+//!   their series), changed ones restart, removed ones and their series vanish, new ones poll
+//!   at once;
+//! - file events are debounced and compared by content, so a burst of writes or a touch
+//!   causes at most one reload;
+//! - reloads never run concurrently.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use notify::{EventKind, RecursiveMode, Watcher};
+use tokio::sync::{Mutex, mpsc};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{self, Config, ConfigError};
+use crate::schedule::Scheduler;
+use crate::store::Store;
+use crate::telemetry::Telemetry;
+
+/// What a reload did, for logs and the HTTP answer.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Changes {
+    pub added: Vec<String>,
+    pub changed: Vec<String>,
+    pub removed: Vec<String>,
+    pub unchanged: Vec<String>,
+}
+
+impl std::fmt::Display for Changes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "added [{}], changed [{}], removed [{}], unchanged [{}]",
+            self.added.join(" "),
+            self.changed.join(" "),
+            self.removed.join(" "),
+            self.unchanged.join(" ")
+        )
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Schedule(#[from] crate::schedule::ScheduleError),
+}
+
+impl ReloadError {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ReloadError::Config(e) => e.kind(),
+            ReloadError::Schedule(e) => e.kind(),
+        }
+    }
+}
+
+/// Why a reload was asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trigger {
+    /// The watcher saw a change: skipped when the content is what was last read.
+    FileEvent,
+    /// SIGHUP or `POST /-/reload`: always re-applied.
+    Request,
+}
+
+pub struct Reloader {
+    path: PathBuf,
+    store: Arc<Store>,
+    telemetry: Arc<Telemetry>,
+    scheduler: Arc<Scheduler>,
+    /// The text last read (applied or rejected), and the reload lock.
+    last_text: Mutex<Option<String>>,
+}
+
+impl Reloader {
+    pub fn new(
+        path: PathBuf,
+        initial_text: String,
+        store: Arc<Store>,
+        telemetry: Arc<Telemetry>,
+        scheduler: Arc<Scheduler>,
+    ) -> Self {
+        Self {
+            path,
+            store,
+            telemetry,
+            scheduler,
+            last_text: Mutex::new(Some(initial_text)),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Reads, validates and applies the config file. `Ok(None)`: nothing to do (a file event
+    /// whose content did not change).
+    pub async fn reload(&self, trigger: Trigger) -> Result<Option<Changes>, ReloadError> {
+        let mut last = self.last_text.lock().await;
+        let text = match config::read(&self.path) {
+            Ok(t) => t,
+            Err(e) => {
+                // A ConfigMap swap or an editor can leave the path briefly missing; a later
+                // event re-reads it. Count it all the same: the file as it stands is unusable.
+                self.telemetry.reload_failed(e.kind(), &e.to_string());
+                *last = None;
+                return Err(e.into());
+            }
+        };
+        if trigger == Trigger::FileEvent && last.as_deref() == Some(text.as_str()) {
+            return Ok(None);
+        }
+        *last = Some(text.clone());
+        let origin = config::Origin::file(&self.path);
+        let new = match config::parse(&text, &origin, &|k| std::env::var(k).ok()) {
+            Ok(c) => c,
+            Err(e) => {
+                self.telemetry.reload_failed(e.kind(), &e.to_string());
+                return Err(e.into());
+            }
+        };
+        match self.apply(new).await {
+            Ok(changes) => {
+                self.telemetry.reload_succeeded(&changes.to_string());
+                Ok(Some(changes))
+            }
+            Err(e) => {
+                self.telemetry.reload_failed(e.kind(), &e.to_string());
+                Err(e)
+            }
+        }
+    }
+
+    async fn apply(&self, new: Config) -> Result<Changes, ReloadError> {
+        let old = self.store.config();
+        let mut changes = Changes::default();
+        let mut sources = Vec::with_capacity(new.sources.len());
+        let mut to_start = Vec::new();
+        for src in new.sources {
+            match old.sources.iter().find(|o| o.name == src.name) {
+                // Keep the running instance: its job, client and snapshot stay as they are.
+                Some(o) if o.same_as(&src) => {
+                    changes.unchanged.push(src.name.clone());
+                    sources.push(o.clone());
+                }
+                Some(_) => {
+                    changes.changed.push(src.name.clone());
+                    to_start.push(src.clone());
+                    sources.push(src);
+                }
+                None => {
+                    changes.added.push(src.name.clone());
+                    to_start.push(src.clone());
+                    sources.push(src);
+                }
+            }
+        }
+        for o in &old.sources {
+            if !sources.iter().any(|s| s.name == o.name) {
+                changes.removed.push(o.name.clone());
+            }
+        }
+        for name in changes.removed.iter().chain(&changes.changed) {
+            self.scheduler.stop(name).await;
+        }
+        self.store.swap_config(Arc::new(Config {
+            sources,
+            families: new.families,
+        }));
+        for name in &changes.removed {
+            self.telemetry.source_removed(name);
+        }
+        for src in to_start {
+            self.scheduler.start(src).await?;
+        }
+        Ok(changes)
+    }
+}
+
+/// Watches the directory of `path` and asks for a reload after each burst of changes.
+///
+/// The directory, not the file, is watched: editors and Kubernetes replace the file (or the
+/// symlink above it), which a watch on the file itself would not survive.
+pub fn watch(
+    path: &Path,
+    reloader: Arc<Reloader>,
+    cancel: CancellationToken,
+) -> notify::Result<notify::RecommendedWatcher> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let (tx, mut rx) = mpsc::unbounded_channel::<()>();
+    let mut watcher =
+        notify::recommended_watcher(move |res: notify::Result<notify::Event>| match res {
+            Ok(ev) if matches!(ev.kind, EventKind::Access(_)) => {}
+            Ok(_) => {
+                let _ = tx.send(());
+            }
+            Err(e) => tracing::warn!(error = %e, "config watcher error"),
+        })?;
+    watcher.watch(&dir, RecursiveMode::NonRecursive)?;
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                ev = rx.recv() => if ev.is_none() { return },
+            }
+            // Debounce: wait until the directory is quiet for a moment.
+            loop {
+                match tokio::time::timeout(Duration::from_millis(150), rx.recv()).await {
+                    Ok(Some(())) => continue,
+                    Ok(None) => return,
+                    Err(_) => break,
+                }
+            }
+            // Errors were logged and counted by the reloader.
+            let _ = reloader.reload(Trigger::FileEvent).await;
+        }
+    });
+    tracing::info!(dir = %dir.display(), "watching the config directory");
+    Ok(watcher)
+}

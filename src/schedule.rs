@@ -1,0 +1,255 @@
+//! `schedule`: one job per source, and the poll it runs (fetch -> extract -> store).
+//!
+//! Second step of the flow. Guarantees:
+//! - a source polls once as soon as it starts, then on its cron line or interval;
+//! - a poll never overlaps the previous poll of the same source: the tick is skipped and
+//!   counted instead;
+//! - each source keeps one HTTP client for its whole life, so connections are reused;
+//! - stopping a source (reload, shutdown) cancels its in-flight poll, and a poll of a source
+//!   version that is no longer configured cannot publish (see [`crate::store`]);
+//! - JSON parsing and extraction run on the blocking pool, never on the async workers that
+//!   serve scrapes.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio_cron_scheduler::{Job, JobScheduler};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use uuid::Uuid;
+
+use crate::config::{Schedule, Source};
+use crate::extract::{Extraction, extract};
+use crate::fetch::{self, FetchError};
+use crate::store::{Snapshot, Store};
+use crate::telemetry::{PollOutcome, Telemetry};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ScheduleError {
+    #[error("scheduler: {0}")]
+    Scheduler(String),
+    #[error("HTTP client for source {name}: {error}")]
+    Client { name: String, error: FetchError },
+}
+
+impl ScheduleError {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ScheduleError::Scheduler(_) => "scheduler",
+            ScheduleError::Client { .. } => "client",
+        }
+    }
+}
+
+/// Why a poll produced no snapshot.
+#[derive(Debug, thiserror::Error)]
+pub enum PollError {
+    #[error(transparent)]
+    Fetch(#[from] FetchError),
+    #[error("invalid JSON: {0}")]
+    InvalidJson(String),
+    #[error("extraction task failed: {0}")]
+    Internal(String),
+}
+
+impl PollError {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            PollError::Fetch(e) => e.kind(),
+            PollError::InvalidJson(_) => "invalid_json",
+            PollError::Internal(_) => "internal",
+        }
+    }
+}
+
+struct Runner {
+    source: Arc<Source>,
+    client: reqwest::Client,
+    /// Held for the whole poll: a tick that finds it taken is an overlap.
+    busy: tokio::sync::Mutex<()>,
+    cancel: CancellationToken,
+    store: Arc<Store>,
+    telemetry: Arc<Telemetry>,
+}
+
+impl Runner {
+    async fn tick(self: Arc<Self>) {
+        let Ok(_busy) = self.busy.try_lock() else {
+            self.telemetry.poll_overlapped(&self.source.name);
+            return;
+        };
+        tokio::select! {
+            _ = self.cancel.cancelled() => {}
+            _ = self.poll() => {}
+        }
+    }
+
+    async fn poll(&self) {
+        let started = Instant::now();
+        let result = poll_once(&self.client, &self.source).await;
+        let elapsed = started.elapsed();
+        let name = &self.source.name;
+        match result {
+            Ok(x) => {
+                let series = x.series_count();
+                let snapshot = Snapshot {
+                    taken_at: std::time::SystemTime::now(),
+                    families: x.families,
+                };
+                if self.store.publish(&self.source, snapshot) {
+                    self.telemetry.poll_finished(
+                        name,
+                        elapsed,
+                        PollOutcome::Success {
+                            series,
+                            problems: &x.problems,
+                        },
+                    );
+                }
+            }
+            Err(e) => self.telemetry.poll_finished(
+                name,
+                elapsed,
+                PollOutcome::Failure {
+                    kind: e.kind(),
+                    message: e.to_string(),
+                },
+            ),
+        }
+    }
+}
+
+/// Fetches, parses and extracts one source, without touching any shared state. The `test`
+/// tooling and the on-demand paths can reuse it.
+pub async fn poll_once(
+    client: &reqwest::Client,
+    source: &Arc<Source>,
+) -> Result<Extraction, PollError> {
+    let body = fetch::fetch(client, &source.request).await?;
+    let source = source.clone();
+    tokio::task::spawn_blocking(move || {
+        let doc: serde_json::Value =
+            serde_json::from_slice(&body).map_err(|e| PollError::InvalidJson(e.to_string()))?;
+        Ok(extract(&doc, &source.metrics))
+    })
+    .await
+    .map_err(|e| PollError::Internal(e.to_string()))?
+}
+
+struct Running {
+    runner: Arc<Runner>,
+    job: Uuid,
+}
+
+/// The set of running sources.
+pub struct Scheduler {
+    jobs: JobScheduler,
+    running: tokio::sync::Mutex<HashMap<String, Running>>,
+    tasks: TaskTracker,
+    cancel: CancellationToken,
+    store: Arc<Store>,
+    telemetry: Arc<Telemetry>,
+}
+
+impl Scheduler {
+    /// `cancel` ends every poll (shutdown).
+    pub async fn new(
+        store: Arc<Store>,
+        telemetry: Arc<Telemetry>,
+        cancel: CancellationToken,
+    ) -> Result<Self, ScheduleError> {
+        let jobs = JobScheduler::new()
+            .await
+            .map_err(|e| ScheduleError::Scheduler(e.to_string()))?;
+        jobs.start()
+            .await
+            .map_err(|e| ScheduleError::Scheduler(e.to_string()))?;
+        Ok(Self {
+            jobs,
+            running: Default::default(),
+            tasks: TaskTracker::new(),
+            cancel,
+            store,
+            telemetry,
+        })
+    }
+
+    /// Starts polling `source` now and on its schedule. A running source of the same name is
+    /// stopped first.
+    pub async fn start(&self, source: Arc<Source>) -> Result<(), ScheduleError> {
+        self.stop(&source.name).await;
+        let client = fetch::client(&source.request).map_err(|error| ScheduleError::Client {
+            name: source.name.clone(),
+            error,
+        })?;
+        let runner = Arc::new(Runner {
+            source: source.clone(),
+            client,
+            busy: Default::default(),
+            cancel: self.cancel.child_token(),
+            store: self.store.clone(),
+            telemetry: self.telemetry.clone(),
+        });
+        self.telemetry.source_added(&source.name);
+        let tasks = self.tasks.clone();
+        let r = runner.clone();
+        let run = move |_id: Uuid, _jobs: JobScheduler| {
+            let r = r.clone();
+            // Spawned, so the scheduler never waits on a slow poll.
+            tasks.spawn(r.tick());
+            Box::pin(async {}) as std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>
+        };
+        let job = match &source.schedule {
+            Schedule::Cron(expr) => Job::new_async(expr.as_str(), run),
+            Schedule::Every(d) => Job::new_repeated_async(*d, run),
+        }
+        .map_err(|e| ScheduleError::Scheduler(e.to_string()))?;
+        let id = self
+            .jobs
+            .add(job)
+            .await
+            .map_err(|e| ScheduleError::Scheduler(e.to_string()))?;
+        self.tasks.spawn(runner.clone().tick());
+        self.running
+            .lock()
+            .await
+            .insert(source.name.clone(), Running { runner, job: id });
+        tracing::info!(source = %source.name, schedule = %source.schedule, url = %source.request.display_url, "source started");
+        Ok(())
+    }
+
+    /// Stops the job of source `name` and cancels its in-flight poll. Returns whether it ran.
+    pub async fn stop(&self, name: &str) -> bool {
+        let Some(r) = self.running.lock().await.remove(name) else {
+            return false;
+        };
+        r.runner.cancel.cancel();
+        if let Err(e) = self.jobs.remove(&r.job).await {
+            tracing::warn!(source = name, error = %e, "removing the job failed");
+        }
+        true
+    }
+
+    /// Names of the running sources.
+    pub async fn running(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.running.lock().await.keys().cloned().collect();
+        names.sort();
+        names
+    }
+
+    /// Stops every job and waits for in-flight polls to end (they are cancelled).
+    pub async fn shutdown(&self) {
+        self.cancel.cancel();
+        let names: Vec<String> = self.running.lock().await.keys().cloned().collect();
+        for n in names {
+            self.stop(&n).await;
+        }
+        let mut jobs = self.jobs.clone();
+        if let Err(e) = jobs.shutdown().await {
+            tracing::debug!(error = %e, "scheduler shutdown");
+        }
+        self.tasks.close();
+        self.tasks.wait().await;
+    }
+}

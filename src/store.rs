@@ -1,0 +1,130 @@
+//! `store`: the current config and one immutable snapshot per source.
+//!
+//! Sits between [`crate::extract`] (polls publish here) and [`crate::expose`] (scrapes read
+//! here). Guarantees:
+//! - a snapshot is replaced whole, so a series that left the API leaves /metrics at the next
+//!   good poll, and a scrape never sees half a poll;
+//! - a failed poll publishes nothing, so the last good snapshot stays;
+//! - a poll started under an older version of a source (changed or removed by a reload since)
+//!   cannot publish: publishing checks, under the same lock that reloads take, that the
+//!   source is still the configured one;
+//! - every change bumps a generation number, which the exposition cache keys on.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::SystemTime;
+
+use crate::config::{Config, Source};
+use crate::extract::FamilySamples;
+
+/// What one good poll of one source produced.
+#[derive(Debug)]
+pub struct Snapshot {
+    pub taken_at: SystemTime,
+    pub families: Vec<FamilySamples>,
+}
+
+impl Snapshot {
+    pub fn series(&self) -> usize {
+        self.families.iter().map(|f| f.series.len()).sum()
+    }
+}
+
+/// A consistent view for one encoding: the config and the snapshots of its sources.
+#[derive(Debug, Clone)]
+pub struct View {
+    pub config: Arc<Config>,
+    /// In config order; sources that never polled successfully are absent.
+    pub snapshots: Vec<(Arc<Source>, Arc<Snapshot>)>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    config: Arc<Config>,
+    snapshots: HashMap<String, Arc<Snapshot>>,
+}
+
+#[derive(Debug)]
+pub struct Store {
+    inner: RwLock<Inner>,
+    generation: AtomicU64,
+}
+
+impl Store {
+    pub fn new(config: Arc<Config>) -> Self {
+        Self {
+            inner: RwLock::new(Inner {
+                config,
+                snapshots: HashMap::new(),
+            }),
+            generation: AtomicU64::new(1),
+        }
+    }
+
+    /// Changes whenever anything a scrape shows may have changed.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// Marks the exposition stale (telemetry calls this after counting an event).
+    pub fn touch(&self) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
+    }
+
+    pub fn config(&self) -> Arc<Config> {
+        self.read().config.clone()
+    }
+
+    /// Replaces `source`'s snapshot, unless `source` is no longer the configured instance.
+    /// Returns whether it was published.
+    pub fn publish(&self, source: &Arc<Source>, snapshot: Snapshot) -> bool {
+        let mut inner = self.inner.write().unwrap_or_else(|e| e.into_inner());
+        let current = inner.config.sources.iter().any(|s| Arc::ptr_eq(s, source));
+        if current {
+            inner
+                .snapshots
+                .insert(source.name.clone(), Arc::new(snapshot));
+        }
+        drop(inner);
+        if current {
+            self.touch();
+        }
+        current
+    }
+
+    /// Installs a new config; snapshots of sources it no longer has are dropped. Snapshots of
+    /// sources kept by name stay until their next good poll replaces them.
+    pub fn swap_config(&self, config: Arc<Config>) {
+        let mut inner = self.inner.write().unwrap_or_else(|e| e.into_inner());
+        inner
+            .snapshots
+            .retain(|name, _| config.sources.iter().any(|s| &s.name == name));
+        inner.config = config;
+        drop(inner);
+        self.touch();
+    }
+
+    pub fn view(&self) -> View {
+        let inner = self.read();
+        let snapshots = inner
+            .config
+            .sources
+            .iter()
+            .filter_map(|s| {
+                inner
+                    .snapshots
+                    .get(&s.name)
+                    .map(|snap| (s.clone(), snap.clone()))
+            })
+            .collect();
+        View {
+            config: inner.config.clone(),
+            snapshots,
+        }
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Inner> {
+        self.inner.read().unwrap_or_else(|e| e.into_inner())
+    }
+}

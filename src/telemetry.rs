@@ -1,0 +1,210 @@
+//! `telemetry`: what jsonbridge says about itself, in one place.
+//!
+//! Each event (a poll ended, a poll was skipped because the previous one still ran, a reload
+//! succeeded or failed) is one method here that both logs and counts, so a log line and its
+//! self-metric cannot drift apart. [`crate::expose`] renders the counts as `jsonbridge_*`
+//! metrics and the status page; labels come from closed sets (`kind()` of error enums, source
+//! and metric names from the config), never from error text.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use crate::extract::Problem;
+use crate::store::Store;
+
+/// Counters and last-poll facts of one source.
+#[derive(Debug, Clone, Default)]
+pub struct SourceStats {
+    /// At least one poll ended (successfully or not) since start-up.
+    pub polled: bool,
+    pub up: bool,
+    pub last_poll_at: Option<SystemTime>,
+    pub last_duration: Duration,
+    pub last_success_at: Option<SystemTime>,
+    /// Series in the snapshot being served.
+    pub series: usize,
+    /// Polls by result: `success` or an error kind.
+    pub polls: BTreeMap<&'static str, u64>,
+    /// Skipped items, by (metric, kind).
+    pub extraction_errors: BTreeMap<(String, &'static str), u64>,
+    /// Ticks skipped because the previous poll was still running.
+    pub overlaps: u64,
+    /// Message of the last failed poll (never holds a secret: see `fetch`).
+    pub last_error: Option<String>,
+    /// Problem kinds seen in the last poll, to log only when they change.
+    last_problem_kinds: BTreeSet<(String, &'static str)>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ReloadStats {
+    pub last_successful: bool,
+    pub last_success_at: SystemTime,
+    pub reloads: BTreeMap<&'static str, u64>,
+    pub last_error: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct State {
+    pub started_at: SystemTime,
+    pub sources: BTreeMap<String, SourceStats>,
+    pub reload: ReloadStats,
+}
+
+/// How a poll ended.
+pub enum PollOutcome<'a> {
+    Success {
+        series: usize,
+        problems: &'a [Problem],
+    },
+    Failure {
+        kind: &'static str,
+        message: String,
+    },
+}
+
+#[derive(Debug)]
+pub struct Telemetry {
+    state: Mutex<State>,
+    store: Arc<Store>,
+}
+
+impl Telemetry {
+    pub fn new(store: Arc<Store>) -> Self {
+        let now = SystemTime::now();
+        Self {
+            state: Mutex::new(State {
+                started_at: now,
+                sources: BTreeMap::new(),
+                reload: ReloadStats {
+                    last_successful: true,
+                    last_success_at: now,
+                    reloads: BTreeMap::new(),
+                    last_error: None,
+                },
+            }),
+            store,
+        }
+    }
+
+    pub fn snapshot(&self) -> State {
+        self.lock().clone()
+    }
+
+    /// True once every source of `names` has finished a poll.
+    pub fn all_polled<'a>(&self, mut names: impl Iterator<Item = &'a str>) -> bool {
+        let state = self.lock();
+        names.all(|n| state.sources.get(n).is_some_and(|s| s.polled))
+    }
+
+    /// Registers a source so that it shows (as down, never polled) before its first poll.
+    pub fn source_added(&self, source: &str) {
+        self.lock().sources.entry(source.to_string()).or_default();
+        self.store.touch();
+    }
+
+    /// Forgets a removed source: its self-metric series vanish with it.
+    pub fn source_removed(&self, source: &str) {
+        self.lock().sources.remove(source);
+        self.store.touch();
+    }
+
+    pub fn poll_finished(&self, source: &str, duration: Duration, outcome: PollOutcome<'_>) {
+        let now = SystemTime::now();
+        let mut state = self.lock();
+        let stats = state.sources.entry(source.to_string()).or_default();
+        stats.polled = true;
+        stats.last_poll_at = Some(now);
+        stats.last_duration = duration;
+        match outcome {
+            PollOutcome::Success { series, problems } => {
+                stats.up = true;
+                stats.last_success_at = Some(now);
+                stats.series = series;
+                stats.last_error = None;
+                *stats.polls.entry("success").or_default() += 1;
+                let kinds: BTreeSet<(String, &'static str)> = problems
+                    .iter()
+                    .map(|p| (p.metric.clone(), p.kind))
+                    .collect();
+                let changed = kinds != stats.last_problem_kinds;
+                for p in problems {
+                    *stats
+                        .extraction_errors
+                        .entry((p.metric.clone(), p.kind))
+                        .or_default() += p.count;
+                    // One line per metric and kind per poll, and only when the set of problems
+                    // changed: a permanently odd item does not flood the log.
+                    if changed {
+                        tracing::warn!(
+                            source,
+                            metric = %p.metric,
+                            kind = p.kind,
+                            skipped = p.count,
+                            example = %p.example,
+                            "items skipped"
+                        );
+                    }
+                }
+                stats.last_problem_kinds = kinds;
+                tracing::debug!(
+                    source,
+                    series,
+                    duration_ms = duration.as_millis() as u64,
+                    "poll succeeded"
+                );
+            }
+            PollOutcome::Failure { kind, message } => {
+                let was_up = stats.up;
+                stats.up = false;
+                *stats.polls.entry(kind).or_default() += 1;
+                tracing::warn!(
+                    source,
+                    kind,
+                    error = %message,
+                    duration_ms = duration.as_millis() as u64,
+                    was_up,
+                    "poll failed; keeping the last good snapshot"
+                );
+                stats.last_error = Some(message);
+            }
+        }
+        drop(state);
+        self.store.touch();
+    }
+
+    pub fn poll_overlapped(&self, source: &str) {
+        let mut state = self.lock();
+        if let Some(s) = state.sources.get_mut(source) {
+            s.overlaps += 1;
+        }
+        drop(state);
+        tracing::warn!(source, "previous poll still running; skipping this tick");
+        self.store.touch();
+    }
+
+    pub fn reload_succeeded(&self, summary: &str) {
+        let mut state = self.lock();
+        state.reload.last_successful = true;
+        state.reload.last_success_at = SystemTime::now();
+        state.reload.last_error = None;
+        *state.reload.reloads.entry("success").or_default() += 1;
+        drop(state);
+        tracing::info!(changes = summary, "config reloaded");
+        self.store.touch();
+    }
+
+    pub fn reload_failed(&self, kind: &'static str, message: &str) {
+        let mut state = self.lock();
+        state.reload.last_successful = false;
+        state.reload.last_error = Some(message.to_string());
+        *state.reload.reloads.entry(kind).or_default() += 1;
+        drop(state);
+        tracing::error!(kind, error = %message, "config reload failed; keeping the running config");
+        self.store.touch();
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
