@@ -50,8 +50,15 @@ impl Locator {
 }
 
 enum Frame {
-    Map { key: Option<String> },
-    Seq { index: usize },
+    /// `first`: no key seen yet (the mapping is then located at its first key, which is where
+    /// a reader looks; the event's own mark can point past it).
+    Map {
+        key: Option<String>,
+        first: bool,
+    },
+    Seq {
+        index: usize,
+    },
 }
 
 #[derive(Default)]
@@ -73,7 +80,7 @@ impl Builder {
                 *index += 1;
                 Some(path)
             }
-            Frame::Map { key } => match key.take() {
+            Frame::Map { key, .. } => match key.take() {
                 Some(k) if parent.is_empty() => Some(k),
                 Some(k) => Some(format!("{parent}.{k}")),
                 None => None,
@@ -100,10 +107,18 @@ impl MarkedEventReceiver for Builder {
     fn on_event(&mut self, ev: Event, mark: Marker) {
         match ev {
             Event::Scalar(value, ..) => {
-                let awaiting_key = matches!(self.stack.last(), Some((_, Frame::Map { key: None })));
+                let awaiting_key =
+                    matches!(self.stack.last(), Some((_, Frame::Map { key: None, .. })));
                 if awaiting_key {
-                    if let Some((_, Frame::Map { key })) = self.stack.last_mut() {
+                    if let Some((path, Frame::Map { key, first })) = self.stack.last_mut() {
                         *key = Some(value);
+                        if std::mem::take(first) && !path.is_empty() {
+                            let p = Position {
+                                line: mark.line(),
+                                column: mark.col() + 1,
+                            };
+                            self.positions.insert(path.clone(), p);
+                        }
                     }
                 } else {
                     self.start(mark);
@@ -114,7 +129,13 @@ impl MarkedEventReceiver for Builder {
             }
             Event::MappingStart(..) => {
                 let path = self.start(mark).unwrap_or_default();
-                self.stack.push((path, Frame::Map { key: None }));
+                self.stack.push((
+                    path,
+                    Frame::Map {
+                        key: None,
+                        first: true,
+                    },
+                ));
             }
             Event::SequenceStart(..) => {
                 let path = self.start(mark).unwrap_or_default();
@@ -154,7 +175,7 @@ mod tests {
             loc.find("sources[0].metrics[0].labels.pod"),
             Some(Position {
                 line: 5,
-                column: 38
+                column: 37
             })
         );
         // Unknown leaf: falls back to the closest ancestor.

@@ -42,7 +42,7 @@ pub struct Config {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Family {
     pub name: String,
-    /// Already escaped for the exposition (backslash and newline).
+    /// As written (may hold newlines; each encoder escapes it its own way).
     pub help: String,
     pub kind: MetricKind,
 }
@@ -331,7 +331,10 @@ impl Compiler<'_> {
                     RawMetricKind::Counter => MetricKind::Counter,
                 };
                 let family = family_name(&rm.name, kind);
-                let help = escape_help(rm.help.as_deref().unwrap_or(""));
+                let help = match rm.help.as_deref().map(str::trim_end) {
+                    Some(h) if !h.is_empty() => h.to_string(),
+                    _ => format!("{} (no help text in the config)", rm.name),
+                };
                 let f = Family {
                     name: family.clone(),
                     help,

@@ -1,1 +1,315 @@
+use super::*;
 
+fn env(k: &str) -> Option<String> {
+    match k {
+        "API_TOKEN" => Some("tok-123".into()),
+        "API_HOST" => Some("api.internal".into()),
+        _ => None,
+    }
+}
+
+fn origin() -> Origin {
+    Origin {
+        name: "test.yaml".into(),
+        base_dir: PathBuf::from("/etc/jsonbridge"),
+    }
+}
+
+fn compile(yaml: &str) -> Result<Config, ConfigError> {
+    parse(yaml, &origin(), &env)
+}
+
+/// Every diagnostic as `line L column C: path: message`.
+fn errors(yaml: &str) -> Vec<String> {
+    match compile(yaml) {
+        Ok(_) => panic!("config was accepted:\n{yaml}"),
+        Err(e) => e.diagnostics().iter().map(|d| d.to_string()).collect(),
+    }
+}
+
+const ENERGY: &str = r#"
+sources:
+  - name: energy
+    url: http://${API_HOST}/api/v1/consumption
+    schedule: "0 */30 * * * *"
+    timeout: 20s
+    headers:
+      Accept: application/json
+      Authorization: Bearer ${API_TOKEN}
+    query:
+      window: 30m
+    metrics:
+      - name: pod_energy_consumed
+        help: Energy consumed by the pod at the latest time point.
+        type: gauge
+        each: "$.apps.{app}.{namespace}[*]"
+        labels:
+          app: "{app}"
+          namespace: "{namespace}"
+          pod: "{@.name}"
+        value: "@.energy_consumed[-1]"
+      - name: pod_co2_emitted
+        help: CO2 emitted by the pod at the latest time point.
+        each: "$.apps.{app}.{namespace}[*]"
+        labels: {app: "{app}", namespace: "{namespace}", pod: "{@.name}"}
+        value: "@.co2_emitted[-1]"
+"#;
+
+#[test]
+fn energy_example_compiles() {
+    let c = compile(ENERGY).unwrap();
+    let s = &c.sources[0];
+    assert_eq!(s.name, "energy");
+    assert_eq!(s.schedule, Schedule::Cron("0 */30 * * * *".into()));
+    assert_eq!(s.request.timeout, Duration::from_secs(20));
+    match &s.request.target {
+        Target::Http(u) => assert_eq!(
+            u.as_str(),
+            "http://api.internal/api/v1/consumption?window=30m"
+        ),
+        Target::File(_) => panic!("expected http"),
+    }
+    assert_eq!(s.request.headers["authorization"], "Bearer tok-123");
+    assert_eq!(
+        s.request.display_url,
+        "http://${API_HOST}/api/v1/consumption"
+    );
+    assert_eq!(s.metrics.len(), 2);
+    assert_eq!(&*s.metrics[0].label_names, ["app", "namespace", "pod"]);
+    assert_eq!(
+        c.families
+            .iter()
+            .map(|f| f.name.as_str())
+            .collect::<Vec<_>>(),
+        ["pod_co2_emitted", "pod_energy_consumed"]
+    );
+}
+
+#[test]
+fn secrets_stay_out_of_debug_output() {
+    let c = compile(ENERGY).unwrap();
+    let debug = format!("{c:?}");
+    assert!(!debug.contains("tok-123"), "{debug}");
+    assert!(!debug.contains("api.internal"), "{debug}");
+}
+
+#[test]
+fn defaults() {
+    let c = compile(
+        "sources:\n  - name: a\n    url: file://data/a.json\n    metrics:\n      - {name: up, value: 1}\n",
+    )
+    .unwrap();
+    let s = &c.sources[0];
+    assert_eq!(s.schedule, Schedule::Every(DEFAULT_EVERY));
+    assert_eq!(s.request.timeout, DEFAULT_TIMEOUT);
+    assert_eq!(s.request.max_body_bytes, DEFAULT_MAX_BODY_BYTES);
+    assert_eq!(s.request.method, Method::GET);
+    assert!(
+        s.request.target == Target::File(PathBuf::from("/etc/jsonbridge/data/a.json")),
+        "relative file:// paths resolve against the config directory"
+    );
+    assert!(matches!(s.metrics[0].value, ValueSpec::Constant(v) if v == 1.0));
+}
+
+#[test]
+fn counters_drop_total_for_the_encoder() {
+    let c = compile(
+        "sources:\n  - name: a\n    url: file:///x.json\n    metrics:\n      - {name: requests_total, type: counter, value: $.n}\n",
+    )
+    .unwrap();
+    assert_eq!(c.sources[0].metrics[0].family, "requests");
+    assert_eq!(c.families[0].name, "requests");
+}
+
+#[test]
+fn same_metric_in_two_sources_is_one_family() {
+    let c = compile(
+        r#"
+sources:
+  - name: eu
+    url: file:///eu.json
+    metrics: [{name: pods, help: Pods., labels: {cluster: eu}, value: $.n}]
+  - name: us
+    url: file:///us.json
+    metrics: [{name: pods, help: Pods., labels: {cluster: us}, value: $.n}]
+"#,
+    )
+    .unwrap();
+    assert_eq!(c.families.len(), 1);
+}
+
+/// Each rejected case: the message and where it points.
+#[test]
+fn rejected_configs_name_the_problem_and_its_line() {
+    let cases: &[(&str, &str)] = &[
+        // Unknown field (serde): the position of the field.
+        (
+            "sources:\n  - name: a\n    url: file:///x\n    timout: 5s\n    metrics: [{name: m, value: 1}]\n",
+            "line 4 column 5: sources[0]: unknown field `timout`",
+        ),
+        // Wrong type (serde).
+        (
+            "sources:\n  - name: a\n    url: file:///x\n    max_body_bytes: lots\n    metrics: [{name: m, value: 1}]\n",
+            "line 4 column 21: sources[0].max_body_bytes: invalid type: string \"lots\", expected u64",
+        ),
+        // Bad cron: 5 fields.
+        (
+            "sources:\n  - name: a\n    url: file:///x\n    schedule: \"*/5 * * * *\"\n    metrics: [{name: m, value: 1}]\n",
+            "line 4 column 15: sources[0].schedule: cron \"*/5 * * * *\" has 5 fields; jsonbridge's cron starts with seconds (6 fields): \"0 */5 * * * *\"",
+        ),
+        // Bad cron: nonsense.
+        (
+            "sources:\n  - name: a\n    url: file:///x\n    schedule: \"0 61 * * * *\"\n    metrics: [{name: m, value: 1}]\n",
+            "line 4 column 15: sources[0].schedule: invalid cron \"0 61 * * * *\"",
+        ),
+        // Both schedule and every.
+        (
+            "sources:\n  - name: a\n    url: file:///x\n    schedule: \"0 * * * * *\"\n    every: 1m\n    metrics: [{name: m, value: 1}]\n",
+            "line 5 column 12: sources[0].every: set either `schedule` (cron) or `every` (interval), not both",
+        ),
+        // Bad JSONPath in each.
+        (
+            "sources:\n  - name: a\n    url: file:///x\n    metrics:\n      - name: m\n        each: \"$.apps[\"\n        value: 1\n",
+            "line 6 column 15: sources[0].metrics[0].each: invalid JSONPath \"$.apps[\"",
+        ),
+        // Bad JSONPath in value.
+        (
+            "sources:\n  - name: a\n    url: file:///x\n    metrics:\n      - name: m\n        value: \"@.x[?\"\n",
+            "line 6 column 16: sources[0].metrics[0].value: invalid JSONPath \"@.x[?\"",
+        ),
+        // Value that is neither number nor path.
+        (
+            "sources:\n  - name: a\n    url: file:///x\n    metrics:\n      - name: m\n        value: energy\n",
+            "line 6 column 16: sources[0].metrics[0].value: \"energy\" is not a JSONPath: start it with @",
+        ),
+        // Invalid metric name.
+        (
+            "sources:\n  - name: a\n    url: file:///x\n    metrics:\n      - name: pod-energy\n        value: 1\n",
+            "line 5 column 15: sources[0].metrics[0].name: invalid metric name \"pod-energy\"",
+        ),
+        // Reserved prefix.
+        (
+            "sources:\n  - name: a\n    url: file:///x\n    metrics:\n      - name: jsonbridge_up\n        value: 1\n",
+            "line 5 column 15: sources[0].metrics[0].name: metric names starting with jsonbridge_ are reserved",
+        ),
+        // Invalid label name.
+        (
+            "sources:\n  - name: a\n    url: file:///x\n    metrics:\n      - name: m\n        labels:\n          pod-name: x\n        value: 1\n",
+            "line 7 column 21: sources[0].metrics[0].labels.pod-name: invalid label name \"pod-name\"",
+        ),
+        // Unknown capture.
+        (
+            "sources:\n  - name: a\n    url: file:///x\n    metrics:\n      - name: m\n        each: $.apps.{app}[*]\n        labels: {ns: \"{namespace}\"}\n        value: 1\n",
+            "line 7 column 22: sources[0].metrics[0].labels.ns: unknown capture {namespace}: `each` declares {app}",
+        ),
+        // Duplicate source names.
+        (
+            "sources:\n  - name: a\n    url: file:///x\n    metrics: [{name: m, value: 1}]\n  - name: a\n    url: file:///y\n    metrics: [{name: n, value: 1}]\n",
+            "line 5 column 11: sources[1].name: duplicate source name \"a\" (also sources[0])",
+        ),
+        // Metric defined twice in one source.
+        (
+            "sources:\n  - name: a\n    url: file:///x\n    metrics:\n      - {name: m, value: 1}\n      - {name: m, value: 2}\n",
+            "line 6 column 16: sources[0].metrics[1].name: metric m is defined twice in this source (also metrics[0])",
+        ),
+        // Same name, different type across sources.
+        (
+            "sources:\n  - name: a\n    url: file:///x\n    metrics: [{name: m, value: 1}]\n  - name: b\n    url: file:///y\n    metrics: [{name: m, type: counter, value: 1}]\n",
+            "line 7 column 31: sources[1].metrics[0].type: metric m is a counter here but a gauge at sources[0].metrics[0]",
+        ),
+        // A gauge clashing with a counter's _total series.
+        (
+            "sources:\n  - name: a\n    url: file:///x\n    metrics:\n      - {name: jobs, type: counter, value: 1}\n      - {name: jobs_total, value: 1}\n",
+            "line 6 column 16: sources[0].metrics[1].name: metric jobs_total clashes with metric jobs at sources[0].metrics[0]: both would expose jobs_total",
+        ),
+        // Missing env var (the name, never a value).
+        (
+            "sources:\n  - name: a\n    url: http://${NOT_SET_ANYWHERE}/x\n    metrics: [{name: m, value: 1}]\n",
+            "line 3 column 10: sources[0].url: environment variable NOT_SET_ANYWHERE is not set",
+        ),
+        // Bad duration.
+        (
+            "sources:\n  - name: a\n    url: file:///x\n    timeout: 30\n    metrics: [{name: m, value: 1}]\n",
+            "line 4 column 14: sources[0].timeout: duration \"30\" has no unit",
+        ),
+        // Unsupported scheme.
+        (
+            "sources:\n  - name: a\n    url: ftp://host/x\n    metrics: [{name: m, value: 1}]\n",
+            "line 3 column 10: sources[0].url: unsupported URL scheme \"ftp\"",
+        ),
+        // Missing required field (serde).
+        (
+            "sources:\n  - name: a\n    metrics: [{name: m, value: 1}]\n",
+            "sources[0]: missing field `url`",
+        ),
+        // No metrics.
+        (
+            "sources:\n  - name: a\n    url: file:///x\n",
+            "line 2 column 5: sources[0].metrics: a source needs at least one metric",
+        ),
+        // Broken YAML.
+        (
+            "sources:\n  - name: a\n    url: 'unterminated\n",
+            "line 4 column 1: found unexpected end of stream at line 4 column 1, while scanning a quoted scalar",
+        ),
+    ];
+    for (yaml, want) in cases {
+        let got = errors(yaml);
+        assert!(
+            got.iter().any(|e| e.contains(want)),
+            "want {want:?}\n got {got:#?}\nfor\n{yaml}"
+        );
+    }
+}
+
+#[test]
+fn every_error_is_listed_not_just_the_first() {
+    let yaml = r#"
+sources:
+  - name: a
+    url: ftp://x
+    every: 5
+    metrics:
+      - {name: 1bad, value: 1}
+      - {name: ok, each: "$[", value: 1}
+  - name: a
+    url: file:///y
+    metrics: [{name: m, labels: {__x: y}, value: 1}]
+"#;
+    let got = errors(yaml);
+    assert_eq!(got.len(), 6, "{got:#?}");
+    let e = compile(yaml).unwrap_err().to_string();
+    assert!(e.starts_with("6 errors in test.yaml:\n  line "), "{e}");
+}
+
+#[test]
+fn empty_file_is_a_clear_error() {
+    assert_eq!(
+        errors("  \n"),
+        vec!["the file is empty (expected a `sources:` list)".to_string()]
+    );
+}
+
+#[test]
+fn reload_comparison_sees_env_and_metric_changes() {
+    let a = compile(ENERGY).unwrap();
+    let b = compile(ENERGY).unwrap();
+    assert!(a.sources[0].same_as(&b.sources[0]));
+    let changed = ENERGY.replace("timeout: 20s", "timeout: 21s");
+    let c = compile(&changed).unwrap();
+    assert!(!a.sources[0].same_as(&c.sources[0]));
+    let other_env = parse(ENERGY, &origin(), &|k| {
+        (k == "API_HOST" || k == "API_TOKEN").then(|| "other".to_string())
+    })
+    .unwrap();
+    assert!(!a.sources[0].same_as(&other_env.sources[0]));
+}
+
+#[test]
+fn userinfo_is_removed_from_the_display_url() {
+    assert_eq!(
+        display_url("https://user:pw@host:8080/x?y=1"),
+        "https://***@host:8080/x?y=1"
+    );
+    assert_eq!(display_url("http://host/a@b"), "http://host/a@b");
+}

@@ -49,7 +49,11 @@ impl Format {
 /// Encodes the snapshots of `view`, and the self-metrics when `telemetry` is given.
 pub fn encode(view: &View, telemetry: Option<&State>, format: Format) -> String {
     let mut registry = Registry::default();
-    registry.register_collector(Box::new(Samples(view.clone())));
+    registry.register_collector(Box::new(Samples {
+        view: view.clone(),
+        // The 0.0.4 encoder escapes HELP itself; the OpenMetrics one writes it verbatim.
+        escape_help: format == Format::OpenMetrics,
+    }));
     if let Some(state) = telemetry {
         registry.register_collector(Box::new(SelfMetrics(state.clone())));
     }
@@ -79,7 +83,21 @@ impl EncodeLabelSet for Pairs<'_> {
 }
 
 #[derive(Debug)]
-struct Samples(View);
+struct Samples {
+    view: View,
+    escape_help: bool,
+}
+
+/// OpenMetrics HELP escaping: backslash, double quote and newline.
+fn escape_openmetrics(help: &str) -> std::borrow::Cow<'_, str> {
+    if !help.contains(['\\', '"', '\n']) {
+        return help.into();
+    }
+    help.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+        .into()
+}
 
 fn metric_type(kind: MetricKind) -> MetricType {
     match kind {
@@ -90,20 +108,21 @@ fn metric_type(kind: MetricKind) -> MetricType {
 
 impl prometheus_client::collector::Collector for Samples {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        for family in &self.0.config.families {
+        for family in &self.view.config.families {
             let parts: Vec<&FamilySamples> = self
-                .0
+                .view
                 .snapshots
                 .iter()
                 .flat_map(|(_, snap)| snap.families.iter())
                 .filter(|f| f.family == family.name)
                 .collect();
-            let mut m = encoder.encode_descriptor(
-                &family.name,
-                &family.help,
-                None,
-                metric_type(family.kind),
-            )?;
+            let help = if self.escape_help {
+                escape_openmetrics(&family.help)
+            } else {
+                family.help.as_str().into()
+            };
+            let mut m =
+                encoder.encode_descriptor(&family.name, &help, None, metric_type(family.kind))?;
             // One block's series are already unique (extract dedups); only merged families
             // need checking across blocks.
             let mut seen: Option<HashSet<Vec<(&str, &str)>>> = (parts.len() > 1).then(HashSet::new);

@@ -1,0 +1,304 @@
+//! The whole bridge against a fake upstream on loopback: schedules fire, requests carry what
+//! the config says, failures keep the last snapshot, removed items vanish.
+
+use std::time::Duration;
+
+use crate::support::{Bridge, Reply, Upstream, sample, wait_for};
+
+const PODS_AB: &str = r#"{"apps": {"billing": {"prod": [
+    {"name": "a", "energy_consumed": [1, 2, 3]},
+    {"name": "b", "energy_consumed": [4, 5]}]}}}"#;
+const PODS_A: &str = r#"{"apps": {"billing": {"prod": [
+    {"name": "a", "energy_consumed": [1, 2, 30]}]}}}"#;
+
+fn energy_config(url: &str, schedule: &str) -> String {
+    format!(
+        r#"
+sources:
+  - name: energy
+    url: {url}
+    {schedule}
+    timeout: 2s
+    metrics:
+      - name: pod_energy_consumed
+        help: Energy.
+        each: "$.apps.{{app}}.{{namespace}}[*]"
+        labels: {{app: "{{app}}", namespace: "{{namespace}}", pod: "{{@.name}}"}}
+        value: "@.energy_consumed[-1]"
+"#
+    )
+}
+
+const A: &str = r#"pod_energy_consumed{app="billing",namespace="prod",pod="a"}"#;
+const B: &str = r#"pod_energy_consumed{app="billing",namespace="prod",pod="b"}"#;
+const UP: &str = r#"jsonbridge_source_up{source="energy"}"#;
+
+#[tokio::test]
+async fn interval_polls_at_start_then_on_schedule_and_removed_pods_vanish() {
+    let up = Upstream::start(Reply::json(PODS_AB)).await;
+    let b = Bridge::start(&energy_config(&format!("{}/energy", up.base), "every: 1s")).await;
+    let body = b.wait_metrics(10, "first poll", |m| m.contains(A)).await;
+    assert_eq!(sample(&body, A), Some(3.0));
+    assert_eq!(sample(&body, B), Some(5.0));
+    assert_eq!(sample(&body, UP), Some(1.0));
+
+    up.set(Reply::json(PODS_A));
+    let body = b
+        .wait_metrics(10, "pod b to leave", |m| !m.contains(B))
+        .await;
+    assert_eq!(sample(&body, A), Some(30.0));
+    assert!(up.hits() >= 2);
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn cron_schedule_fires() {
+    let up = Upstream::start(Reply::json(PODS_AB)).await;
+    let b = Bridge::start(&energy_config(
+        &format!("{}/energy", up.base),
+        "schedule: \"* * * * * *\"",
+    ))
+    .await;
+    // One poll at start-up, then one per second.
+    wait_for(10, "three polls", || up.hits() >= 3).await;
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn method_headers_query_body_and_auth_are_sent() {
+    // SAFETY: set once; the name is unique to this test.
+    unsafe { std::env::set_var("JSONBRIDGE_TEST_TOKEN_1", "t0ken-xyz") };
+    let up = Upstream::start(Reply::json(r#"{"n": 1}"#)).await;
+    let config = format!(
+        r#"
+sources:
+  - name: q
+    url: {}/api/v1/consumption
+    method: post
+    headers:
+      Accept: application/json
+      X-Team: platform
+    query:
+      window: 30m
+      token: ${{JSONBRIDGE_TEST_TOKEN_1}}
+    body: '{{"since": "1h"}}'
+    bearer_token: ${{JSONBRIDGE_TEST_TOKEN_1}}
+    every: 1h
+    metrics:
+      - {{name: n, value: $.n}}
+"#,
+        up.base
+    );
+    let b = Bridge::start(&config).await;
+    wait_for(10, "the first request", || up.hits() >= 1).await;
+    let seen = &up.seen()[0];
+    assert_eq!(seen.method, "POST");
+    assert_eq!(seen.path, "/api/v1/consumption");
+    assert_eq!(seen.query.as_deref(), Some("window=30m&token=t0ken-xyz"));
+    assert_eq!(seen.headers["accept"], "application/json");
+    assert_eq!(seen.headers["x-team"], "platform");
+    assert_eq!(seen.headers["authorization"], "Bearer t0ken-xyz");
+    assert!(
+        seen.headers["user-agent"]
+            .to_str()
+            .unwrap()
+            .starts_with("jsonbridge/")
+    );
+    assert_eq!(seen.body, br#"{"since": "1h"}"#);
+
+    // The token is on no page.
+    b.wait_metrics(10, "the sample", |m| m.contains("\nn 1"))
+        .await;
+    for page in ["/", "/metrics", "/-/ready"] {
+        let (_, body) = b.get(page).await;
+        assert!(!body.contains("t0ken-xyz"), "{page} shows the token");
+    }
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn basic_auth_is_sent() {
+    let up = Upstream::start(Reply::json(r#"{"n": 1}"#)).await;
+    let config = format!(
+        "sources:\n  - name: q\n    url: {}/x\n    basic_auth: {{username: u, password: p@ss}}\n    every: 1h\n    metrics: [{{name: n, value: $.n}}]\n",
+        up.base
+    );
+    let b = Bridge::start(&config).await;
+    wait_for(10, "the first request", || up.hits() >= 1).await;
+    // base64("u:p@ss")
+    assert_eq!(up.seen()[0].headers["authorization"], "Basic dTpwQHNz");
+    b.stop().await;
+}
+
+/// Each failure keeps the last good snapshot, sets up to 0 and is counted under its kind.
+#[tokio::test]
+async fn failures_keep_the_last_snapshot_and_are_counted_by_kind() {
+    let up = Upstream::start(Reply::json(PODS_AB)).await;
+    let b = Bridge::start(&energy_config(&format!("{}/energy", up.base), "every: 1s")).await;
+    b.wait_metrics(10, "first poll", |m| m.contains(B)).await;
+
+    let failures: [(Reply, &str); 4] = [
+        (
+            Reply {
+                status: 500,
+                ..Reply::json("oops")
+            },
+            "http_status",
+        ),
+        (Reply::json("{\"apps\": {"), "invalid_json"),
+        (
+            Reply {
+                delay: Duration::from_secs(4),
+                ..Reply::json(PODS_A)
+            },
+            "timeout",
+        ),
+        (
+            Reply {
+                status: 404,
+                ..Reply::json("{}")
+            },
+            "http_status",
+        ),
+    ];
+    for (reply, kind) in failures {
+        up.set(reply);
+        let counter =
+            format!(r#"jsonbridge_source_polls_total{{source="energy",result="{kind}"}}"#);
+        let before = sample(&b.metrics().await, &counter).unwrap_or(0.0);
+        let body = b
+            .wait_metrics(15, kind, |m| {
+                sample(m, &counter).unwrap_or(0.0) > before && sample(m, UP) == Some(0.0)
+            })
+            .await;
+        // The last good data is still served.
+        assert_eq!(sample(&body, A), Some(3.0), "{kind}");
+        assert_eq!(sample(&body, B), Some(5.0), "{kind}");
+        // The status page says why.
+        let (_, page) = b.get("/").await;
+        assert!(page.contains("failed"), "{kind}: {page}");
+    }
+    // Recovery.
+    up.set(Reply::json(PODS_A));
+    let body = b
+        .wait_metrics(10, "recovery", |m| sample(m, UP) == Some(1.0))
+        .await;
+    assert_eq!(sample(&body, A), Some(30.0));
+    assert!(!body.contains(B));
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn oversized_bodies_are_refused() {
+    let big = format!(r#"{{"n": 1, "pad": "{}"}}"#, "x".repeat(10_000));
+    let up = Upstream::start(Reply::json(&big)).await;
+    let config = format!(
+        "sources:\n  - name: big\n    url: {}/x\n    max_body_bytes: 1000\n    every: 1h\n    metrics: [{{name: n, value: $.n}}]\n",
+        up.base
+    );
+    let b = Bridge::start(&config).await;
+    b.wait_metrics(10, "the failure", |m| {
+        m.contains(r#"jsonbridge_source_polls_total{source="big",result="body_too_large"} 1"#)
+    })
+    .await;
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn a_slow_poll_never_overlaps_itself() {
+    let up = Upstream::start(Reply {
+        delay: Duration::from_millis(2500),
+        ..Reply::json(PODS_AB)
+    })
+    .await;
+    let b = Bridge::start(
+        &energy_config(&format!("{}/energy", up.base), "every: 1s")
+            .replace("timeout: 2s", "timeout: 10s"),
+    )
+    .await;
+    b.wait_metrics(15, "an overlap to be counted", |m| {
+        sample(
+            m,
+            r#"jsonbridge_source_poll_overlaps_total{source="energy"}"#,
+        )
+        .unwrap_or(0.0)
+            >= 1.0
+    })
+    .await;
+    assert_eq!(up.max_in_flight(), 1);
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn ready_only_after_every_source_polled_once() {
+    let up = Upstream::start(Reply {
+        delay: Duration::from_millis(1500),
+        ..Reply::json(PODS_AB)
+    })
+    .await;
+    let b = Bridge::start(&energy_config(&format!("{}/energy", up.base), "every: 1h")).await;
+    let (status, body) = b.get("/-/ready").await;
+    assert_eq!(status, 503);
+    assert!(body.contains("energy"), "{body}");
+    let (status, _) = b.get("/-/healthy").await;
+    assert_eq!(status, 200);
+    b.wait_metrics(10, "first poll", |m| m.contains(A)).await;
+    let (status, _) = b.get("/-/ready").await;
+    assert_eq!(status, 200);
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn extraction_errors_are_counted_per_metric_and_kind() {
+    let up = Upstream::start(Reply::json(
+        r#"{"apps": {"x": {"y": [{"name": "a", "energy_consumed": [1]}, {"name": "b", "energy_consumed": ["n/a"]}, {"energy_consumed": [2]}]}}}"#,
+    ))
+    .await;
+    let b = Bridge::start(&energy_config(&format!("{}/e", up.base), "every: 1h")).await;
+    let body = b
+        .wait_metrics(10, "first poll", |m| m.contains("pod=\"a\""))
+        .await;
+    assert_eq!(
+        sample(
+            &body,
+            r#"jsonbridge_extraction_errors_total{source="energy",metric="pod_energy_consumed",kind="value_not_numeric"}"#
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(
+            &body,
+            r#"jsonbridge_extraction_errors_total{source="energy",metric="pod_energy_consumed",kind="label_missing"}"#
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(&body, r#"jsonbridge_source_series{source="energy"}"#),
+        Some(1.0)
+    );
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn full_scrape_with_self_metrics_passes_promtool() {
+    let up = Upstream::start(Reply::json(PODS_AB)).await;
+    let b = Bridge::start(&energy_config(&format!("{}/energy", up.base), "every: 1h")).await;
+    let body = b.wait_metrics(10, "first poll", |m| m.contains(A)).await;
+    crate::golden::promtool_check(&body).unwrap();
+    // Prometheus asks for OpenMetrics and gets it.
+    let r = crate::support::client()
+        .get(format!("{}/metrics", b.base))
+        .header(
+            "accept",
+            "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5",
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.headers()["content-type"],
+        "application/openmetrics-text; version=1.0.0; charset=utf-8"
+    );
+    assert!(r.text().await.unwrap().ends_with("# EOF\n"));
+    b.stop().await;
+}

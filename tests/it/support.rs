@@ -1,0 +1,227 @@
+//! Test helpers: a controllable fake upstream on 127.0.0.1:0, a running jsonbridge on
+//! 127.0.0.1:0 with its config in a temp dir, scraping, and waiting for a condition.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use jsonbridge::app::{self, Running};
+
+pub fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+/// What the fake upstream answers.
+#[derive(Clone)]
+pub struct Reply {
+    pub status: u16,
+    pub body: Vec<u8>,
+    pub delay: Duration,
+    pub content_type: &'static str,
+}
+
+impl Reply {
+    pub fn json(body: &str) -> Self {
+        Self {
+            status: 200,
+            body: body.as_bytes().to_vec(),
+            delay: Duration::ZERO,
+            content_type: "application/json",
+        }
+    }
+}
+
+/// A request as the upstream saw it.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub method: String,
+    pub path: String,
+    pub query: Option<String>,
+    pub headers: HeaderMap,
+    pub body: Vec<u8>,
+}
+
+#[derive(Default)]
+struct UpstreamState {
+    reply: Mutex<Option<Reply>>,
+    seen: Mutex<Vec<Seen>>,
+    in_flight: AtomicUsize,
+    max_in_flight: AtomicUsize,
+}
+
+#[derive(Clone)]
+pub struct Upstream {
+    pub base: String,
+    state: Arc<UpstreamState>,
+}
+
+impl Upstream {
+    pub async fn start(reply: Reply) -> Self {
+        let state = Arc::new(UpstreamState::default());
+        *state.reply.lock().unwrap() = Some(reply);
+        let app = Router::new().fallback(serve).with_state(state.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            axum::serve(listener, app).await.unwrap();
+        });
+        Self { base, state }
+    }
+
+    pub fn set(&self, reply: Reply) {
+        *self.state.reply.lock().unwrap() = Some(reply);
+    }
+
+    pub fn hits(&self) -> usize {
+        self.state.seen.lock().unwrap().len()
+    }
+
+    pub fn seen(&self) -> Vec<Seen> {
+        self.state.seen.lock().unwrap().clone()
+    }
+
+    pub fn max_in_flight(&self) -> usize {
+        self.state.max_in_flight.load(Ordering::SeqCst)
+    }
+}
+
+async fn serve(State(st): State<Arc<UpstreamState>>, req: Request) -> Response {
+    let now = st.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+    st.max_in_flight.fetch_max(now, Ordering::SeqCst);
+    let (parts, body) = req.into_parts();
+    let body: Bytes = axum::body::to_bytes(body, usize::MAX)
+        .await
+        .unwrap_or_default();
+    st.seen.lock().unwrap().push(Seen {
+        method: parts.method.to_string(),
+        path: parts.uri.path().to_string(),
+        query: parts.uri.query().map(str::to_string),
+        headers: parts.headers.clone(),
+        body: body.to_vec(),
+    });
+    let reply = st.reply.lock().unwrap().clone().unwrap();
+    if !reply.delay.is_zero() {
+        tokio::time::sleep(reply.delay).await;
+    }
+    st.in_flight.fetch_sub(1, Ordering::SeqCst);
+    (
+        StatusCode::from_u16(reply.status).unwrap(),
+        [("content-type", reply.content_type)],
+        reply.body,
+    )
+        .into_response()
+}
+
+/// A running jsonbridge whose config lives in its own temp dir.
+pub struct Bridge {
+    pub running: Running,
+    pub dir: tempfile::TempDir,
+    pub config: PathBuf,
+    pub base: String,
+}
+
+impl Bridge {
+    pub async fn start(config_text: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("jsonbridge.yaml");
+        std::fs::write(&config, config_text).unwrap();
+        Self::start_at(dir, config).await
+    }
+
+    /// Starts on an existing layout (e.g. a ConfigMap-style symlinked file).
+    pub async fn start_at(dir: tempfile::TempDir, config: PathBuf) -> Self {
+        let running = app::start(app::Options {
+            config_file: config.clone(),
+            listen_address: "127.0.0.1:0".into(),
+            enable_lifecycle: true,
+            watch_config: true,
+        })
+        .await
+        .unwrap_or_else(|e| panic!("start failed: {e}"));
+        let base = format!("http://{}", running.addr);
+        Self {
+            running,
+            dir,
+            config,
+            base,
+        }
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, String) {
+        let r = client()
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        (status, r.text().await.unwrap())
+    }
+
+    pub async fn metrics(&self) -> String {
+        let (status, body) = self.get("/metrics").await;
+        assert_eq!(status, 200, "{body}");
+        body
+    }
+
+    pub async fn post(&self, path: &str) -> (u16, String) {
+        let r = client()
+            .post(format!("{}{path}", self.base))
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        (status, r.text().await.unwrap())
+    }
+
+    /// Waits until /metrics satisfies `cond`; panics with the last body after `secs`.
+    pub async fn wait_metrics(&self, secs: u64, what: &str, cond: impl Fn(&str) -> bool) -> String {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+        loop {
+            let body = self.metrics().await;
+            if cond(&body) {
+                return body;
+            }
+            if tokio::time::Instant::now() > deadline {
+                panic!("timed out waiting for {what}; last /metrics:\n{body}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub async fn stop(self) {
+        self.running.shutdown();
+        self.running.wait().await.unwrap();
+    }
+}
+
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap()
+}
+
+/// Waits until `cond` holds, polling every 20 ms; panics after `secs`.
+pub async fn wait_for(secs: u64, what: &str, cond: impl Fn() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    while !cond() {
+        if tokio::time::Instant::now() > deadline {
+            panic!("timed out waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The value of the first sample line that starts with `series` (name and labels).
+pub fn sample(body: &str, series: &str) -> Option<f64> {
+    body.lines()
+        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
