@@ -371,16 +371,16 @@ impl Compiler<'_> {
                     ],
                 };
                 for s in &series_names {
-                    if let Some((other, other_at)) = owned.get(s) {
-                        if other != &family {
-                            self.error(
-                                format!("{at}.name"),
-                                format!(
-                                    "metric {} clashes with metric {other} at {other_at}: both would expose {s}",
-                                    rm.name
-                                ),
-                            );
-                        }
+                    if let Some((other, other_at)) = owned.get(s)
+                        && other != &family
+                    {
+                        self.error(
+                            format!("{at}.name"),
+                            format!(
+                                "metric {} clashes with metric {other} at {other_at}: both would expose {s}",
+                                rm.name
+                            ),
+                        );
                     }
                 }
                 for s in series_names {
@@ -772,10 +772,6 @@ fn family_name(name: &str, kind: MetricKind) -> String {
         MetricKind::Counter => name.strip_suffix("_total").unwrap_or(name).to_string(),
         MetricKind::Gauge => name.to_string(),
     }
-}
-
-fn escape_help(help: &str) -> String {
-    help.trim_end().replace('\\', "\\\\").replace('\n', "\\n")
 }
 
 /// Validates a cron line with the parser the scheduler uses; returns it normalized.

@@ -16,7 +16,7 @@ use prometheus_client::registry::Registry;
 
 use crate::extract::{FamilySamples, MetricKind};
 use crate::store::View;
-use crate::telemetry::State;
+use crate::telemetry::{SourceStats, State};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
@@ -180,9 +180,10 @@ impl prometheus_client::collector::Collector for SelfMetrics {
             m.encode_family(&[("version", crate::VERSION)])?
                 .encode_gauge(&1i64)?;
         }
-        type Row<'a> = (&'a str, &'a crate::telemetry::SourceStats);
-        let rows: Vec<Row> = st.sources.iter().map(|(k, v)| (k.as_str(), v)).collect();
-        let gauges: [(&str, &str, fn(&crate::telemetry::SourceStats) -> f64); 4] = [
+        let rows: Vec<(&str, &SourceStats)> =
+            st.sources.iter().map(|(k, v)| (k.as_str(), v)).collect();
+        type Getter = fn(&SourceStats) -> f64;
+        let gauges: [(&str, &str, Getter); 4] = [
             (
                 "jsonbridge_source_up",
                 "1 if the last poll of the source succeeded, 0 if it failed or none ended yet.",

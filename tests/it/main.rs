@@ -1,5 +1,8 @@
 //! Integration tests: one binary, one module per topic.
 
+mod cli;
 mod golden;
+mod http;
 mod poll;
+mod reload;
 mod support;

@@ -1,0 +1,292 @@
+//! The binary as a user runs it: `check`, start-up errors, signals, logs.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::support::{Reply, Upstream, client};
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_jsonbridge"))
+}
+
+#[test]
+fn check_accepts_the_bundled_config_and_examples() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    for file in ["config/jsonbridge.yaml", "examples/energy/jsonbridge.yaml"] {
+        let out = bin()
+            .args(["check", &format!("{root}/{file}")])
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{file}: {stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            stdout.contains(": OK (1 sources, 2 metrics, 2 families)"),
+            "{stdout}"
+        );
+    }
+}
+
+#[test]
+fn check_lists_every_error_and_exits_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("bad.yaml");
+    std::fs::write(
+        &file,
+        "sources:\n  - name: a\n    url: http://x/${JSONBRIDGE_UNSET_VAR}\n    schedule: \"* * * * *\"\n    metrics:\n      - {name: 9lives, value: 1}\n",
+    )
+    .unwrap();
+    let out = bin().arg("check").arg(&file).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.starts_with(&format!("3 errors in {}:", file.display())),
+        "{err}"
+    );
+    assert!(
+        err.contains(
+            "line 3 column 10: sources[0].url: environment variable JSONBRIDGE_UNSET_VAR is not set"
+        ),
+        "{err}"
+    );
+    assert!(
+        err.contains("line 4 column 15: sources[0].schedule: cron"),
+        "{err}"
+    );
+    assert!(
+        err.contains(
+            "line 6 column 16: sources[0].metrics[0].name: invalid metric name \"9lives\""
+        ),
+        "{err}"
+    );
+
+    let out = bin()
+        .args(["check", "/nonexistent/jsonbridge.yaml"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("cannot read config file /nonexistent/jsonbridge.yaml")
+    );
+}
+
+#[test]
+fn a_broken_config_at_start_up_exits_1_with_the_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("bad.yaml");
+    std::fs::write(&file, "sources:\n  - name: a\n    urll: x\n").unwrap();
+    let out = bin()
+        .arg("--config.file")
+        .arg(&file)
+        .args(["--web.listen-address", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("unknown field `urll`"), "{err}");
+}
+
+/// A child jsonbridge whose stderr (the log) is collected by a thread.
+struct Daemon {
+    child: Child,
+    log: std::sync::Arc<std::sync::Mutex<String>>,
+    addr: String,
+}
+
+impl Daemon {
+    fn start(config: &std::path::Path, extra: &[&str], env: &[(&str, &str)]) -> Self {
+        let mut child = bin()
+            .envs(env.iter().copied())
+            .arg("--config.file")
+            .arg(config)
+            .args(["--web.listen-address", "127.0.0.1:0"])
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let stderr = child.stderr.take().unwrap();
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if let Some(i) = line.find("address=") {
+                    let _ = tx.send(
+                        line[i + 8..]
+                            .split(' ')
+                            .next()
+                            .unwrap()
+                            .trim_matches('"')
+                            .to_string(),
+                    );
+                }
+                if let Some(i) = line.find("\"address\":\"") {
+                    let rest = &line[i + 11..];
+                    let _ = tx.send(rest[..rest.find('"').unwrap()].to_string());
+                }
+                let mut l = sink.lock().unwrap();
+                l.push_str(&line);
+                l.push('\n');
+            }
+        });
+        let addr = rx
+            .recv_timeout(Duration::from_secs(20))
+            .unwrap_or_else(|_| panic!("no listen address logged:\n{}", log.lock().unwrap()));
+        Self { child, log, addr }
+    }
+
+    fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args([sig, &self.child.id().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok);
+    }
+
+    fn wait_log(&self, secs: u64, needle: &str) {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        while !self.log().contains(needle) {
+            assert!(
+                Instant::now() < deadline,
+                "no {needle:?} in log:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Sends SIGTERM and returns the exit code.
+    fn terminate(mut self) -> (Option<i32>, String) {
+        self.signal("-TERM");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                std::thread::sleep(Duration::from_millis(50));
+                return (status.code(), self.log());
+            }
+            assert!(Instant::now() < deadline, "did not stop on SIGTERM");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+// Multi-threaded: the test blocks its thread while the fake upstream must keep answering.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stops_gracefully_and_sighup_reloads() {
+    let up = Upstream::start(Reply::json(r#"{"n": 5}"#)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("jsonbridge.yaml");
+    let text = |metric: &str| {
+        format!(
+            "sources:\n  - name: s\n    url: {}/x\n    every: 1h\n    metrics: [{{name: {metric}, value: $.n}}]\n",
+            up.base
+        )
+    };
+    std::fs::write(&cfg, text("first")).unwrap();
+    // No watcher, so only the signal can reload.
+    let d = Daemon::start(&cfg, &["--config.no-watch"], &[]);
+    d.wait_log(10, "source started");
+    let url = format!("http://{}/metrics", d.addr);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let body = client()
+            .get(&url)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if body.contains("\nfirst 5") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{body}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    std::fs::write(&cfg, text("second")).unwrap();
+    d.signal("-HUP");
+    d.wait_log(10, "config reloaded");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let body = client()
+            .get(&url)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if body.contains("\nsecond 5") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{body}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (code, log) = d.terminate();
+    assert_eq!(code, Some(0), "{log}");
+    assert!(log.contains("SIGTERM: shutting down"), "{log}");
+    assert!(log.contains("level=info"), "logfmt by default:\n{log}");
+}
+
+// Multi-threaded: the test blocks its thread while the fake upstream must keep answering.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_never_contain_secrets_and_json_format_works() {
+    let token = "planted-T0KEN-4f8a";
+    let up = Upstream::start(Reply {
+        status: 503,
+        ..Reply::json("no")
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("jsonbridge.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "sources:\n  - name: s\n    url: {}/x?token=${{JSONBRIDGE_PLANTED}}\n    bearer_token: ${{JSONBRIDGE_PLANTED}}\n    headers: {{X-Api-Key: \"${{JSONBRIDGE_PLANTED}}\"}}\n    every: 1s\n    metrics: [{{name: n, value: $.n}}]\n  - name: refused\n    url: http://127.0.0.1:9/x?token=${{JSONBRIDGE_PLANTED}}\n    every: 1s\n    metrics: [{{name: m, value: $.n}}]\n",
+            up.base
+        ),
+    )
+    .unwrap();
+    let d = Daemon::start(
+        &cfg,
+        &["--log.format", "json", "--log.level", "debug"],
+        &[("JSONBRIDGE_PLANTED", token)],
+    );
+    d.wait_log(15, "\"kind\":\"http_status\"");
+    d.wait_log(15, "\"kind\":\"connect\"");
+    for page in ["/", "/metrics"] {
+        let body = client()
+            .get(format!("http://{}{page}", d.addr))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(!body.contains(token), "{page} leaks the token");
+    }
+    let (code, log) = d.terminate();
+    assert_eq!(code, Some(0));
+    assert!(
+        log.lines().all(|l| l.starts_with('{')),
+        "JSON lines only:\n{log}"
+    );
+    assert!(!log.contains(token), "log leaks the token:\n{log}");
+    assert!(up.hits() >= 1);
+    assert!(
+        up.seen()[0].headers["x-api-key"] == token,
+        "the token is sent upstream"
+    );
+}
