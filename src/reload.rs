@@ -210,6 +210,18 @@ pub fn watch(
             Err(e) => tracing::warn!(error = %e, "config watcher error"),
         })?;
     watcher.watch(&dir, RecursiveMode::NonRecursive)?;
+    // A config that is a symlink to a file elsewhere is edited there: watch that directory
+    // too. (Inside a ConfigMap the target directory is replaced on each update; the `..data`
+    // swap is seen in `dir` anyway, so losing that second watch is harmless.)
+    if let Some(target_dir) = std::fs::canonicalize(path)
+        .ok()
+        .and_then(|p| p.parent().map(Path::to_path_buf))
+        && std::fs::canonicalize(&dir).ok().as_ref() != Some(&target_dir)
+    {
+        if let Err(e) = watcher.watch(&target_dir, RecursiveMode::NonRecursive) {
+            tracing::debug!(dir = %target_dir.display(), error = %e, "cannot watch the symlink target's directory");
+        }
+    }
     tokio::spawn(async move {
         loop {
             tokio::select! {

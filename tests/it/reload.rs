@@ -238,3 +238,21 @@ async fn unchanged_source_series_are_in_every_scrape_during_reloads() {
     assert_eq!(ua.hits(), 1, "source a was never restarted");
     b.stop().await;
 }
+
+#[tokio::test]
+async fn a_config_symlinked_from_elsewhere_is_watched_at_its_target() {
+    let up = Upstream::start(Reply::json(r#"{"n": 1}"#)).await;
+    let real_dir = tempfile::tempdir().unwrap();
+    let real = real_dir.path().join("real.yaml");
+    std::fs::write(&real, two_sources(&up.base, &up.base, "b_one")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("jsonbridge.yaml");
+    symlink(&real, &config).unwrap();
+    let b = Bridge::start_at(dir, config).await;
+    b.wait_metrics(10, "first poll", |m| m.contains("\nb_one 1"))
+        .await;
+    std::fs::write(&real, two_sources(&up.base, &up.base, "b_two")).unwrap();
+    b.wait_metrics(10, "the edit at the target", |m| m.contains("\nb_two 1"))
+        .await;
+    b.stop().await;
+}
