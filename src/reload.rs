@@ -217,10 +217,9 @@ pub fn watch(
         .ok()
         .and_then(|p| p.parent().map(Path::to_path_buf))
         && std::fs::canonicalize(&dir).ok().as_ref() != Some(&target_dir)
+        && let Err(e) = watcher.watch(&target_dir, RecursiveMode::NonRecursive)
     {
-        if let Err(e) = watcher.watch(&target_dir, RecursiveMode::NonRecursive) {
-            tracing::debug!(dir = %target_dir.display(), error = %e, "cannot watch the symlink target's directory");
-        }
+        tracing::debug!(dir = %target_dir.display(), error = %e, "cannot watch the symlink target's directory");
     }
     tokio::spawn(async move {
         loop {
