@@ -20,6 +20,7 @@ pub struct Position {
 #[derive(Debug, Default)]
 pub struct Locator {
     positions: HashMap<String, Position>,
+    keys: HashMap<String, Position>,
 }
 
 impl Locator {
@@ -33,7 +34,13 @@ impl Locator {
         }
         Self {
             positions: builder.positions,
+            keys: builder.keys,
         }
+    }
+
+    /// Position of the key of the mapping entry at `path` (where a misspelt field is).
+    pub fn find_key(&self, path: &str) -> Option<Position> {
+        self.keys.get(path).copied().or_else(|| self.find(path))
     }
 
     /// Position of the value at `path`, or of its closest located ancestor.
@@ -65,6 +72,7 @@ enum Frame {
 struct Builder {
     stack: Vec<(String, Frame)>,
     positions: HashMap<String, Position>,
+    keys: HashMap<String, Position>,
 }
 
 impl Builder {
@@ -111,12 +119,18 @@ impl MarkedEventReceiver for Builder {
                     matches!(self.stack.last(), Some((_, Frame::Map { key: None, .. })));
                 if awaiting_key {
                     if let Some((path, Frame::Map { key, first })) = self.stack.last_mut() {
+                        let p = Position {
+                            line: mark.line(),
+                            column: mark.col() + 1,
+                        };
+                        let key_path = if path.is_empty() {
+                            value.clone()
+                        } else {
+                            format!("{path}.{value}")
+                        };
+                        self.keys.insert(key_path, p);
                         *key = Some(value);
                         if std::mem::take(first) && !path.is_empty() {
-                            let p = Position {
-                                line: mark.line(),
-                                column: mark.col() + 1,
-                            };
                             self.positions.insert(path.clone(), p);
                         }
                     }

@@ -239,13 +239,38 @@ pub fn parse(
             message: "the file is empty (expected a `sources:` list)".into(),
         }]));
     }
-    let raw: RawConfig = serde_norway::from_str(text).map_err(|e| invalid(vec![serde_diag(&e)]))?;
+    let mut unknown = Vec::new();
+    let parsed: Result<RawConfig, _> =
+        serde_ignored::deserialize(serde_norway::Deserializer::from_str(text), |p| {
+            unknown.push(raw::ignored_path(&p))
+        });
     let locator = Locator::new(text);
     let mut c = Compiler {
         locator: &locator,
         env,
         base_dir: &origin.base_dir,
         diagnostics: Vec::new(),
+    };
+    // Unknown fields are reported all together, also next to a serde error that stopped the
+    // parse (a misspelt required field shows up as both "unknown" and "missing").
+    for (parent, key) in unknown {
+        let path = if parent.is_empty() {
+            key.clone()
+        } else {
+            format!("{parent}.{key}")
+        };
+        c.diagnostics.push(Diagnostic {
+            position: locator.find_key(&path),
+            message: raw::unknown_field(&parent, &key),
+            path,
+        });
+    }
+    let raw = match parsed {
+        Ok(raw) => raw,
+        Err(e) => {
+            c.diagnostics.push(serde_diag(&e));
+            return Err(invalid(c.diagnostics));
+        }
     };
     let config = c.config(&raw);
     if c.diagnostics.is_empty() {

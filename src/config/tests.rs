@@ -145,7 +145,7 @@ fn rejected_configs_name_the_problem_and_its_line() {
         // Unknown field (serde): the position of the field.
         (
             "sources:\n  - name: a\n    url: file:///x\n    timout: 5s\n    metrics: [{name: m, value: 1}]\n",
-            "line 4 column 5: sources[0]: unknown field `timout`",
+            "line 4 column 5: sources[0].timout: unknown field `timout` (did you mean `timeout`?)",
         ),
         // Wrong type (serde).
         (
@@ -312,4 +312,29 @@ fn userinfo_is_removed_from_the_display_url() {
         "https://***@host:8080/x?y=1"
     );
     assert_eq!(display_url("http://host/a@b"), "http://host/a@b");
+}
+
+#[test]
+fn unknown_fields_are_all_listed_with_suggestions() {
+    let yaml = "sources:\n  - name: a\n    url: file:///x\n    timout: 5s\n    metrics:\n      - name: m\n        lables: {a: b}\n        value: 1\n        colour: red\n  - name: b\n    urll: http://x\n    metrics: [{name: n, value: 1}]\n";
+    let got = errors(yaml);
+    assert_eq!(
+        got,
+        vec![
+            "line 4 column 5: sources[0].timout: unknown field `timout` (did you mean `timeout`?)",
+            "line 7 column 9: sources[0].metrics[0].lables: unknown field `lables` (did you mean `labels`?)",
+            "line 9 column 9: sources[0].metrics[0].colour: unknown field `colour`, expected one of: name, help, type, each, labels, value",
+            "line 11 column 5: sources[1].urll: unknown field `urll` (did you mean `url`?)",
+            "line 10 column 5: sources[1]: missing field `url`",
+        ],
+    );
+}
+
+#[test]
+fn unknown_fields_come_with_validation_errors() {
+    let yaml = "sources:\n  - name: a\n    url: file:///x\n    evry: 5m\n    metrics: [{name: bad-name, value: 1}]\n";
+    let got = errors(yaml);
+    assert_eq!(got.len(), 2, "{got:#?}");
+    assert!(got[0].contains("unknown field `evry` (did you mean `every`?)"));
+    assert!(got[1].contains("invalid metric name \"bad-name\""));
 }
