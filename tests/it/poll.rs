@@ -66,8 +66,8 @@ async fn cron_schedule_fires() {
 
 #[tokio::test]
 async fn method_headers_query_body_and_auth_are_sent() {
-    // SAFETY: set once; the name is unique to this test.
-    unsafe { std::env::set_var("JSONBRIDGE_TEST_TOKEN_1", "t0ken-xyz") };
+    // `${VAR}` expansion is covered by the config unit tests and, in a child process, by
+    // cli::logs_never_contain_secrets_and_json_format_works (set_var is unsound here).
     let up = Upstream::start(Reply::json(r#"{"n": 1}"#)).await;
     let config = format!(
         r#"
@@ -80,9 +80,9 @@ sources:
       X-Team: platform
     query:
       window: 30m
-      token: ${{JSONBRIDGE_TEST_TOKEN_1}}
+      token: t0ken-xyz
     body: '{{"since": "1h"}}'
-    bearer_token: ${{JSONBRIDGE_TEST_TOKEN_1}}
+    bearer_token: t0ken-xyz
     every: 1h
     metrics:
       - {{name: n, value: $.n}}
