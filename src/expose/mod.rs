@@ -12,8 +12,8 @@
 pub mod encode;
 mod page;
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 
 use axum::Router;
 use axum::extract::State;
@@ -43,7 +43,9 @@ pub struct Exposer {
     /// Shown on the status page.
     pub config_file: String,
     ready: AtomicBool,
-    cache: Mutex<[Option<(u64, Bytes)>; 2]>,
+    /// Per format: the generation encoded and its body. An async mutex, so that scrapes
+    /// arriving during an encode wait for it instead of encoding again or blocking a worker.
+    cache: tokio::sync::Mutex<[Option<(u64, Bytes)>; 2]>,
 }
 
 impl Exposer {
@@ -59,12 +61,13 @@ impl Exposer {
             reload,
             config_file,
             ready: AtomicBool::new(false),
-            cache: Mutex::new([None, None]),
+            cache: tokio::sync::Mutex::new([None, None]),
         }
     }
 
     /// The full exposition (snapshots and self-metrics), from the cache when nothing changed.
-    pub fn metrics(&self, format: Format) -> Bytes {
+    /// `None` only if encoding panicked (a bug): the scrape then fails with a 500.
+    pub async fn metrics(&self, format: Format) -> Option<Bytes> {
         let slot = match format {
             Format::OpenMetrics => 0,
             Format::Text => 1,
@@ -72,17 +75,28 @@ impl Exposer {
         // The generation is read before encoding: a change during encoding bumps it again,
         // so the next scrape re-encodes instead of serving a stale body forever.
         let generation = self.store.generation();
-        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        let mut cache = self.cache.lock().await;
         if let Some((g, body)) = &cache[slot]
             && *g == generation
         {
-            return body.clone();
+            return Some(body.clone());
         }
         let view = self.store.view();
         let state = self.telemetry.snapshot();
-        let body = Bytes::from(encode::encode(&view, Some(&state), format));
+        // Encoding 100k series takes tens of milliseconds: keep it off the async workers
+        // that answer health checks.
+        let body =
+            match tokio::task::spawn_blocking(move || encode::encode(&view, Some(&state), format))
+                .await
+            {
+                Ok(text) => Bytes::from(text),
+                Err(e) => {
+                    tracing::error!(error = %e, "encoding task failed");
+                    return None;
+                }
+            };
         cache[slot] = Some((generation, body.clone()));
-        body
+        Some(body)
     }
 
     pub fn is_ready(&self) -> bool {
@@ -114,8 +128,14 @@ pub fn router(exposer: Arc<Exposer>) -> Router {
 async fn metrics(State(x): State<Arc<Exposer>>, headers: HeaderMap) -> Response {
     let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
     let format = Format::negotiate(accept);
-    let body = x.metrics(format);
-    ([(header::CONTENT_TYPE, format.content_type())], body).into_response()
+    match x.metrics(format).await {
+        Some(body) => ([(header::CONTENT_TYPE, format.content_type())], body).into_response(),
+        None => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "encoding failed; see the log\n",
+        )
+            .into_response(),
+    }
 }
 
 async fn ready(State(x): State<Arc<Exposer>>) -> Response {

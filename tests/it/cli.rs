@@ -182,6 +182,20 @@ impl Daemon {
     }
 }
 
+/// Scrapes `url` until the body contains `needle` (10 s at most).
+async fn wait_scrape(url: &str, needle: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let resp = client().get(url).send().await.unwrap();
+        let body = resp.text().await.unwrap();
+        if body.contains(needle) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "no {needle:?} in\n{body}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 // Multi-threaded: the test blocks its thread while the fake upstream must keep answering.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_stops_gracefully_and_sighup_reloads() {
@@ -199,41 +213,11 @@ async fn sigterm_stops_gracefully_and_sighup_reloads() {
     let d = Daemon::start(&cfg, &["--config.no-watch"], &[]);
     d.wait_log(10, "source started");
     let url = format!("http://{}/metrics", d.addr);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let body = client()
-            .get(&url)
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        if body.contains("\nfirst 5") {
-            break;
-        }
-        assert!(Instant::now() < deadline, "{body}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_scrape(&url, "\nfirst 5").await;
     std::fs::write(&cfg, text("second")).unwrap();
     d.signal("-HUP");
     d.wait_log(10, "config reloaded");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let body = client()
-            .get(&url)
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        if body.contains("\nsecond 5") {
-            break;
-        }
-        assert!(Instant::now() < deadline, "{body}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_scrape(&url, "\nsecond 5").await;
     let (code, log) = d.terminate();
     assert_eq!(code, Some(0), "{log}");
     assert!(log.contains("SIGTERM: shutting down"), "{log}");

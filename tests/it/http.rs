@@ -165,15 +165,15 @@ async fn exposition_is_cached_until_something_changes() {
         &telemetry,
         serde_json::json!({"pods": [{"name": "a", "n": 1}]}),
     );
-    let first = x.metrics(jsonbridge::expose::Format::Text);
-    let again = x.metrics(jsonbridge::expose::Format::Text);
+    let first = x.metrics(jsonbridge::expose::Format::Text).await.unwrap();
+    let again = x.metrics(jsonbridge::expose::Format::Text).await.unwrap();
     assert_eq!(first.as_ptr(), again.as_ptr(), "second scrape re-encoded");
     publish(
         &store,
         &telemetry,
         serde_json::json!({"pods": [{"name": "b", "n": 2}]}),
     );
-    let after = x.metrics(jsonbridge::expose::Format::Text);
+    let after = x.metrics(jsonbridge::expose::Format::Text).await.unwrap();
     let text = std::str::from_utf8(&after).unwrap();
     assert!(text.contains("pods{pod=\"b\"} 2"), "{text}");
     assert!(
