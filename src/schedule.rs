@@ -20,7 +20,7 @@ use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
 use crate::config::{Schedule, Source};
-use crate::extract::{Extraction, extract};
+use crate::extract::{ExtractError, Extraction, extract};
 use crate::fetch::{self, FetchError};
 use crate::store::{Snapshot, Store};
 use crate::telemetry::{PollOutcome, Telemetry};
@@ -49,6 +49,8 @@ pub enum PollError {
     Fetch(#[from] FetchError),
     #[error("invalid JSON: {0}")]
     InvalidJson(String),
+    #[error(transparent)]
+    Extract(#[from] ExtractError),
     #[error("extraction task failed: {0}")]
     Internal(String),
 }
@@ -58,6 +60,7 @@ impl PollError {
         match self {
             PollError::Fetch(e) => e.kind(),
             PollError::InvalidJson(_) => "invalid_json",
+            PollError::Extract(e) => e.kind(),
             PollError::Internal(_) => "internal",
         }
     }
@@ -103,6 +106,7 @@ impl Runner {
                         elapsed,
                         PollOutcome::Success {
                             series,
+                            dropped: x.dropped,
                             problems: &x.problems,
                         },
                     );
@@ -131,7 +135,9 @@ pub async fn poll_once(
     tokio::task::spawn_blocking(move || {
         let doc: serde_json::Value =
             serde_json::from_slice(&body).map_err(|e| PollError::InvalidJson(e.to_string()))?;
-        Ok(extract(&doc, &source.metrics))
+        let mut x = extract(&doc, &source.metrics)?;
+        x.truncate(source.max_series);
+        Ok(x)
     })
     .await
     .map_err(|e| PollError::Internal(e.to_string()))?

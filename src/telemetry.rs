@@ -24,6 +24,8 @@ pub struct SourceStats {
     pub last_success_at: Option<SystemTime>,
     /// Series in the snapshot being served.
     pub series: usize,
+    /// Series the last good poll dropped because of `max_series`.
+    pub series_dropped: usize,
     /// Polls by result: `success` or an error kind.
     pub polls: BTreeMap<&'static str, u64>,
     /// Skipped items, by (metric, kind).
@@ -55,6 +57,8 @@ pub struct State {
 pub enum PollOutcome<'a> {
     Success {
         series: usize,
+        /// Dropped by `max_series`.
+        dropped: usize,
         problems: &'a [Problem],
     },
     Failure {
@@ -117,7 +121,20 @@ impl Telemetry {
         stats.last_poll_at = Some(now);
         stats.last_duration = duration;
         match outcome {
-            PollOutcome::Success { series, problems } => {
+            PollOutcome::Success {
+                series,
+                dropped,
+                problems,
+            } => {
+                if dropped > 0 && stats.series_dropped == 0 {
+                    tracing::warn!(
+                        source,
+                        kept = series,
+                        dropped,
+                        "max_series reached: the snapshot is truncated (raise max_series or narrow the selectors)"
+                    );
+                }
+                stats.series_dropped = dropped;
                 stats.up = true;
                 stats.last_success_at = Some(now);
                 stats.series = series;

@@ -20,13 +20,17 @@ use std::time::Duration;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use reqwest::{Method, Url};
 
-use crate::extract::{Each, Lookup, MetricKind, MetricSpec, Template, ValueSpec};
+use crate::extract::{
+    Conversion, Each, Lookup, MetricKind, MetricSpec, OnDuplicate, Output, OutputKind, Template,
+    TimestampFormat, TimestampSpec, ValueSpec,
+};
 pub use locate::{Locator, Position};
 use raw::{RawConfig, RawMetric, RawMetricKind, RawSource, RawValue};
 
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_EVERY: Duration = Duration::from_secs(60);
 pub const DEFAULT_MAX_BODY_BYTES: u64 = 64 * 1024 * 1024;
+pub const DEFAULT_MAX_SERIES: usize = 1_000_000;
 /// Self-metrics live under this prefix; configured metrics may not use it.
 pub const SELF_PREFIX: &str = "jsonbridge_";
 
@@ -53,6 +57,8 @@ pub struct Source {
     pub request: Request,
     pub schedule: Schedule,
     pub metrics: Vec<MetricSpec>,
+    /// Most series one poll may produce; beyond, the snapshot is truncated deterministically.
+    pub max_series: usize,
     /// The source as written (before env expansion): two sources with equal `raw` and equal
     /// `request` behave identically, which is what a reload compares.
     raw: RawSource,
@@ -350,68 +356,67 @@ impl Compiler<'_> {
         let mut owned: HashMap<String, (String, String)> = HashMap::new();
         for (i, rs) in raw.iter().enumerate() {
             for (j, rm) in rs.metrics.iter().enumerate() {
-                let at = format!("sources[{i}].metrics[{j}]");
-                let kind = match rm.kind {
-                    RawMetricKind::Gauge => MetricKind::Gauge,
-                    RawMetricKind::Counter => MetricKind::Counter,
-                };
-                let family = family_name(&rm.name, kind);
-                let help = match rm.help.as_deref().map(str::trim_end) {
-                    Some(h) if !h.is_empty() => h.to_string(),
-                    _ => format!("{} (no help text in the config)", rm.name),
-                };
-                let f = Family {
-                    name: family.clone(),
-                    help,
-                    kind,
-                };
-                if let Some((prev, prev_at)) = families.get(&family) {
-                    if prev.kind != f.kind {
-                        self.error(
-                            format!("{at}.type"),
-                            format!(
-                                "metric {} is a {} here but a {} at {prev_at}; one name has one type",
-                                rm.name,
-                                kind.as_str(),
-                                prev.kind.as_str()
-                            ),
-                        );
-                    } else if prev.help != f.help {
-                        self.error(
-                            format!("{at}.help"),
-                            format!(
-                                "metric {} has a different help text at {prev_at}; one name has one help",
-                                rm.name
-                            ),
-                        );
+                for o in raw_outputs(&format!("sources[{i}].metrics[{j}]"), rm) {
+                    let kind = metric_kind(o.settings.kind);
+                    let family = family_name(&o.name, kind);
+                    let help = match o.settings.help.as_deref().map(str::trim_end) {
+                        Some(h) if !h.is_empty() => h.to_string(),
+                        _ => format!("{} (no help text in the config)", o.name),
+                    };
+                    let at = o.at;
+                    if let Some((prev, prev_at)) = families.get(&family) {
+                        if prev.kind != kind {
+                            self.error(
+                                format!("{at}.type"),
+                                format!(
+                                    "metric {} is a {} here but a {} at {prev_at}; one name has one type",
+                                    o.name,
+                                    kind.as_str(),
+                                    prev.kind.as_str()
+                                ),
+                            );
+                        } else if prev.help != help {
+                            self.error(
+                                format!("{at}.help"),
+                                format!(
+                                    "metric {} has a different help text at {prev_at}; one name has one help",
+                                    o.name
+                                ),
+                            );
+                        }
+                        continue;
                     }
-                    continue;
-                }
-                let series_names: Vec<String> = match kind {
-                    MetricKind::Gauge => vec![family.clone()],
-                    MetricKind::Counter => vec![
-                        family.clone(),
-                        format!("{family}_total"),
-                        format!("{family}_created"),
-                    ],
-                };
-                for s in &series_names {
-                    if let Some((other, other_at)) = owned.get(s)
-                        && other != &family
-                    {
-                        self.error(
-                            format!("{at}.name"),
-                            format!(
-                                "metric {} clashes with metric {other} at {other_at}: both would expose {s}",
-                                rm.name
-                            ),
-                        );
+                    let series_names: Vec<String> = match kind {
+                        MetricKind::Gauge => vec![family.clone()],
+                        MetricKind::Counter => vec![
+                            family.clone(),
+                            format!("{family}_total"),
+                            format!("{family}_created"),
+                        ],
+                    };
+                    for s in &series_names {
+                        if let Some((other, other_at)) = owned.get(s)
+                            && other != &family
+                        {
+                            self.error(
+                                o.name_at.clone(),
+                                format!(
+                                    "metric {} clashes with metric {other} at {other_at}: both would expose {s}",
+                                    o.name
+                                ),
+                            );
+                        }
                     }
+                    for s in series_names {
+                        owned.entry(s).or_insert((family.clone(), at.clone()));
+                    }
+                    let f = Family {
+                        name: family.clone(),
+                        help,
+                        kind,
+                    };
+                    families.insert(family, (f, at));
                 }
-                for s in series_names {
-                    owned.entry(s).or_insert((family.clone(), at.clone()));
-                }
-                families.insert(family, (f, at));
             }
         }
         families.into_values().map(|(f, _)| f).collect()
@@ -436,18 +441,24 @@ impl Compiler<'_> {
                 "a source needs at least one metric",
             );
         }
-        let mut names: HashMap<&str, usize> = HashMap::new();
+        let mut names: HashMap<String, String> = HashMap::new();
         let mut metrics = Vec::new();
         for (j, rm) in rs.metrics.iter().enumerate() {
             let mat = format!("{at}.metrics[{j}]");
-            if let Some(first) = names.insert(&rm.name, j) {
-                self.error(
-                    format!("{mat}.name"),
-                    format!(
-                        "metric {} is defined twice in this source (also metrics[{first}])",
-                        rm.name
-                    ),
-                );
+            for o in raw_outputs(&mat, rm) {
+                let here =
+                    o.at.strip_prefix(&format!("{at}."))
+                        .unwrap_or(&o.at)
+                        .to_string();
+                if let Some(first) = names.insert(o.name.clone(), here) {
+                    self.error(
+                        o.name_at,
+                        format!(
+                            "metric {} is defined twice in this source (also {first})",
+                            o.name
+                        ),
+                    );
+                }
             }
             if let Some(m) = self.metric(&mat, rm) {
                 metrics.push(m);
@@ -456,11 +467,20 @@ impl Compiler<'_> {
         if self.diagnostics.len() > before {
             return None;
         }
+        let max_series = rs.max_series.unwrap_or(DEFAULT_MAX_SERIES);
+        if max_series == 0 {
+            self.error(
+                format!("{at}.max_series"),
+                "max_series must be more than zero",
+            );
+            return None;
+        }
         Some(Source {
             name: rs.name.clone(),
             request: request?,
             schedule: schedule?,
             metrics,
+            max_series,
             raw: rs.clone(),
         })
     }
@@ -680,36 +700,25 @@ impl Compiler<'_> {
 
     fn metric(&mut self, at: &str, rm: &RawMetric) -> Option<MetricSpec> {
         let before = self.diagnostics.len();
-        let kind = match rm.kind {
-            RawMetricKind::Gauge => MetricKind::Gauge,
-            RawMetricKind::Counter => MetricKind::Counter,
-        };
-        if !text::is_metric_name(&rm.name) {
-            self.error(
-                format!("{at}.name"),
-                format!(
-                    "invalid metric name {:?}: use [a-zA-Z_:][a-zA-Z0-9_:]*",
-                    rm.name
-                ),
-            );
-        } else if rm.name.starts_with(SELF_PREFIX) {
-            self.error(
-                format!("{at}.name"),
-                format!("metric names starting with {SELF_PREFIX} are reserved for self-metrics"),
-            );
-        } else if kind == MetricKind::Counter && family_name(&rm.name, kind).is_empty() {
-            self.error(
-                format!("{at}.name"),
-                "a counter needs a name before `_total`",
-            );
-        }
-        if let Some(help) = &rm.help
-            && help.chars().any(|c| c.is_control() && c != '\n')
-        {
-            self.error(
-                format!("{at}.help"),
-                "help text may not contain control characters other than newline",
-            );
+        match (&rm.name, &rm.value, &rm.values) {
+            (_, _, Some(values)) => {
+                if rm.name.is_some() || rm.value.is_some() || !rm.settings().is_empty() {
+                    self.error(
+                        format!("{at}.values"),
+                        "with `values`, each entry is one metric: put its value, help, type, \
+                         mapping, default, scale and states under the entry, not next to `values`",
+                    );
+                }
+                if values.is_empty() {
+                    self.error(format!("{at}.values"), "`values` is empty");
+                }
+            }
+            (Some(_), Some(_), None) => {}
+            (Some(_), None, None) => self.error(at, "missing field `value`"),
+            (None, _, None) => self.error(
+                at,
+                "a metric needs `name` and `value`, or `values` (name -> value) for several",
+            ),
         }
         let each = match &rm.each {
             None => Some(Each::root()),
@@ -749,22 +758,96 @@ impl Compiler<'_> {
                 Err(msg) => self.error(&lat, msg),
             }
         }
-        let value = match &rm.value {
-            RawValue::Number(v) => Some(ValueSpec::Constant(*v)),
-            RawValue::Text(t) => {
-                let t = t.trim();
-                if let Ok(v) = t.parse::<f64>() {
-                    Some(ValueSpec::Constant(v))
-                } else {
-                    match Lookup::compile(t) {
-                        Ok(l) => Some(ValueSpec::Lookup(l)),
-                        Err(msg) => {
-                            self.error(format!("{at}.value"), msg);
-                            None
-                        }
-                    }
+        let mut outputs = Vec::new();
+        if each.is_some() {
+            for o in raw_outputs(at, rm) {
+                if let Some(out) = self.output(&o, &captures, &label_names) {
+                    outputs.push(out);
                 }
             }
+        }
+        let timestamp = match &rm.timestamp {
+            None => {
+                if rm.timestamp_format.is_some() {
+                    self.error(
+                        format!("{at}.timestamp_format"),
+                        "`timestamp_format` needs `timestamp` (the path of the time in each item)",
+                    );
+                }
+                None
+            }
+            Some(path) => match Lookup::compile(path, &captures) {
+                Ok(lookup) => Some(TimestampSpec {
+                    lookup,
+                    format: match rm.timestamp_format {
+                        None | Some(raw::RawTimestampFormat::Rfc3339) => TimestampFormat::Rfc3339,
+                        Some(raw::RawTimestampFormat::Unix) => TimestampFormat::Unix,
+                        Some(raw::RawTimestampFormat::UnixMs) => TimestampFormat::UnixMs,
+                    },
+                }),
+                Err(msg) => {
+                    self.error(format!("{at}.timestamp"), msg);
+                    None
+                }
+            },
+        };
+        if self.diagnostics.len() > before {
+            return None;
+        }
+        Some(MetricSpec {
+            each: each?,
+            label_names: label_names.into(),
+            labels,
+            outputs,
+            on_duplicate: match rm.on_duplicate {
+                None | Some(raw::RawOnDuplicate::First) => OnDuplicate::First,
+                Some(raw::RawOnDuplicate::Last) => OnDuplicate::Last,
+                Some(raw::RawOnDuplicate::Sum) => OnDuplicate::Sum,
+                Some(raw::RawOnDuplicate::Error) => OnDuplicate::Error,
+            },
+            timestamp,
+        })
+    }
+
+    fn output(&mut self, o: &RawOut<'_>, captures: &[String], labels: &[String]) -> Option<Output> {
+        let before = self.diagnostics.len();
+        let at = &o.at;
+        let st = &o.settings;
+        let kind = metric_kind(st.kind);
+        if !text::is_metric_name(&o.name) {
+            self.error(
+                &o.name_at,
+                format!(
+                    "invalid metric name {:?}: use [a-zA-Z_:][a-zA-Z0-9_:]*",
+                    o.name
+                ),
+            );
+        } else if o.name.starts_with(SELF_PREFIX) {
+            self.error(
+                &o.name_at,
+                format!("metric names starting with {SELF_PREFIX} are reserved for self-metrics"),
+            );
+        } else if kind == MetricKind::Counter && family_name(&o.name, kind).is_empty() {
+            self.error(&o.name_at, "a counter needs a name before `_total`");
+        }
+        if let Some(help) = &st.help
+            && help.chars().any(|c| c.is_control() && c != '\n')
+        {
+            self.error(
+                format!("{at}.help"),
+                "help text may not contain control characters other than newline",
+            );
+        }
+        let value = match o.value {
+            None => None,
+            Some(RawValue::Number(v)) => Some(ValueSpec::Constant(*v)),
+            Some(RawValue::Text(t)) => match ValueSpec::compile(t, captures) {
+                Ok(v) => Some(v),
+                Err(msg) => {
+                    self.error(format!("{at}.value"), msg);
+                    None
+                }
+            },
         };
         if let Some(ValueSpec::Constant(v)) = value
             && kind == MetricKind::Counter
@@ -775,18 +858,143 @@ impl Compiler<'_> {
                 "a counter cannot have a negative value",
             );
         }
+        if let Some(f) = st.scale
+            && !f.is_finite()
+        {
+            self.error(format!("{at}.scale"), "scale must be a finite number");
+        }
+        let out_kind = match st.kind {
+            Some(RawMetricKind::Stateset) => {
+                let label = st.state_label.clone().unwrap_or_else(|| "state".into());
+                if !text::is_label_name(&label) {
+                    self.error(
+                        format!("{at}.state_label"),
+                        format!("invalid label name {label:?}"),
+                    );
+                } else if labels.contains(&label) {
+                    self.error(
+                        format!("{at}.state_label"),
+                        format!(
+                            "the state label {label:?} is also a label of the block (set state_label to another name)"
+                        ),
+                    );
+                }
+                let states = st.states.clone().unwrap_or_default();
+                if states.is_empty() {
+                    self.error(
+                        format!("{at}.states"),
+                        "a stateset needs `states`: the list of possible values",
+                    );
+                }
+                let mut seen = std::collections::HashSet::new();
+                for s in &states {
+                    if !seen.insert(s) {
+                        self.error(
+                            format!("{at}.states"),
+                            format!("state {s:?} is listed twice"),
+                        );
+                    }
+                }
+                if !matches!(value, None | Some(ValueSpec::Lookup(_))) {
+                    self.error(
+                        format!("{at}.value"),
+                        "a stateset's value must be a JSONPath to the current state",
+                    );
+                }
+                for field in [
+                    ("mapping", st.mapping.is_some()),
+                    ("default", st.default.is_some()),
+                    ("scale", st.scale.is_some()),
+                ] {
+                    if field.1 {
+                        self.error(
+                            format!("{at}.{}", field.0),
+                            format!("`{}` does not apply to a stateset", field.0),
+                        );
+                    }
+                }
+                OutputKind::StateSet { label, states }
+            }
+            _ => {
+                for (field, set) in [
+                    ("states", st.states.is_some()),
+                    ("state_label", st.state_label.is_some()),
+                ] {
+                    if set {
+                        self.error(
+                            format!("{at}.{field}"),
+                            format!("`{field}` applies to `type: stateset` only"),
+                        );
+                    }
+                }
+                if kind == MetricKind::Counter {
+                    OutputKind::Counter
+                } else {
+                    OutputKind::Gauge
+                }
+            }
+        };
         if self.diagnostics.len() > before {
             return None;
         }
-        Some(MetricSpec {
-            name: rm.name.clone(),
-            family: family_name(&rm.name, kind),
-            kind,
-            each: each?,
-            label_names: label_names.into(),
-            labels,
+        Some(Output {
+            name: o.name.clone(),
+            family: family_name(&o.name, kind),
+            kind: out_kind,
             value: value?,
+            conversion: Conversion {
+                mapping: st
+                    .mapping
+                    .as_ref()
+                    .map(|m| m.iter().map(|(k, v)| (k.clone(), *v)).collect()),
+                default: st.default,
+                scale: st.scale,
+            },
         })
+    }
+}
+
+/// One output of a raw metric block, with where it was written.
+struct RawOut<'a> {
+    /// Path of the output's settings (the block, or `values.NAME`).
+    at: String,
+    /// Path to point at for name errors.
+    name_at: String,
+    name: String,
+    value: Option<&'a RawValue>,
+    settings: raw::RawOutputSettings,
+}
+
+/// The outputs a block declares: its `name`/`value`, or each entry of `values`.
+fn raw_outputs<'a>(at: &str, rm: &'a RawMetric) -> Vec<RawOut<'a>> {
+    match &rm.values {
+        Some(values) => values
+            .iter()
+            .map(|(name, e)| RawOut {
+                at: format!("{at}.values.{name}"),
+                name_at: format!("{at}.values.{name}"),
+                name: name.clone(),
+                value: Some(&e.value),
+                settings: e.settings.clone(),
+            })
+            .collect(),
+        None => match &rm.name {
+            Some(name) => vec![RawOut {
+                at: at.to_string(),
+                name_at: format!("{at}.name"),
+                name: name.clone(),
+                value: rm.value.as_ref(),
+                settings: rm.settings(),
+            }],
+            None => Vec::new(),
+        },
+    }
+}
+
+fn metric_kind(kind: Option<RawMetricKind>) -> MetricKind {
+    match kind {
+        Some(RawMetricKind::Counter) => MetricKind::Counter,
+        _ => MetricKind::Gauge,
     }
 }
 

@@ -44,6 +44,9 @@ pub struct RawSource {
     /// Largest response body accepted, in bytes (default 64 MiB).
     #[serde(default)]
     pub max_body_bytes: Option<u64>,
+    /// Most series one poll may produce (default 1,000,000); the rest are dropped.
+    #[serde(default)]
+    pub max_series: Option<usize>,
     #[serde(default)]
     pub metrics: Vec<RawMetric>,
 }
@@ -55,34 +58,217 @@ pub struct RawBasicAuth {
     pub password: String,
 }
 
+/// A metric block: `each` + `labels`, and either one metric (`name` + `value`) or several
+/// (`values`: name -> value or output settings).
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct RawMetric {
-    pub name: String,
     #[serde(default)]
-    pub help: Option<String>,
-    #[serde(rename = "type", default)]
-    pub kind: RawMetricKind,
+    pub name: Option<String>,
     #[serde(default)]
     pub each: Option<String>,
     #[serde(default)]
     pub labels: IndexMap<String, String>,
-    pub value: RawValue,
+    #[serde(default)]
+    pub values: Option<IndexMap<String, RawOutputEntry>>,
+    #[serde(default)]
+    pub on_duplicate: Option<RawOnDuplicate>,
+    #[serde(default)]
+    pub timestamp: Option<String>,
+    #[serde(default)]
+    pub timestamp_format: Option<RawTimestampFormat>,
+    // Output settings, for the single-metric form (the same as RawOutputSettings: serde's
+    // `flatten` would hide unknown fields from the unknown-field report).
+    #[serde(default)]
+    pub value: Option<RawValue>,
+    #[serde(default)]
+    pub help: Option<String>,
+    #[serde(rename = "type", default)]
+    pub kind: Option<RawMetricKind>,
+    #[serde(default)]
+    pub mapping: Option<IndexMap<String, f64>>,
+    #[serde(default)]
+    pub default: Option<f64>,
+    #[serde(default)]
+    pub scale: Option<f64>,
+    #[serde(default)]
+    pub states: Option<Vec<String>>,
+    #[serde(default)]
+    pub state_label: Option<String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+impl RawMetric {
+    /// The output settings written at block level.
+    pub fn settings(&self) -> RawOutputSettings {
+        RawOutputSettings {
+            help: self.help.clone(),
+            kind: self.kind,
+            mapping: self.mapping.clone(),
+            default: self.default,
+            scale: self.scale,
+            states: self.states.clone(),
+            state_label: self.state_label.clone(),
+        }
+    }
+}
+
+/// Per-output settings, shared by the single-metric form and `values` entries.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+pub struct RawOutputSettings {
+    #[serde(default)]
+    pub help: Option<String>,
+    #[serde(rename = "type", default)]
+    pub kind: Option<RawMetricKind>,
+    #[serde(default)]
+    pub mapping: Option<IndexMap<String, f64>>,
+    #[serde(default)]
+    pub default: Option<f64>,
+    #[serde(default)]
+    pub scale: Option<f64>,
+    #[serde(default)]
+    pub states: Option<Vec<String>>,
+    #[serde(default)]
+    pub state_label: Option<String>,
+}
+
+impl RawOutputSettings {
+    /// Whether any setting is written (block-level settings conflict with `values`).
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+/// A `values` entry: `name: "@.path"` / `name: 1`, or `name: {value: ..., help: ..., ...}`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RawOutputEntry {
+    pub value: RawValue,
+    pub settings: RawOutputSettings,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+struct RawOutputObject {
+    value: RawValue,
+    #[serde(default)]
+    help: Option<String>,
+    #[serde(rename = "type", default)]
+    kind: Option<RawMetricKind>,
+    #[serde(default)]
+    mapping: Option<IndexMap<String, f64>>,
+    #[serde(default)]
+    default: Option<f64>,
+    #[serde(default)]
+    scale: Option<f64>,
+    #[serde(default)]
+    states: Option<Vec<String>>,
+    #[serde(default)]
+    state_label: Option<String>,
+}
+
+impl<'de> Deserialize<'de> for RawOutputEntry {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = RawOutputEntry;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSONPath, a number, or a map with `value` and output settings")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(short(RawValue::Text(v.to_string())))
+            }
+            fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Self::Value, E> {
+                Ok(short(RawValue::Number(v)))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Self::Value, E> {
+                Ok(short(RawValue::Number(v as f64)))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Self::Value, E> {
+                Ok(short(RawValue::Number(v as f64)))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<Self::Value, A::Error> {
+                let o = RawOutputObject::deserialize(
+                    serde::de::value::MapAccessDeserializer::new(map),
+                )?;
+                Ok(RawOutputEntry {
+                    value: o.value,
+                    settings: RawOutputSettings {
+                        help: o.help,
+                        kind: o.kind,
+                        mapping: o.mapping,
+                        default: o.default,
+                        scale: o.scale,
+                        states: o.states,
+                        state_label: o.state_label,
+                    },
+                })
+            }
+        }
+        fn short(value: RawValue) -> RawOutputEntry {
+            RawOutputEntry {
+                value,
+                settings: RawOutputSettings::default(),
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum RawMetricKind {
-    #[default]
     Gauge,
     Counter,
+    Stateset,
 }
 
-/// `value: 1` (a constant) or `value: "@.energy[-1]"` (a JSONPath).
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(untagged)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RawOnDuplicate {
+    First,
+    Last,
+    Sum,
+    Error,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RawTimestampFormat {
+    Rfc3339,
+    Unix,
+    UnixMs,
+}
+
+/// `value: 1` (a constant) or `value: "@.energy[-1]"` (a JSONPath or an aggregate).
+#[derive(Debug, Clone, PartialEq)]
 pub enum RawValue {
     Number(f64),
     Text(String),
+}
+
+impl<'de> Deserialize<'de> for RawValue {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = RawValue;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a number or a JSONPath string")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<RawValue, E> {
+                Ok(RawValue::Text(v.to_string()))
+            }
+            fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<RawValue, E> {
+                Ok(RawValue::Number(v))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<RawValue, E> {
+                Ok(RawValue::Number(v as f64))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<RawValue, E> {
+                Ok(RawValue::Number(v as f64))
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 const TOP_FIELDS: &[&str] = &["sources"];
@@ -99,9 +285,36 @@ const SOURCE_FIELDS: &[&str] = &[
     "schedule",
     "every",
     "max_body_bytes",
+    "max_series",
     "metrics",
 ];
-const METRIC_FIELDS: &[&str] = &["name", "help", "type", "each", "labels", "value"];
+const METRIC_FIELDS: &[&str] = &[
+    "name",
+    "help",
+    "type",
+    "each",
+    "labels",
+    "value",
+    "values",
+    "mapping",
+    "default",
+    "scale",
+    "states",
+    "state_label",
+    "on_duplicate",
+    "timestamp",
+    "timestamp_format",
+];
+const OUTPUT_FIELDS: &[&str] = &[
+    "value",
+    "help",
+    "type",
+    "mapping",
+    "default",
+    "scale",
+    "states",
+    "state_label",
+];
 const BASIC_AUTH_FIELDS: &[&str] = &["username", "password"];
 
 /// The message for a field that no struct at `parent` knows, with the closest known name.
@@ -115,6 +328,7 @@ pub fn unknown_field(parent: &str, key: &str) -> String {
         [] => TOP_FIELDS,
         ["sources"] => SOURCE_FIELDS,
         ["sources", "metrics"] => METRIC_FIELDS,
+        ["sources", "metrics", "values", _] => OUTPUT_FIELDS,
         ["sources", "basic_auth"] => BASIC_AUTH_FIELDS,
         _ => &[],
     };

@@ -108,7 +108,7 @@ fn defaults() {
         s.request.target == Target::File(PathBuf::from("/etc/jsonbridge/data/a.json")),
         "relative file:// paths resolve against the config directory"
     );
-    assert!(matches!(s.metrics[0].value, ValueSpec::Constant(v) if v == 1.0));
+    assert!(matches!(s.metrics[0].outputs[0].value, ValueSpec::Constant(v) if v == 1.0));
 }
 
 #[test]
@@ -117,7 +117,7 @@ fn counters_drop_total_for_the_encoder() {
         "sources:\n  - name: a\n    url: file:///x.json\n    metrics:\n      - {name: requests_total, type: counter, value: $.n}\n",
     )
     .unwrap();
-    assert_eq!(c.sources[0].metrics[0].family, "requests");
+    assert_eq!(c.sources[0].metrics[0].outputs[0].family, "requests");
     assert_eq!(c.families[0].name, "requests");
 }
 
@@ -323,7 +323,7 @@ fn unknown_fields_are_all_listed_with_suggestions() {
         vec![
             "line 4 column 5: sources[0].timout: unknown field `timout` (did you mean `timeout`?)",
             "line 7 column 9: sources[0].metrics[0].lables: unknown field `lables` (did you mean `labels`?)",
-            "line 9 column 9: sources[0].metrics[0].colour: unknown field `colour`, expected one of: name, help, type, each, labels, value",
+            "line 9 column 9: sources[0].metrics[0].colour: unknown field `colour`, expected one of: name, help, type, each, labels, value, values, mapping, default, scale, states, state_label, on_duplicate, timestamp, timestamp_format",
             "line 11 column 5: sources[1].urll: unknown field `urll` (did you mean `url`?)",
             "line 10 column 5: sources[1]: missing field `url`",
         ],

@@ -6,6 +6,8 @@
 //! wins, so the exposition stays valid.
 
 use std::collections::HashSet;
+use std::fmt::Write as _;
+use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use prometheus_client::encoding::{
@@ -48,22 +50,65 @@ impl Format {
 
 /// Encodes the snapshots of `view`, and the self-metrics when `telemetry` is given.
 pub fn encode(view: &View, telemetry: Option<&State>, format: Format) -> String {
-    let mut registry = Registry::default();
-    registry.register_collector(Box::new(Samples {
+    let timestamps = Arc::new(Mutex::new(Vec::new()));
+    let mut samples = Registry::default();
+    samples.register_collector(Box::new(Samples {
         view: view.clone(),
         // The 0.0.4 encoder escapes HELP itself; the OpenMetrics one writes it verbatim.
         escape_help: format == Format::OpenMetrics,
+        timestamps: timestamps.clone(),
     }));
-    if let Some(state) = telemetry {
-        registry.register_collector(Box::new(SelfMetrics(state.clone())));
-    }
     let mut out = String::new();
+    write_registry(&mut out, &samples, format);
+    let timestamps = std::mem::take(&mut *timestamps.lock().unwrap_or_else(|e| e.into_inner()));
+    if timestamps.iter().any(Option::is_some) {
+        out = add_timestamps(&out, &timestamps, format);
+    }
+    if let Some(state) = telemetry {
+        let mut own = Registry::default();
+        own.register_collector(Box::new(SelfMetrics(state.clone())));
+        write_registry(&mut out, &own, format);
+    }
+    if format == Format::OpenMetrics {
+        out.push_str("# EOF\n");
+    }
+    out
+}
+
+fn write_registry(out: &mut String, registry: &Registry, format: Format) {
     let result = match format {
-        Format::OpenMetrics => prometheus_client::encoding::text::encode(&mut out, &registry),
-        Format::Text => prometheus_client::encoding::prometheus_text::encode(&mut out, &registry),
+        Format::OpenMetrics => prometheus_client::encoding::text::encode_registry(out, registry),
+        Format::Text => prometheus_client::encoding::prometheus_text::encode(out, registry),
     };
     // Writing to a String cannot fail, and our collectors only fail when the writer does.
     debug_assert!(result.is_ok());
+}
+
+/// prometheus-client writes no sample timestamps, so they are appended here: its sample lines
+/// come out one per series, in the order the collector recorded `timestamps`. OpenMetrics
+/// takes seconds, the 0.0.4 format milliseconds.
+fn add_timestamps(text: &str, timestamps: &[Option<i64>], format: Format) -> String {
+    let mut out = String::with_capacity(text.len() + timestamps.len() * 16);
+    let mut ts = timestamps.iter();
+    for line in text.split_inclusive('\n') {
+        if line.starts_with('#') {
+            out.push_str(line);
+            continue;
+        }
+        let body = line.strip_suffix('\n').unwrap_or(line);
+        out.push_str(body);
+        if let Some(Some(ms)) = ts.next() {
+            match format {
+                Format::OpenMetrics => {
+                    let _ = write!(out, " {}.{:03}", ms.div_euclid(1000), ms.rem_euclid(1000));
+                }
+                Format::Text => {
+                    let _ = write!(out, " {ms}");
+                }
+            }
+        }
+        out.push('\n');
+    }
     out
 }
 
@@ -86,6 +131,8 @@ impl EncodeLabelSet for Pairs<'_> {
 struct Samples {
     view: View,
     escape_help: bool,
+    /// The timestamp of each series written, in order (see [`add_timestamps`]).
+    timestamps: Arc<Mutex<Vec<Option<i64>>>>,
 }
 
 /// OpenMetrics HELP escaping: backslash, double quote and newline.
@@ -108,6 +155,7 @@ fn metric_type(kind: MetricKind) -> MetricType {
 
 impl prometheus_client::collector::Collector for Samples {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let mut stamps = self.timestamps.lock().unwrap_or_else(|e| e.into_inner());
         for family in &self.view.config.families {
             let parts: Vec<&FamilySamples> = self
                 .view
@@ -140,6 +188,7 @@ impl prometheus_client::collector::Collector for Samples {
                             continue;
                         }
                     }
+                    stamps.push(s.timestamp_ms);
                     let labels = Pairs {
                         names: &part.label_names,
                         values: &s.labels,
@@ -183,7 +232,7 @@ impl prometheus_client::collector::Collector for SelfMetrics {
         let rows: Vec<(&str, &SourceStats)> =
             st.sources.iter().map(|(k, v)| (k.as_str(), v)).collect();
         type Getter = fn(&SourceStats) -> f64;
-        let gauges: [(&str, &str, Getter); 4] = [
+        let gauges: [(&str, &str, Getter); 5] = [
             (
                 "jsonbridge_source_up",
                 "1 if the last poll of the source succeeded, 0 if it failed or none ended yet.",
@@ -203,6 +252,11 @@ impl prometheus_client::collector::Collector for SelfMetrics {
                 "jsonbridge_source_series",
                 "Series in the snapshot currently served for the source.",
                 |s| s.series as f64,
+            ),
+            (
+                "jsonbridge_source_series_dropped",
+                "Series the last good poll dropped because the source reached max_series.",
+                |s| s.series_dropped as f64,
             ),
         ];
         for (name, help, get) in gauges {

@@ -1,9 +1,10 @@
-//! The compiled form of a metric block: `each` with captures, label templates, the value.
+//! The compiled form of a metric block: `each` with captures, label templates, outputs.
 //!
-//! Parsing happens once, at config load ([`MetricSpec::compile`] is called by
-//! [`crate::config`]); extraction only walks these structures.
+//! Parsing happens once, at config load (called by [`crate::config`]); extraction only walks
+//! these structures.
 
 use std::borrow::Cow;
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use serde_json::Value;
@@ -25,25 +26,106 @@ impl MetricKind {
     }
 }
 
-/// One metric block of a source, ready to run.
+/// One metric block of a source, ready to run: the items, their labels, and one or more
+/// outputs (metrics) computed from each item.
 #[derive(Debug, Clone)]
 pub struct MetricSpec {
+    pub each: Each,
+    pub label_names: Arc<[String]>,
+    pub labels: Vec<Template>,
+    pub outputs: Vec<Output>,
+    pub on_duplicate: OnDuplicate,
+    pub timestamp: Option<TimestampSpec>,
+}
+
+/// One metric computed from each item of a block.
+#[derive(Debug, Clone)]
+pub struct Output {
     /// The name as configured (used in self-metric labels and messages).
     pub name: String,
     /// The family name in the exposition: a counter's `_total` suffix is added by the encoder.
     pub family: String,
-    pub kind: MetricKind,
-    pub each: Each,
-    pub label_names: Arc<[String]>,
-    pub labels: Vec<Template>,
+    pub kind: OutputKind,
     pub value: ValueSpec,
+    pub conversion: Conversion,
 }
 
-/// Where `{@...}` and `{$...}` look: the current item or the document root.
+#[derive(Debug, Clone, PartialEq)]
+pub enum OutputKind {
+    Gauge,
+    Counter,
+    /// One gauge series per state, labelled `label="state"`: 1 for the current state, 0 for
+    /// the others.
+    StateSet {
+        label: String,
+        states: Vec<String>,
+    },
+}
+
+impl OutputKind {
+    /// How the family is exposed (a state set is a gauge in both text formats).
+    pub fn metric_kind(&self) -> MetricKind {
+        match self {
+            OutputKind::Counter => MetricKind::Counter,
+            _ => MetricKind::Gauge,
+        }
+    }
+}
+
+/// What to do when two items of a block give the same label set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnDuplicate {
+    /// Keep the first item in document order (the default).
+    #[default]
+    First,
+    Last,
+    Sum,
+    /// Fail the poll: the last good snapshot stays and the source reports `duplicate_series`.
+    Error,
+}
+
+/// From the node found to a number: an optional string-to-number map, a fallback, a factor.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Conversion {
+    /// Keys are compared with the node as text (strings as they are, booleans as
+    /// `true`/`false`, numbers as written, `null`).
+    pub mapping: Option<HashMap<String, f64>>,
+    /// Used when the lookup finds nothing usable (missing, null, unmapped, not numeric).
+    pub default: Option<f64>,
+    pub scale: Option<f64>,
+}
+
+/// When the sample was measured, from the data itself.
+#[derive(Debug, Clone)]
+pub struct TimestampSpec {
+    pub lookup: Lookup,
+    pub format: TimestampFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimestampFormat {
+    /// `2026-11-26T10:00:00Z`, `2026-11-26T11:00:00.5+01:00`.
+    Rfc3339,
+    /// Seconds since the epoch (a number or a numeric string; fractions allowed).
+    Unix,
+    /// Milliseconds since the epoch.
+    UnixMs,
+}
+
+/// Where a lookup starts: the current item, the document root, or a node bound by a capture
+/// of `each` (an ancestor of the item).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Scope {
     Item,
     Root,
+    Capture(usize),
+}
+
+/// A node bound by a capture while iterating: its key (or index) and the node itself.
+#[derive(Debug, Clone)]
+pub struct Bound<'a> {
+    pub key: Cow<'a, str>,
+    pub node: &'a Value,
 }
 
 /// A JSONPath that must select exactly one node.
@@ -51,39 +133,91 @@ pub enum Scope {
 pub struct Lookup {
     pub scope: Scope,
     pub selector: Selector,
+    /// As written, for messages.
+    text: String,
 }
 
 impl Lookup {
-    /// Compiles `@.x` (relative to the item) or `$.x` (relative to the root).
-    pub fn compile(path: &str) -> Result<Self, String> {
+    /// Compiles `@.x` (relative to the item), `$.x` (from the root) or `name.x` (relative to
+    /// the node bound by capture `name` of `each`).
+    pub fn compile(path: &str, captures: &[String]) -> Result<Self, String> {
         let path = path.trim();
         let (scope, rooted) = if let Some(rest) = path.strip_prefix('@') {
             (Scope::Item, format!("${rest}"))
         } else if path.starts_with('$') {
             (Scope::Root, path.to_string())
+        } else if let Some((i, rest)) = captures.iter().enumerate().find_map(|(i, c)| {
+            path.strip_prefix(c.as_str())
+                .filter(|r| r.starts_with(['.', '[']))
+                .map(|r| (i, r))
+        }) {
+            (Scope::Capture(i), format!("${rest}"))
         } else {
             return Err(format!(
-                "{path:?} is not a JSONPath: start it with @ (the item) or $ (the document root)"
+                "{path:?} is not a JSONPath: start it with @ (the item), $ (the document root) or a capture of `each`"
             ));
         };
         let selector =
             Selector::compile(&rooted).map_err(|e| format!("invalid JSONPath {path:?}: {e}"))?;
-        Ok(Self { scope, selector })
+        Ok(Self {
+            scope,
+            selector,
+            text: path.to_string(),
+        })
     }
 
-    pub fn select<'a>(&self, item: &'a Value, root: &'a Value) -> Selected<'a> {
+    fn start<'a>(&self, item: &'a Value, root: &'a Value, caps: &[Bound<'a>]) -> &'a Value {
         match self.scope {
-            Scope::Item => self.selector.select_one(item),
-            Scope::Root => self.selector.select_one(root),
+            Scope::Item => item,
+            Scope::Root => root,
+            Scope::Capture(i) => caps[i].node,
         }
     }
 
-    /// The path as the user wrote it (`@` restored for item scope).
-    pub fn display(&self) -> String {
-        match self.scope {
-            Scope::Item => format!("@{}", &self.selector.as_str()[1..]),
-            Scope::Root => self.selector.as_str().to_string(),
-        }
+    pub fn select<'a>(&self, item: &'a Value, root: &'a Value, caps: &[Bound<'a>]) -> Selected<'a> {
+        self.selector.select_one(self.start(item, root, caps))
+    }
+
+    /// Every node selected (for aggregates).
+    pub fn select_all<'a>(
+        &self,
+        item: &'a Value,
+        root: &'a Value,
+        caps: &[Bound<'a>],
+        out: &mut Vec<&'a Value>,
+    ) {
+        self.selector.select_into(self.start(item, root, caps), out);
+    }
+
+    /// The path as the user wrote it.
+    pub fn display(&self) -> &str {
+        &self.text
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Aggregate {
+    /// Number of nodes selected (0 when none).
+    Count,
+    /// Length of the one node selected: array items, object members or string characters.
+    Length,
+    Sum,
+    Min,
+    Max,
+    Avg,
+}
+
+impl Aggregate {
+    fn parse(name: &str) -> Option<Self> {
+        Some(match name {
+            "count" => Aggregate::Count,
+            "length" => Aggregate::Length,
+            "sum" => Aggregate::Sum,
+            "min" => Aggregate::Min,
+            "max" => Aggregate::Max,
+            "avg" => Aggregate::Avg,
+            _ => return None,
+        })
     }
 }
 
@@ -91,6 +225,29 @@ impl Lookup {
 pub enum ValueSpec {
     Constant(f64),
     Lookup(Lookup),
+    Aggregate(Aggregate, Lookup),
+}
+
+impl ValueSpec {
+    /// A number, a JSONPath, or `count(...)`, `length(...)`, `sum(...)`, `min(...)`,
+    /// `max(...)`, `avg(...)` of a JSONPath.
+    pub fn compile(text: &str, captures: &[String]) -> Result<Self, String> {
+        let t = text.trim();
+        if let Ok(v) = t.parse::<f64>() {
+            return Ok(ValueSpec::Constant(v));
+        }
+        if let Some(open) = t.find('(')
+            && t.ends_with(')')
+            && let Some(func) = Aggregate::parse(&t[..open])
+        {
+            let inner = &t[open + 1..t.len() - 1];
+            return Ok(ValueSpec::Aggregate(
+                func,
+                Lookup::compile(inner, captures)?,
+            ));
+        }
+        Ok(ValueSpec::Lookup(Lookup::compile(t, captures)?))
+    }
 }
 
 /// A label value: literal text mixed with `{capture}`, `{@.path}` and `{$.path}`.
@@ -138,10 +295,17 @@ impl Template {
                     if !literal.is_empty() {
                         parts.push(Part::Literal(std::mem::take(&mut literal)));
                     }
-                    if inner.starts_with('@') || inner.starts_with('$') {
-                        parts.push(Part::Lookup(Lookup::compile(inner)?));
-                    } else if let Some(n) = captures.iter().position(|c| c == inner) {
+                    if let Some(n) = captures.iter().position(|c| c == inner) {
                         parts.push(Part::Capture(n));
+                    } else if inner.starts_with('@')
+                        || inner.starts_with('$')
+                        || captures.iter().any(|c| {
+                            inner
+                                .strip_prefix(c.as_str())
+                                .is_some_and(|r| r.starts_with(['.', '[']))
+                        })
+                    {
+                        parts.push(Part::Lookup(Lookup::compile(inner, captures)?));
                     } else if captures.is_empty() {
                         return Err(format!(
                             "unknown capture {{{inner}}}: `each` declares no captures (use {{@.field}} for a field of the item)"
@@ -296,8 +460,8 @@ impl Each {
         })
     }
 
-    /// Calls `f` for every item with the values of the captures, in document order.
-    pub fn for_each<'a>(&self, root: &'a Value, f: &mut dyn FnMut(&'a Value, &[Cow<'a, str>])) {
+    /// Calls `f` for every item with the nodes bound by the captures, in document order.
+    pub fn for_each<'a>(&self, root: &'a Value, f: &mut dyn FnMut(&'a Value, &[Bound<'a>])) {
         let mut caps = Vec::with_capacity(self.captures.len());
         self.walk(0, root, &mut caps, f);
     }
@@ -306,8 +470,8 @@ impl Each {
         &self,
         level: usize,
         node: &'a Value,
-        caps: &mut Vec<Cow<'a, str>>,
-        f: &mut dyn FnMut(&'a Value, &[Cow<'a, str>]),
+        caps: &mut Vec<Bound<'a>>,
+        f: &mut dyn FnMut(&'a Value, &[Bound<'a>]),
     ) {
         let mut found = Vec::new();
         self.fragments[level].select_into(node, &mut found);
@@ -321,14 +485,20 @@ impl Each {
             match parent {
                 Value::Object(m) => {
                     for (k, child) in m {
-                        caps.push(Cow::Borrowed(k.as_str()));
+                        caps.push(Bound {
+                            key: Cow::Borrowed(k.as_str()),
+                            node: child,
+                        });
                         self.walk(level + 1, child, caps, f);
                         caps.pop();
                     }
                 }
                 Value::Array(a) => {
                     for (i, child) in a.iter().enumerate() {
-                        caps.push(Cow::Owned(i.to_string()));
+                        caps.push(Bound {
+                            key: Cow::Owned(i.to_string()),
+                            node: child,
+                        });
                         self.walk(level + 1, child, caps, f);
                         caps.pop();
                     }
@@ -358,7 +528,7 @@ mod tests {
         let e = Each::compile(each).unwrap();
         let mut out = Vec::new();
         e.for_each(doc, &mut |v, caps| {
-            out.push((v.clone(), caps.iter().map(|c| c.to_string()).collect()))
+            out.push((v.clone(), caps.iter().map(|c| c.key.to_string()).collect()))
         });
         out
     }

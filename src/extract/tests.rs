@@ -1,7 +1,7 @@
 use super::*;
 use serde_json::json;
 
-fn spec(kind: MetricKind, each: Option<&str>, labels: &[(&str, &str)], value: &str) -> MetricSpec {
+fn spec(kind: OutputKind, each: Option<&str>, labels: &[(&str, &str)], value: &str) -> MetricSpec {
     let each = each
         .map(|e| Each::compile(e).unwrap())
         .unwrap_or_else(Each::root);
@@ -9,23 +9,29 @@ fn spec(kind: MetricKind, each: Option<&str>, labels: &[(&str, &str)], value: &s
         .iter()
         .map(|(_, t)| Template::compile(t, &each.captures).unwrap())
         .collect();
-    let value = match value.parse::<f64>() {
-        Ok(v) => ValueSpec::Constant(v),
-        Err(_) => ValueSpec::Lookup(Lookup::compile(value).unwrap()),
-    };
+    let value = ValueSpec::compile(value, &each.captures).unwrap();
     MetricSpec {
-        name: "m".into(),
-        family: "m".into(),
-        kind,
         each,
         label_names: labels.iter().map(|(n, _)| n.to_string()).collect(),
         labels: labels_c,
-        value,
+        outputs: vec![Output {
+            name: "m".into(),
+            family: "m".into(),
+            kind,
+            value,
+            conversion: Conversion::default(),
+        }],
+        on_duplicate: OnDuplicate::First,
+        timestamp: None,
     }
 }
 
+fn run(doc: &Value, specs: &[MetricSpec]) -> Extraction {
+    extract(doc, specs).unwrap()
+}
+
 fn gauge(each: Option<&str>, labels: &[(&str, &str)], value: &str) -> MetricSpec {
-    spec(MetricKind::Gauge, each, labels, value)
+    spec(OutputKind::Gauge, each, labels, value)
 }
 
 fn series(x: &Extraction) -> Vec<(Vec<String>, f64)> {
@@ -58,7 +64,7 @@ fn energy_shape_with_map_key_captures() {
         ],
         "@.energy_consumed[-1]",
     );
-    let x = extract(&doc, &[m]);
+    let x = run(&doc, &[m]);
     assert_eq!(
         series(&x),
         vec![
@@ -100,7 +106,7 @@ fn value_conversions_table() {
     ];
     for (v, want) in cases {
         let doc = json!({ "v": v });
-        let x = extract(&doc, &[gauge(None, &[], "$.v")]);
+        let x = run(&doc, &[gauge(None, &[], "$.v")]);
         match want {
             Ok(f) => {
                 assert_eq!(series(&x), vec![(vec![], *f)], "{v}");
@@ -113,7 +119,7 @@ fn value_conversions_table() {
         }
     }
     // NaN strings convert (Prometheus has NaN); compare by is_nan.
-    let x = extract(&json!({"v": "NaN"}), &[gauge(None, &[], "$.v")]);
+    let x = run(&json!({"v": "NaN"}), &[gauge(None, &[], "$.v")]);
     assert!(x.families[0].series[0].value.is_nan());
 }
 
@@ -128,7 +134,7 @@ fn bad_items_are_skipped_counted_and_described_once() {
         {"name": "f"},
     ]});
     let m = gauge(Some("$.pods[*]"), &[("pod", "{@.name}")], "@.v");
-    let x = extract(&doc, &[m]);
+    let x = run(&doc, &[m]);
     assert_eq!(series(&x), vec![(vec!["a".into()], 1.0)]);
     assert_eq!(
         kinds(&x),
@@ -156,7 +162,7 @@ fn bad_items_are_skipped_counted_and_described_once() {
 #[test]
 fn duplicates_keep_the_first_item_and_are_counted() {
     let doc = json!({"pods": [{"n": "a", "v": 1}, {"n": "a", "v": 2}, {"n": "b", "v": 3}, {"n": "a", "v": 4}]});
-    let x = extract(
+    let x = run(
         &doc,
         &[gauge(Some("$.pods[*]"), &[("pod", "{@.n}")], "@.v")],
     );
@@ -181,7 +187,7 @@ fn labels_from_root_constants_numbers_and_mixed_templates() {
         ],
         "@.v",
     );
-    let x = extract(&doc, &[m]);
+    let x = run(&doc, &[m]);
     assert_eq!(
         series(&x),
         vec![(
@@ -199,7 +205,7 @@ fn labels_from_root_constants_numbers_and_mixed_templates() {
 
 #[test]
 fn constant_value_and_no_each_gives_one_series() {
-    let x = extract(&json!({}), &[gauge(None, &[("a", "b")], "1")]);
+    let x = run(&json!({}), &[gauge(None, &[("a", "b")], "1")]);
     assert_eq!(series(&x), vec![(vec!["b".into()], 1.0)]);
 }
 
@@ -207,12 +213,12 @@ fn constant_value_and_no_each_gives_one_series() {
 fn negative_counter_values_are_skipped() {
     let doc = json!({"xs": [{"v": 3}, {"v": -1}]});
     let m = spec(
-        MetricKind::Counter,
+        OutputKind::Counter,
         Some("$.xs[{i}]"),
         &[("i", "{i}")],
         "@.v",
     );
-    let x = extract(&doc, &[m]);
+    let x = run(&doc, &[m]);
     assert_eq!(series(&x), vec![(vec!["0".into()], 3.0)]);
     assert_eq!(kinds(&x), vec![("counter_negative", 1)]);
 }
@@ -220,7 +226,7 @@ fn negative_counter_values_are_skipped() {
 #[test]
 fn ambiguous_paths_are_reported() {
     let doc = json!({"xs": [{"v": [1, 2]}]});
-    let x = extract(&doc, &[gauge(Some("$.xs[*]"), &[], "@.v[*]")]);
+    let x = run(&doc, &[gauge(Some("$.xs[*]"), &[], "@.v[*]")]);
     assert_eq!(kinds(&x), vec![("value_ambiguous", 1)]);
 }
 
@@ -240,7 +246,7 @@ fn wrong_shapes_yield_nothing_without_panicking() {
         json!({"apps": {"a": 5}}),
         json!({"apps": {"a": {"n": {"x": 1}}}}),
     ] {
-        let x = extract(&doc, std::slice::from_ref(&m));
+        let x = run(&doc, std::slice::from_ref(&m));
         assert!(x.families[0].series.is_empty(), "{doc}");
     }
 }

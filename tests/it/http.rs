@@ -70,7 +70,7 @@ async fn get(x: &Arc<Exposer>, uri: &str, accept: Option<&str>) -> (StatusCode, 
 
 fn publish(store: &Store, telemetry: &Telemetry, doc: serde_json::Value) {
     let src = store.config().sources[0].clone();
-    let x = extract(&doc, &src.metrics);
+    let x = extract(&doc, &src.metrics).unwrap();
     let series = x.series_count();
     assert!(store.publish(
         &src,
@@ -84,6 +84,7 @@ fn publish(store: &Store, telemetry: &Telemetry, doc: serde_json::Value) {
         Duration::from_millis(12),
         PollOutcome::Success {
             series,
+            dropped: 0,
             problems: &x.problems,
         },
     );
@@ -206,6 +207,7 @@ async fn a_poll_of_a_replaced_source_cannot_publish() {
             series: vec![Series {
                 labels: vec!["stale".to_string()].into(),
                 value: 1.0,
+                timestamp_ms: None,
             }],
         }],
     };
