@@ -11,7 +11,10 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::io::AsyncReadExt;
 
-use crate::config::{Request, Target};
+use chrono::{DateTime, Utc};
+use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderValue};
+
+use crate::config::{Auth, Request, Target};
 
 #[derive(Debug, thiserror::Error)]
 pub enum FetchError {
@@ -31,6 +34,10 @@ pub enum FetchError {
     Request(String),
     #[error("cannot read {path}: {message}")]
     File { path: String, message: String },
+    /// A `bearer_token_file` or `password_file` could not be read (the message names the
+    /// file, never its content).
+    #[error("{0}")]
+    Secret(String),
 }
 
 impl FetchError {
@@ -45,6 +52,7 @@ impl FetchError {
             FetchError::Body(_) => "body",
             FetchError::Request(_) => "request",
             FetchError::File { .. } => "file",
+            FetchError::Secret(_) => "secret_file",
         }
     }
 }
@@ -64,7 +72,16 @@ pub fn client(request: &Request) -> Result<reqwest::Client, FetchError> {
 pub async fn fetch(client: &reqwest::Client, request: &Request) -> Result<Bytes, FetchError> {
     let work = async {
         match &request.target {
-            Target::Http(url) => http(client, url, request).await,
+            Target::Http { url, query } => {
+                let now = chrono::Utc::now();
+                let mut url = reqwest::Url::parse(&url.render(now))
+                    .map_err(|e| FetchError::Request(format!("invalid URL: {e}")))?;
+                if !query.is_empty() {
+                    url.query_pairs_mut()
+                        .extend_pairs(query.iter().map(|(k, v)| (k, v.render(now))));
+                }
+                http(client, url, now, request).await
+            }
             Target::File(path) => file(path, request.max_body_bytes).await,
         }
     };
@@ -74,16 +91,54 @@ pub async fn fetch(client: &reqwest::Client, request: &Request) -> Result<Bytes,
     }
 }
 
+/// The headers of one poll: templates rendered, credentials read (files at every poll), all
+/// marked sensitive so that no debug output shows them.
+async fn headers(request: &Request, now: DateTime<Utc>) -> Result<HeaderMap, FetchError> {
+    let mut map = HeaderMap::with_capacity(request.headers.len() + 1);
+    for (name, value) in &request.headers {
+        let mut v = HeaderValue::from_str(&value.render(now)).map_err(|_| {
+            FetchError::Request(format!(
+                "header {name}: the rendered value is not a valid header value"
+            ))
+        })?;
+        v.set_sensitive(true);
+        map.append(name.clone(), v);
+    }
+    let auth = match &request.auth {
+        None => return Ok(map),
+        Some(Auth::Bearer(token)) => {
+            let t = token.read().await.map_err(FetchError::Secret)?;
+            format!("Bearer {}", t.trim())
+        }
+        Some(Auth::Basic { username, password }) => {
+            use base64::Engine;
+            let p = password.read().await.map_err(FetchError::Secret)?;
+            let raw = format!("{username}:{p}");
+            format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode(raw)
+            )
+        }
+    };
+    let mut v = HeaderValue::from_str(&auth).map_err(|_| {
+        FetchError::Secret("the credential holds characters not allowed in a header".into())
+    })?;
+    v.set_sensitive(true);
+    map.insert(AUTHORIZATION, v);
+    Ok(map)
+}
+
 async fn http(
     client: &reqwest::Client,
-    url: &reqwest::Url,
+    url: reqwest::Url,
+    now: DateTime<Utc>,
     request: &Request,
 ) -> Result<Bytes, FetchError> {
     let mut builder = client
-        .request(request.method.clone(), url.clone())
-        .headers(request.headers.clone());
+        .request(request.method.clone(), url)
+        .headers(headers(request, now).await?);
     if let Some(body) = &request.body {
-        builder = builder.body(body.clone());
+        builder = builder.body(body.render(now));
     }
     let mut resp = builder
         .send()

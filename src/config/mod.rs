@@ -9,6 +9,7 @@
 
 mod locate;
 pub mod raw;
+pub mod request;
 pub mod text;
 
 use std::collections::{BTreeMap, HashMap};
@@ -17,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+use reqwest::header::{HeaderName, HeaderValue};
 use reqwest::{Method, Url};
 
 use crate::extract::{
@@ -26,6 +27,7 @@ use crate::extract::{
 };
 pub use locate::{Locator, Position};
 use raw::{RawConfig, RawMetric, RawMetricKind, RawSource, RawValue};
+pub use request::{Auth, Secret, Templated, TimeFormat};
 
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_EVERY: Duration = Duration::from_secs(60);
@@ -71,13 +73,16 @@ impl Source {
     }
 }
 
-/// Everything needed to fetch a source. `Debug` hides header values and credentials.
+/// Everything needed to fetch a source; templates are rendered at each poll. `Debug` hides
+/// header values and credentials.
 #[derive(Clone, PartialEq)]
 pub struct Request {
     pub target: Target,
     pub method: Method,
-    pub headers: HeaderMap,
-    pub body: Option<String>,
+    /// Values may hold credentials: sent as sensitive headers, never printed.
+    pub headers: Vec<(HeaderName, Templated)>,
+    pub auth: Option<Auth>,
+    pub body: Option<Templated>,
     pub timeout: Duration,
     pub max_body_bytes: u64,
     /// The URL as written in the file (with `${VAR}` unexpanded and any password removed):
@@ -90,7 +95,10 @@ impl fmt::Debug for Request {
         f.debug_struct("Request")
             .field("url", &self.display_url)
             .field("method", &self.method)
-            .field("headers", &self.headers.keys().collect::<Vec<_>>())
+            .field(
+                "headers",
+                &self.headers.iter().map(|(k, _)| k).collect::<Vec<_>>(),
+            )
             .field("timeout", &self.timeout)
             .field("max_body_bytes", &self.max_body_bytes)
             .finish_non_exhaustive()
@@ -99,7 +107,11 @@ impl fmt::Debug for Request {
 
 #[derive(Clone, PartialEq)]
 pub enum Target {
-    Http(Url),
+    /// The URL (validated at load) and query parameters appended at each poll.
+    Http {
+        url: Templated,
+        query: Vec<(String, Templated)>,
+    },
     File(PathBuf),
 }
 
@@ -500,10 +512,29 @@ impl Compiler<'_> {
         }
     }
 
+    /// `${VAR}` expanded, then parsed for `{now}` placeholders.
+    fn templated(&mut self, path: &str, value: &str) -> Option<Templated> {
+        let expanded = self.expand(path, value)?;
+        match Templated::parse(&expanded) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                self.error(path.to_string(), e);
+                None
+            }
+        }
+    }
+
+    fn secret_file(&self, file: &str) -> Secret {
+        Secret::File(self.base_dir.join(file))
+    }
+
     fn request(&mut self, at: &str, rs: &RawSource) -> Option<Request> {
         let before = self.diagnostics.len();
         let url_at = format!("{at}.url");
-        let target = self.expand(&url_at, &rs.url).and_then(|u| {
+        // Validation renders the templates once, at load time.
+        let now = chrono::Utc::now();
+        let target = self.templated(&url_at, &rs.url).and_then(|t| {
+            let u = t.render(now);
             // `file://data.json` (not a URL by the book) is a path relative to the config
             // file's directory, so a bundled config works from any working directory.
             if let Some(rest) = u.strip_prefix("file://")
@@ -528,7 +559,10 @@ impl Compiler<'_> {
                         self.error(&url_at, "the URL has no host");
                         return None;
                     }
-                    Some(Target::Http(url))
+                    Some(Target::Http {
+                        url: t,
+                        query: Vec::new(),
+                    })
                 }
                 Ok(url) => {
                     self.error(
@@ -548,15 +582,14 @@ impl Compiler<'_> {
             }
         });
         let target = match (target, rs.query.is_empty()) {
-            (Some(Target::Http(mut url)), false) => {
-                let mut pairs = Vec::new();
+            (Some(Target::Http { url, .. }), false) => {
+                let mut query = Vec::new();
                 for (k, v) in &rs.query {
-                    if let Some(v) = self.expand(&format!("{at}.query.{k}"), v) {
-                        pairs.push((k.clone(), v));
+                    if let Some(t) = self.templated(&format!("{at}.query.{k}"), v) {
+                        query.push((k.clone(), t));
                     }
                 }
-                url.query_pairs_mut().extend_pairs(pairs);
-                Some(Target::Http(url))
+                Some(Target::Http { url, query })
             }
             (Some(Target::File(_)), false) => {
                 self.error(format!("{at}.query"), "`query` needs an http(s) URL");
@@ -574,7 +607,7 @@ impl Compiler<'_> {
                 }
             },
         };
-        let mut headers = HeaderMap::new();
+        let mut headers = Vec::new();
         for (k, v) in &rs.headers {
             let hat = format!("{at}.headers.{k}");
             let name = match HeaderName::from_bytes(k.as_bytes()) {
@@ -584,52 +617,65 @@ impl Compiler<'_> {
                     continue;
                 }
             };
-            let Some(v) = self.expand(&hat, v) else {
+            let Some(t) = self.templated(&hat, v) else {
                 continue;
             };
-            match HeaderValue::from_str(&v) {
-                Ok(mut value) => {
-                    // Any header may carry a credential: never print one.
-                    value.set_sensitive(true);
-                    headers.append(name, value);
-                }
-                Err(_) => self.error(
+            if HeaderValue::from_str(&t.render(now)).is_err() {
+                self.error(
                     &hat,
                     "invalid header value (control characters or non-visible bytes)",
-                ),
+                );
+                continue;
+            }
+            headers.push((name, t));
+        }
+        let mut auth = None;
+        if let Some(ba) = &rs.basic_auth {
+            let bat = format!("{at}.basic_auth");
+            let user = self.expand(&format!("{bat}.username"), &ba.username);
+            let password = match (&ba.password, &ba.password_file) {
+                (Some(_), Some(_)) => {
+                    self.error(
+                        format!("{bat}.password_file"),
+                        "set either password or password_file, not both",
+                    );
+                    None
+                }
+                (Some(p), None) => self
+                    .expand(&format!("{bat}.password"), p)
+                    .map(Secret::Value),
+                (None, Some(f)) => Some(self.secret_file(f)),
+                (None, None) => Some(Secret::Value(String::new())),
+            };
+            if let (Some(username), Some(password)) = (user, password) {
+                auth = Some(Auth::Basic { username, password });
             }
         }
-        if let Some(auth) = &rs.basic_auth {
-            let user = self.expand(&format!("{at}.basic_auth.username"), &auth.username);
-            let pass = self.expand(&format!("{at}.basic_auth.password"), &auth.password);
-            if let (Some(u), Some(p)) = (user, pass) {
-                let mut v = basic_auth_header(&u, &p);
-                v.set_sensitive(true);
-                headers.insert(reqwest::header::AUTHORIZATION, v);
+        let bearer = match (&rs.bearer_token, &rs.bearer_token_file) {
+            (Some(_), Some(_)) => {
+                self.error(
+                    format!("{at}.bearer_token_file"),
+                    "set either bearer_token or bearer_token_file, not both",
+                );
+                None
             }
-        }
-        if let Some(token) = &rs.bearer_token {
-            if rs.basic_auth.is_some() {
+            (Some(t), None) => self
+                .expand(&format!("{at}.bearer_token"), t)
+                .map(Secret::Value),
+            (None, Some(f)) => Some(self.secret_file(f)),
+            (None, None) => None,
+        };
+        if let Some(b) = bearer {
+            if auth.is_some() {
                 self.error(
                     format!("{at}.bearer_token"),
-                    "use either basic_auth or bearer_token, not both",
+                    "use either basic_auth or a bearer token, not both",
                 );
             }
-            if let Some(t) = self.expand(&format!("{at}.bearer_token"), token) {
-                match HeaderValue::from_str(&format!("Bearer {}", t.trim())) {
-                    Ok(mut v) => {
-                        v.set_sensitive(true);
-                        headers.insert(reqwest::header::AUTHORIZATION, v);
-                    }
-                    Err(_) => self.error(
-                        format!("{at}.bearer_token"),
-                        "the token holds characters not allowed in a header",
-                    ),
-                }
-            }
+            auth = Some(Auth::Bearer(b));
         }
         let body = match &rs.body {
-            Some(b) => self.expand(&format!("{at}.body"), b),
+            Some(b) => self.templated(&format!("{at}.body"), b),
             None => None,
         };
         let timeout = match &rs.timeout {
@@ -660,6 +706,7 @@ impl Compiler<'_> {
             target: target?,
             method,
             headers,
+            auth,
             body,
             timeout,
             max_body_bytes,
@@ -1023,12 +1070,6 @@ fn check_cron(expr: &str) -> Result<String, String> {
         .parse(&expr)
         .map_err(|e| format!("invalid cron {expr:?}: {e}"))?;
     Ok(expr)
-}
-
-fn basic_auth_header(user: &str, pass: &str) -> HeaderValue {
-    use base64::Engine;
-    let encoded = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"));
-    HeaderValue::from_str(&format!("Basic {encoded}")).expect("base64 is a valid header value")
 }
 
 /// The URL as written, minus any `user:password@` part.

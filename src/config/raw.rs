@@ -32,6 +32,9 @@ pub struct RawSource {
     pub basic_auth: Option<RawBasicAuth>,
     #[serde(default)]
     pub bearer_token: Option<String>,
+    /// Read at every poll (relative to the config file's directory).
+    #[serde(default)]
+    pub bearer_token_file: Option<String>,
     /// Whole-poll deadline, e.g. `20s` (default 10s).
     #[serde(default)]
     pub timeout: Option<String>,
@@ -55,7 +58,10 @@ pub struct RawSource {
 pub struct RawBasicAuth {
     pub username: String,
     #[serde(default)]
-    pub password: String,
+    pub password: Option<String>,
+    /// Read at every poll (relative to the config file's directory).
+    #[serde(default)]
+    pub password_file: Option<String>,
 }
 
 /// A metric block: `each` + `labels`, and either one metric (`name` + `value`) or several
@@ -281,6 +287,7 @@ const SOURCE_FIELDS: &[&str] = &[
     "body",
     "basic_auth",
     "bearer_token",
+    "bearer_token_file",
     "timeout",
     "schedule",
     "every",
@@ -315,7 +322,7 @@ const OUTPUT_FIELDS: &[&str] = &[
     "states",
     "state_label",
 ];
-const BASIC_AUTH_FIELDS: &[&str] = &["username", "password"];
+const BASIC_AUTH_FIELDS: &[&str] = &["username", "password", "password_file"];
 
 /// The message for a field that no struct at `parent` knows, with the closest known name.
 pub fn unknown_field(parent: &str, key: &str) -> String {

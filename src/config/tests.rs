@@ -62,14 +62,17 @@ fn energy_example_compiles() {
     assert_eq!(s.name, "energy");
     assert_eq!(s.schedule, Schedule::Cron("0 */30 * * * *".into()));
     assert_eq!(s.request.timeout, Duration::from_secs(20));
+    let now = chrono::Utc::now();
     match &s.request.target {
-        Target::Http(u) => assert_eq!(
-            u.as_str(),
-            "http://api.internal/api/v1/consumption?window=30m"
-        ),
+        Target::Http { url, query } => {
+            assert_eq!(url.render(now), "http://api.internal/api/v1/consumption");
+            assert_eq!(query[0].0, "window");
+            assert_eq!(query[0].1.render(now), "30m");
+        }
         Target::File(_) => panic!("expected http"),
     }
-    assert_eq!(s.request.headers["authorization"], "Bearer tok-123");
+    let auth = s.request.headers.iter().find(|(k, _)| k == "authorization");
+    assert_eq!(auth.unwrap().1.render(now), "Bearer tok-123");
     assert_eq!(
         s.request.display_url,
         "http://${API_HOST}/api/v1/consumption"
