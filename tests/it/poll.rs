@@ -302,3 +302,94 @@ async fn full_scrape_with_self_metrics_passes_promtool() {
     assert!(r.text().await.unwrap().ends_with("# EOF\n"));
     b.stop().await;
 }
+
+#[tokio::test]
+async fn time_windows_are_rendered_at_every_poll() {
+    let up = Upstream::start(Reply::json(r#"{"n": 1}"#)).await;
+    let config = format!(
+        r#"
+sources:
+  - name: window
+    url: {}/api?fixed=1
+    every: 1s
+    query:
+      from: "{{now - 30m | rfc3339}}"
+      to: "{{now | unix_ms}}"
+    headers:
+      X-Since: "{{now - 1h | unix}}"
+    method: POST
+    body: '{{"day": "{{now | date}}"}}'
+    metrics: [{{name: n, value: $.n}}]
+"#,
+        up.base
+    );
+    let b = Bridge::start(&config).await;
+    wait_for(10, "two polls", || up.hits() >= 2).await;
+    let seen = up.seen();
+    let parse_query = |q: &str| -> Vec<(String, String)> {
+        q.split('&')
+            .map(|kv| {
+                let (k, v) = kv.split_once('=').unwrap();
+                (k.to_string(), v.replace("%3A", ":"))
+            })
+            .collect()
+    };
+    let mut tos = Vec::new();
+    for s in &seen[..2] {
+        let q = parse_query(s.query.as_deref().unwrap());
+        assert_eq!(q[0], ("fixed".into(), "1".into()));
+        let from = chrono::DateTime::parse_from_rfc3339(&q[1].1).unwrap();
+        let to_ms: i64 = q[2].1.parse().unwrap();
+        // The window is 30 minutes wide, whatever the clock says.
+        assert_eq!(to_ms / 1000 - from.timestamp(), 1800, "{q:?}");
+        let since: i64 = s.headers["x-since"].to_str().unwrap().parse().unwrap();
+        assert_eq!(to_ms / 1000 - since, 3600);
+        let body = String::from_utf8(s.body.clone()).unwrap();
+        assert!(body.starts_with("{\"day\": \"20") && body.ends_with("\"}"), "{body}");
+        tos.push(to_ms);
+    }
+    assert!(tos[1] > tos[0], "rendered anew at each poll");
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn rotated_token_files_are_read_at_every_poll_without_reload() {
+    let up = Upstream::start(Reply::json(r#"{"n": 1}"#)).await;
+    let config = format!(
+        "sources:\n  - name: t\n    url: {}/x\n    bearer_token_file: token\n    every: 1s\n    metrics: [{{name: n, value: $.n}}]\n  - name: basic\n    url: {}/y\n    basic_auth: {{username: u, password_file: pw}}\n    every: 1h\n    metrics: [{{name: m, value: $.n}}]\n",
+        up.base, up.base
+    );
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("token"), "first-token\n").unwrap();
+    std::fs::write(dir.path().join("pw"), "pa55\n").unwrap();
+    let cfg = dir.path().join("jsonbridge.yaml");
+    std::fs::write(&cfg, &config).unwrap();
+    let b = Bridge::start_at(dir, cfg).await;
+    let auth_of = |path: &str| -> Vec<String> {
+        up.seen()
+            .iter()
+            .filter(|s| s.path == path)
+            .map(|s| s.headers["authorization"].to_str().unwrap().to_string())
+            .collect()
+    };
+    wait_for(10, "the first polls", || !auth_of("/x").is_empty() && !auth_of("/y").is_empty()).await;
+    assert_eq!(auth_of("/x")[0], "Bearer first-token");
+    assert_eq!(auth_of("/y")[0], "Basic dTpwYTU1"); // base64("u:pa55")
+    std::fs::write(b.dir.path().join("token"), "second-token\n").unwrap();
+    wait_for(10, "the rotated token", || {
+        auth_of("/x").last().is_some_and(|a| a == "Bearer second-token")
+    })
+    .await;
+    // A missing token file fails the poll with its own kind; nothing leaks.
+    std::fs::remove_file(b.dir.path().join("token")).unwrap();
+    let body = b
+        .wait_metrics(10, "the secret_file error", |m| {
+            m.contains(r#"jsonbridge_source_polls_total{source="t",result="secret_file"}"#)
+        })
+        .await;
+    assert!(!body.contains("second-token"));
+    let (_, page) = b.get("/").await;
+    assert!(page.contains("cannot read secret file"), "{page}");
+    assert!(!page.contains("second-token"));
+    b.stop().await;
+}
