@@ -91,6 +91,9 @@ pub async fn start(opts: Options) -> Result<Running, StartError> {
         sources = config.sources.len(),
         "starting jsonbridge"
     );
+    for w in &config.warnings {
+        tracing::warn!(warning = %w, "config lint");
+    }
     for s in &config.sources {
         scheduler.start(s.clone()).await?;
     }

@@ -17,12 +17,14 @@
 //! - [`expose`] serves the snapshots through prometheus-client, cached until something changes.
 //! - [`reload`] validates a new file first, then applies it source by source.
 //! - [`telemetry`] is the one place where an event is both logged and counted.
+//! - [`inspect`] runs a source over a sample response offline (`jsonbridge test`).
 
 pub mod app;
 pub mod config;
 pub mod expose;
 pub mod extract;
 pub mod fetch;
+pub mod inspect;
 pub mod logging;
 pub mod reload;
 pub mod schedule;

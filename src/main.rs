@@ -58,17 +58,62 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Validate a config file: prints every error with its line and column; exit code 1 if any.
+    /// Validate a config file: prints every error and lint warning with its line and column;
+    /// exit code 1 on errors (or on warnings with --strict).
     Check {
         /// The config file to check (default: --config.file).
         file: Option<PathBuf>,
+        /// Fail on lint warnings too (naming conventions, units, help text).
+        #[arg(long)]
+        strict: bool,
     },
+    /// Run one source's metrics over a sample response, without network: prints the
+    /// exposition on stdout and, on stderr, per metric how many items matched and which were
+    /// skipped and why.
+    Test {
+        /// The config file (default: --config.file).
+        file: Option<PathBuf>,
+        /// The source to run (optional when the config has only one).
+        #[arg(long)]
+        source: Option<String>,
+        /// A saved response body (JSON); `-` reads standard input.
+        #[arg(long)]
+        input: PathBuf,
+        /// Exposition format to print.
+        #[arg(long, value_enum, default_value = "text")]
+        format: OutputFormat,
+    },
+    /// Print the JSON Schema of the config file (for editors: see the README).
+    Schema,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum OutputFormat {
+    /// Prometheus text format 0.0.4.
+    Text,
+    /// OpenMetrics 1.0.
+    Openmetrics,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Some(Command::Check { file }) => check(&file.unwrap_or(cli.config_file)),
+        Some(Command::Check { file, strict }) => check(&file.unwrap_or(cli.config_file), strict),
+        Some(Command::Test {
+            file,
+            source,
+            input,
+            format,
+        }) => test(
+            &file.unwrap_or(cli.config_file),
+            source.as_deref(),
+            &input,
+            format,
+        ),
+        Some(Command::Schema) => {
+            print!("{}", config::raw::schema());
+            ExitCode::SUCCESS
+        }
         None => {
             logging::init(cli.log_level, cli.log_format);
             let listen = normalize_listen(&cli.listen_address);
@@ -102,16 +147,39 @@ async fn serve(opts: app::Options) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn check(file: &std::path::Path) -> ExitCode {
+fn check(file: &std::path::Path, strict: bool) -> ExitCode {
     match config::load(file) {
         Ok(c) => {
-            let metrics: usize = c.sources.iter().map(|s| s.metrics.len()).sum();
+            let metrics: usize = c
+                .sources
+                .iter()
+                .flat_map(|s| &s.metrics)
+                .map(|m| m.outputs.len())
+                .sum();
+            for w in &c.warnings {
+                eprintln!("warning: {w}");
+            }
+            if strict && !c.warnings.is_empty() {
+                eprintln!(
+                    "{}: {} warnings (--strict)",
+                    file.display(),
+                    c.warnings.len()
+                );
+                return ExitCode::FAILURE;
+            }
+            let count = |n: usize, one: &str, many: &str| {
+                format!("{n} {}", if n == 1 { one } else { many })
+            };
             println!(
-                "{}: OK ({} sources, {} metrics, {} families)",
+                "{}: OK ({}, {}, {}{})",
                 file.display(),
-                c.sources.len(),
-                metrics,
-                c.families.len()
+                count(c.sources.len(), "source", "sources"),
+                count(metrics, "metric", "metrics"),
+                count(c.families.len(), "family", "families"),
+                match c.warnings.len() {
+                    0 => String::new(),
+                    n => format!(", {n} warnings"),
+                }
             );
             ExitCode::SUCCESS
         }
@@ -119,6 +187,50 @@ fn check(file: &std::path::Path) -> ExitCode {
             eprintln!("{e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+fn test(
+    file: &std::path::Path,
+    source: Option<&str>,
+    input: &std::path::Path,
+    format: OutputFormat,
+) -> ExitCode {
+    let fail = |msg: String| {
+        eprintln!("{msg}");
+        ExitCode::FAILURE
+    };
+    let c = match config::load(file) {
+        Ok(c) => c,
+        Err(e) => return fail(e.to_string()),
+    };
+    let body = if input.as_os_str() == "-" {
+        let mut buf = Vec::new();
+        match std::io::Read::read_to_end(&mut std::io::stdin(), &mut buf) {
+            Ok(_) => buf,
+            Err(e) => return fail(format!("cannot read standard input: {e}")),
+        }
+    } else {
+        match std::fs::read(input) {
+            Ok(b) => b,
+            Err(e) => return fail(format!("cannot read {}: {e}", input.display())),
+        }
+    };
+    let src = match jsonbridge::inspect::pick(&c, source) {
+        Ok(s) => s,
+        Err(e) => return fail(e.to_string()),
+    };
+    let format = match format {
+        OutputFormat::Text => jsonbridge::expose::Format::Text,
+        OutputFormat::Openmetrics => jsonbridge::expose::Format::OpenMetrics,
+    };
+    match jsonbridge::inspect::run(&c, src, &body, format) {
+        Ok(out) => {
+            print!("{}", out.exposition);
+            eprint!("{}", out.report);
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(format!("source {}: {e}", src.name)),
     }
 }
 

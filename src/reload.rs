@@ -173,9 +173,13 @@ impl Reloader {
         for name in changes.removed.iter().chain(&changes.changed) {
             self.scheduler.stop(name).await;
         }
+        for w in &new.warnings {
+            tracing::warn!(warning = %w, "config lint");
+        }
         self.store.swap_config(Arc::new(Config {
             sources,
             families: new.families,
+            warnings: new.warnings,
         }));
         for name in &changes.removed {
             self.telemetry.source_removed(name);

@@ -40,8 +40,11 @@ pub const SELF_PREFIX: &str = "jsonbridge_";
 #[derive(Debug)]
 pub struct Config {
     pub sources: Vec<Arc<Source>>,
-    /// Every family in the exposition, sorted by name, with the sources that feed it.
+    /// Every family in the exposition, sorted by name.
     pub families: Vec<Family>,
+    /// Lint findings (naming conventions): reported by `check`, logged at load, never fatal
+    /// unless `check --strict`.
+    pub warnings: Vec<Diagnostic>,
 }
 
 /// One exposition family (`# HELP`/`# TYPE`), possibly fed by several metric blocks.
@@ -268,6 +271,7 @@ pub fn parse(
         env,
         base_dir: &origin.base_dir,
         diagnostics: Vec::new(),
+        warnings: Vec::new(),
     };
     // Unknown fields are reported all together, also next to a serde error that stopped the
     // parse (a misspelt required field shows up as both "unknown" and "missing").
@@ -290,8 +294,9 @@ pub fn parse(
             return Err(invalid(c.diagnostics));
         }
     };
-    let config = c.config(&raw);
+    let mut config = c.config(&raw);
     if c.diagnostics.is_empty() {
+        config.warnings = c.warnings;
         Ok(config)
     } else {
         Err(invalid(c.diagnostics))
@@ -327,6 +332,7 @@ struct Compiler<'a> {
     env: &'a dyn Fn(&str) -> Option<String>,
     base_dir: &'a Path,
     diagnostics: Vec<Diagnostic>,
+    warnings: Vec<Diagnostic>,
 }
 
 impl Compiler<'_> {
@@ -337,6 +343,81 @@ impl Compiler<'_> {
             path,
             message: message.into(),
         });
+    }
+
+    fn warn(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        let path = path.into();
+        self.warnings.push(Diagnostic {
+            position: self.locator.find(&path),
+            path,
+            message: message.into(),
+        });
+    }
+
+    /// Prometheus naming conventions (https://prometheus.io/docs/practices/naming/).
+    fn lint_output(&mut self, o: &RawOut<'_>, kind: MetricKind, stateset: bool) {
+        let name = &o.name;
+        if kind == MetricKind::Gauge && !stateset && name.ends_with("_total") {
+            self.warn(
+                &o.name_at,
+                format!(
+                    "gauge {name} ends in _total, which is for counters (promtool: non-counter metrics should not have \"_total\" suffix); drop the suffix or use type: counter"
+                ),
+            );
+        }
+        if name.chars().any(|c| c.is_ascii_uppercase()) {
+            self.warn(
+                &o.name_at,
+                format!("metric {name}: use snake_case (lower case)"),
+            );
+        }
+        if name.contains(':') {
+            self.warn(
+                &o.name_at,
+                format!("metric {name}: colons are reserved for recording rules"),
+            );
+        }
+        const UNITS: &[(&str, &str)] = &[
+            ("_ms", "seconds"),
+            ("_msec", "seconds"),
+            ("_millis", "seconds"),
+            ("_milliseconds", "seconds"),
+            ("_us", "seconds"),
+            ("_microseconds", "seconds"),
+            ("_ns", "seconds"),
+            ("_nanoseconds", "seconds"),
+            ("_minutes", "seconds"),
+            ("_hours", "seconds"),
+            ("_days", "seconds"),
+            ("_kb", "bytes"),
+            ("_kib", "bytes"),
+            ("_kilobytes", "bytes"),
+            ("_mb", "bytes"),
+            ("_mib", "bytes"),
+            ("_megabytes", "bytes"),
+            ("_gb", "bytes"),
+            ("_gib", "bytes"),
+            ("_gigabytes", "bytes"),
+            ("_percent", "ratio (0-1)"),
+            ("_pct", "ratio (0-1)"),
+        ];
+        let base = name.strip_suffix("_total").unwrap_or(name);
+        if let Some((suffix, unit)) = UNITS.iter().find(|(s, _)| base.ends_with(s)) {
+            self.warn(
+                &o.name_at,
+                format!(
+                    "metric {name}: unit {} is not a base unit; Prometheus uses {unit} (convert with `scale:`)",
+                    &suffix[1..]
+                ),
+            );
+        }
+        if o.settings
+            .help
+            .as_deref()
+            .is_none_or(|h| h.trim().is_empty())
+        {
+            self.warn(&o.name_at, format!("metric {name} has no help text"));
+        }
     }
 
     fn config(&mut self, raw: &RawConfig) -> Config {
@@ -358,7 +439,11 @@ impl Compiler<'_> {
             }
         }
         let families = self.families(&raw.sources);
-        Config { sources, families }
+        Config {
+            sources,
+            families,
+            warnings: Vec::new(),
+        }
     }
 
     /// Families across all sources: one name, one type, one help. A counter `x` also owns
@@ -792,6 +877,8 @@ impl Compiler<'_> {
                         "invalid label name {name:?}: use [a-zA-Z_][a-zA-Z0-9_]*, not starting with __"
                     ),
                 );
+            } else if name.chars().any(|c| c.is_ascii_uppercase()) {
+                self.warn(&lat, format!("label {name}: use snake_case (lower case)"));
             }
             // Without a compiled `each` the captures are unknown: skip, its error is reported.
             if each.is_none() {
@@ -876,6 +963,8 @@ impl Compiler<'_> {
             );
         } else if kind == MetricKind::Counter && family_name(&o.name, kind).is_empty() {
             self.error(&o.name_at, "a counter needs a name before `_total`");
+        } else {
+            self.lint_output(o, kind, st.kind == Some(RawMetricKind::Stateset));
         }
         if let Some(help) = &st.help
             && help.chars().any(|c| c.is_control() && c != '\n')

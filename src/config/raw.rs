@@ -1,103 +1,152 @@
 //! The YAML file as written: serde types that only check shape and types.
 //!
-//! Unknown fields are not denied here but collected while deserializing (see
-//! [`unknown_field`]), so that all of them are reported together with the validation errors
-//! instead of stopping at the first. Everything here is turned into [`super::Config`] by
-//! [`super::parse`]; nothing downstream sees these types. Field order in maps (`labels`,
-//! `headers`, `query`) is kept as written.
+//! This file is the config's reference: each field's doc comment is what `jsonbridge schema`
+//! publishes for editors. Unknown fields are not denied here but collected while
+//! deserializing (see [`unknown_field`]), so that all of them are reported together with the
+//! validation errors instead of stopping at the first. Everything here is turned into
+//! [`super::Config`] by [`super::parse`]; nothing downstream sees these types. Field order in
+//! maps (`labels`, `headers`, `query`) is kept as written.
 
 use indexmap::IndexMap;
+use schemars::JsonSchema;
 use serde::Deserialize;
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+/// jsonbridge configuration: the JSON APIs to poll and the metrics to extract from them.
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
+#[schemars(title = "jsonbridge configuration")]
+#[schemars(deny_unknown_fields)]
 pub struct RawConfig {
+    /// The APIs to poll. Each has its own schedule, request and metrics.
     #[serde(default)]
     pub sources: Vec<RawSource>,
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+/// One API (or local file) polled on a schedule.
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+#[schemars(rename = "Source")]
 pub struct RawSource {
+    /// Unique name; letters, digits, `_`, `-`, `.`. The `source` label of self-metrics.
     pub name: String,
-    /// `http://`, `https://` or `file://`; `${VAR}` is expanded from the environment.
+    /// `http://`, `https://` or `file://` (`file://data.json` is relative to the config file).
+    /// `${VAR}` is expanded from the environment; `{now - 30m | rfc3339}` is rendered at every
+    /// poll.
     pub url: String,
+    /// HTTP method (default GET).
     #[serde(default)]
     pub method: Option<String>,
+    /// Request headers. `${VAR}` and `{now...}` work in values; values are never logged.
     #[serde(default)]
     pub headers: IndexMap<String, String>,
+    /// Query parameters appended to the URL. `${VAR}` and `{now...}` work in values.
     #[serde(default)]
     pub query: IndexMap<String, String>,
+    /// Request body (text). `${VAR}` and `{now...}` work in it.
     #[serde(default)]
     pub body: Option<String>,
+    /// HTTP basic authentication.
     #[serde(default)]
     pub basic_auth: Option<RawBasicAuth>,
+    /// Sent as `Authorization: Bearer ...`. Use `${VAR}` rather than a literal token.
     #[serde(default)]
     pub bearer_token: Option<String>,
-    /// Read at every poll (relative to the config file's directory).
+    /// File holding the bearer token, read at every poll (rotations need no reload); relative
+    /// to the config file's directory.
     #[serde(default)]
     pub bearer_token_file: Option<String>,
-    /// Whole-poll deadline, e.g. `20s` (default 10s).
+    /// Deadline for the whole fetch, e.g. `20s` (default `10s`).
     #[serde(default)]
     pub timeout: Option<String>,
-    /// Cron with seconds: `0 */30 * * * *`. Exclusive with `every`.
+    /// Cron line with seconds, in UTC: `0 */30 * * * *`. Exclusive with `every`.
     #[serde(default)]
     pub schedule: Option<String>,
-    /// Fixed interval: `30m`. Exclusive with `schedule`. Default `1m` when neither is set.
+    /// Fixed interval, e.g. `30s`, `5m`, `1h30m` (default `1m` when neither is set).
     #[serde(default)]
     pub every: Option<String>,
-    /// Largest response body accepted, in bytes (default 64 MiB).
+    /// Largest response body accepted, in bytes (default 67108864, 64 MiB).
     #[serde(default)]
     pub max_body_bytes: Option<u64>,
-    /// Most series one poll may produce (default 1,000,000); the rest are dropped.
+    /// Most series one poll may produce (default 1000000); beyond, the snapshot is truncated
+    /// deterministically and `jsonbridge_source_series_dropped` says by how many.
     #[serde(default)]
     pub max_series: Option<usize>,
+    /// Metric blocks.
     #[serde(default)]
     pub metrics: Vec<RawMetric>,
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+/// HTTP basic authentication.
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+#[schemars(rename = "BasicAuth")]
 pub struct RawBasicAuth {
     pub username: String,
+    /// Use `${VAR}` rather than a literal password.
     #[serde(default)]
     pub password: Option<String>,
-    /// Read at every poll (relative to the config file's directory).
+    /// File holding the password, read at every poll; relative to the config file.
     #[serde(default)]
     pub password_file: Option<String>,
 }
 
-/// A metric block: `each` + `labels`, and either one metric (`name` + `value`) or several
-/// (`values`: name -> value or output settings).
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+/// A metric block: the items (`each`), their labels, and either one metric (`name` +
+/// `value`) or several (`values`: metric name -> value or settings).
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+#[schemars(rename = "Metric")]
 pub struct RawMetric {
+    /// Metric name (single-metric form). A counter's `_total` suffix is handled for you.
     #[serde(default)]
     pub name: Option<String>,
+    /// JSONPath selecting the items (one series per item; default: the document root).
+    /// `.{name}` or `[{name}]` is a wildcard whose key or index is captured: `{name}` in a
+    /// label is that key, `{name.path}` a lookup from the captured node.
     #[serde(default)]
     pub each: Option<String>,
+    /// Label name -> template: text mixed with `{capture}`, `{@.path}` (from the item),
+    /// `{$.path}` (from the root), `{capture.path}` (from a captured ancestor).
     #[serde(default)]
     pub labels: IndexMap<String, String>,
+    /// Several metrics from the same items: metric name -> value (a JSONPath or number), or
+    /// -> `{value, help, type, mapping, default, scale, states, state_label}`.
     #[serde(default)]
     pub values: Option<IndexMap<String, RawOutputEntry>>,
+    /// When two items give the same labels: keep the `first` (default) or `last`, `sum`
+    /// them, or fail the poll (`error`). Counted in `jsonbridge_extraction_errors_total`.
     #[serde(default)]
     pub on_duplicate: Option<RawOnDuplicate>,
+    /// JSONPath to the time of each item's sample, attached to the sample. Opt-in: see the
+    /// README on staleness.
     #[serde(default)]
     pub timestamp: Option<String>,
+    /// How `timestamp` is written (default `rfc3339`).
     #[serde(default)]
     pub timestamp_format: Option<RawTimestampFormat>,
     // Output settings, for the single-metric form (the same as RawOutputSettings: serde's
     // `flatten` would hide unknown fields from the unknown-field report).
+    /// The value: a number, a JSONPath (`@.x`, `$.x`, `capture.x`), or `count(...)`,
+    /// `length(...)`, `sum(...)`, `min(...)`, `max(...)`, `avg(...)` of a JSONPath.
     #[serde(default)]
     pub value: Option<RawValue>,
+    /// HELP text.
     #[serde(default)]
     pub help: Option<String>,
+    /// `gauge` (default), `counter` or `stateset`.
     #[serde(rename = "type", default)]
     pub kind: Option<RawMetricKind>,
+    /// Text -> number, checked before the usual conversion, e.g. `{green: 0, yellow: 1}`.
     #[serde(default)]
     pub mapping: Option<IndexMap<String, f64>>,
+    /// The value when the lookup finds nothing usable (missing, null, unmapped, not numeric).
     #[serde(default)]
     pub default: Option<f64>,
+    /// Factor applied to the value (e.g. 3600 for Wh -> J).
     #[serde(default)]
     pub scale: Option<f64>,
+    /// For `type: stateset`: the possible states; one series each, 1 for the current one.
     #[serde(default)]
     pub states: Option<Vec<String>>,
+    /// For `type: stateset`: the label holding the state (default `state`).
     #[serde(default)]
     pub state_label: Option<String>,
 }
@@ -118,21 +167,14 @@ impl RawMetric {
 }
 
 /// Per-output settings, shared by the single-metric form and `values` entries.
-#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct RawOutputSettings {
-    #[serde(default)]
     pub help: Option<String>,
-    #[serde(rename = "type", default)]
     pub kind: Option<RawMetricKind>,
-    #[serde(default)]
     pub mapping: Option<IndexMap<String, f64>>,
-    #[serde(default)]
     pub default: Option<f64>,
-    #[serde(default)]
     pub scale: Option<f64>,
-    #[serde(default)]
     pub states: Option<Vec<String>>,
-    #[serde(default)]
     pub state_label: Option<String>,
 }
 
@@ -150,23 +192,59 @@ pub struct RawOutputEntry {
     pub settings: RawOutputSettings,
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+/// One metric of a `values` map, with its settings.
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+#[schemars(rename = "Output")]
 struct RawOutputObject {
+    /// A number, a JSONPath, or an aggregate (`count(...)`, `sum(...)`...).
     value: RawValue,
+    /// HELP text.
     #[serde(default)]
     help: Option<String>,
+    /// `gauge` (default), `counter` or `stateset`.
     #[serde(rename = "type", default)]
     kind: Option<RawMetricKind>,
+    /// Text -> number, checked before the usual conversion.
     #[serde(default)]
     mapping: Option<IndexMap<String, f64>>,
+    /// The value when the lookup finds nothing usable.
     #[serde(default)]
     default: Option<f64>,
+    /// Factor applied to the value.
     #[serde(default)]
     scale: Option<f64>,
+    /// For `type: stateset`: the possible states.
     #[serde(default)]
     states: Option<Vec<String>>,
+    /// For `type: stateset`: the label holding the state (default `state`).
     #[serde(default)]
     state_label: Option<String>,
+}
+
+impl JsonSchema for RawOutputEntry {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "OutputEntry".into()
+    }
+    fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        let object = generator.subschema_for::<RawOutputObject>();
+        schemars::json_schema!({
+            "description": "A JSONPath or number, or the metric's value with its settings.",
+            "anyOf": [{"type": ["string", "number"]}, object]
+        })
+    }
+}
+
+impl JsonSchema for RawValue {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Value".into()
+    }
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "A number, a JSONPath (@.x, $.x, capture.x), or count/length/sum/min/max/avg(JSONPath).",
+            "type": ["string", "number"]
+        })
+    }
 }
 
 impl<'de> Deserialize<'de> for RawOutputEntry {
@@ -220,16 +298,18 @@ impl<'de> Deserialize<'de> for RawOutputEntry {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
+#[schemars(rename = "MetricType")]
 pub enum RawMetricKind {
     Gauge,
     Counter,
     Stateset,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
+#[schemars(rename = "OnDuplicate")]
 pub enum RawOnDuplicate {
     First,
     Last,
@@ -237,8 +317,9 @@ pub enum RawOnDuplicate {
     Error,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
+#[schemars(rename = "TimestampFormat")]
 pub enum RawTimestampFormat {
     Rfc3339,
     Unix,
@@ -392,4 +473,12 @@ pub fn ignored_path(p: &serde_ignored::Path<'_>) -> (String, String) {
         serde_ignored::Path::Map { parent, key } => (render(parent), key.clone()),
         other => (String::new(), render(other)),
     }
+}
+
+/// The JSON Schema of the config file (draft 2020-12), for editors and CI.
+pub fn schema() -> String {
+    let schema = schemars::schema_for!(RawConfig);
+    let mut text = serde_json::to_string_pretty(&schema).expect("a schema serializes");
+    text.push('\n');
+    text
 }

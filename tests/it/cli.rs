@@ -25,7 +25,7 @@ fn check_accepts_the_bundled_config_and_examples() {
             String::from_utf8_lossy(&out.stderr)
         );
         assert!(
-            stdout.contains(": OK (1 sources, 2 metrics, 2 families)"),
+            stdout.contains(": OK (1 source, 2 metrics, 2 families)"),
             "{stdout}"
         );
     }

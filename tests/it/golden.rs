@@ -17,6 +17,9 @@ use crate::support::fixtures;
 struct Case {
     name: String,
     config: PathBuf,
+    /// A saved response for the (single) source, run through `jsonbridge test`'s engine;
+    /// `None`: poll the config's `file://` sources.
+    input: Option<PathBuf>,
     /// Expected files: `<prefix>.prom` (0.0.4 text) and `<prefix>.om` (OpenMetrics).
     prefix: PathBuf,
 }
@@ -32,6 +35,7 @@ fn cases() -> Vec<Case> {
                 prefix: fixtures().join("expected").join(&name),
                 name,
                 config: p,
+                input: None,
             });
         }
     }
@@ -43,13 +47,33 @@ fn cases() -> Vec<Case> {
             out.push(Case {
                 name: format!("examples/{}", d.file_name().unwrap().to_string_lossy()),
                 config: cfg,
+                input: Some(d.join("response.json")),
                 prefix: d.join("expected"),
             });
         }
     }
     out.sort_by(|a, b| a.name.cmp(&b.name));
-    assert!(out.len() >= 7, "fixtures missing: {}", out.len());
+    assert!(out.len() >= 12, "fixtures missing: {}", out.len());
     out
+}
+
+/// A case's output in both formats, and the problems met.
+async fn render_case(case: &Case) -> (String, String, Vec<Problem>) {
+    let Some(input) = &case.input else {
+        return render(&case.config).await;
+    };
+    let cfg = config::parse(
+        &std::fs::read_to_string(&case.config).unwrap(),
+        &config::Origin::file(&case.config),
+        // Examples reference credentials through ${VAR}; any value does offline.
+        &|_| Some("example-secret".into()),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let body = std::fs::read(input).unwrap();
+    let src = jsonbridge::inspect::pick(&cfg, None).unwrap();
+    let text = jsonbridge::inspect::run(&cfg, src, &body, Format::Text).unwrap();
+    let om = jsonbridge::inspect::run(&cfg, src, &body, Format::OpenMetrics).unwrap();
+    (text.exposition, om.exposition, text.extraction.problems)
 }
 
 /// Polls every source of `config_path` once (they are file:// sources) and encodes them.
@@ -105,7 +129,7 @@ fn compare(path: &Path, got: &str) -> Option<String> {
 async fn exposition_matches_golden_files() {
     let mut failures = Vec::new();
     for case in cases() {
-        let (text, om, _) = render(&case.config).await;
+        let (text, om, _) = render_case(&case).await;
         failures.extend(compare(&case.prefix.with_extension("prom"), &text));
         failures.extend(compare(&case.prefix.with_extension("om"), &om));
     }
@@ -151,7 +175,7 @@ async fn golden_outputs_pass_promtool() {
     for case in cases() {
         // promtool reads the 0.0.4 text format only (it takes an OpenMetrics counter's
         // `_total` sample for a family of its own), so the text output is what it checks.
-        let (text, _, _) = render(&case.config).await;
+        let (text, _, _) = render_case(&case).await;
         if let Err(e) = promtool_check(&text) {
             failures.push(format!("{}: {e}", case.name));
         }

@@ -345,7 +345,10 @@ sources:
         let since: i64 = s.headers["x-since"].to_str().unwrap().parse().unwrap();
         assert_eq!(to_ms / 1000 - since, 3600);
         let body = String::from_utf8(s.body.clone()).unwrap();
-        assert!(body.starts_with("{\"day\": \"20") && body.ends_with("\"}"), "{body}");
+        assert!(
+            body.starts_with("{\"day\": \"20") && body.ends_with("\"}"),
+            "{body}"
+        );
         tos.push(to_ms);
     }
     assert!(tos[1] > tos[0], "rendered anew at each poll");
@@ -372,12 +375,17 @@ async fn rotated_token_files_are_read_at_every_poll_without_reload() {
             .map(|s| s.headers["authorization"].to_str().unwrap().to_string())
             .collect()
     };
-    wait_for(10, "the first polls", || !auth_of("/x").is_empty() && !auth_of("/y").is_empty()).await;
+    wait_for(10, "the first polls", || {
+        !auth_of("/x").is_empty() && !auth_of("/y").is_empty()
+    })
+    .await;
     assert_eq!(auth_of("/x")[0], "Bearer first-token");
     assert_eq!(auth_of("/y")[0], "Basic dTpwYTU1"); // base64("u:pa55")
     std::fs::write(b.dir.path().join("token"), "second-token\n").unwrap();
     wait_for(10, "the rotated token", || {
-        auth_of("/x").last().is_some_and(|a| a == "Bearer second-token")
+        auth_of("/x")
+            .last()
+            .is_some_and(|a| a == "Bearer second-token")
     })
     .await;
     // A missing token file fails the poll with its own kind; nothing leaks.

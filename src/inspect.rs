@@ -1,0 +1,142 @@
+//! Offline tooling behind `jsonbridge test`: run one source's metrics over a sample response,
+//! without network, and say what matched and what was skipped and why.
+//!
+//! It drives the same code as a poll (parse, [`crate::extract`], `max_series`, encoding), so
+//! what it prints is what `/metrics` would serve for that response.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+use crate::config::{Config, Source};
+use crate::expose::{Format, encode};
+use crate::extract::{Extraction, extract};
+use crate::store::{Snapshot, View};
+
+#[derive(Debug, thiserror::Error)]
+pub enum InspectError {
+    #[error("no source named {name:?} (the config has: {available})")]
+    NoSuchSource { name: String, available: String },
+    #[error("the config has {0} sources: choose one with --source")]
+    ChooseSource(usize),
+    #[error("the input is not valid JSON: {0}")]
+    InvalidJson(String),
+    #[error("{0}")]
+    Extract(#[from] crate::extract::ExtractError),
+}
+
+/// The exposition for one source, and a human report on the extraction.
+pub struct Outcome {
+    pub exposition: String,
+    pub report: String,
+    pub extraction: Extraction,
+}
+
+/// Picks the source: the named one, or the only one.
+pub fn pick<'a>(config: &'a Config, name: Option<&str>) -> Result<&'a Arc<Source>, InspectError> {
+    match name {
+        Some(n) => {
+            config
+                .sources
+                .iter()
+                .find(|s| s.name == n)
+                .ok_or_else(|| InspectError::NoSuchSource {
+                    name: n.to_string(),
+                    available: config
+                        .sources
+                        .iter()
+                        .map(|s| s.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                })
+        }
+        None if config.sources.len() == 1 => Ok(&config.sources[0]),
+        None => Err(InspectError::ChooseSource(config.sources.len())),
+    }
+}
+
+/// Runs `source` over `input` (a response body).
+pub fn run(
+    config: &Config,
+    source: &Arc<Source>,
+    input: &[u8],
+    format: Format,
+) -> Result<Outcome, InspectError> {
+    let doc: serde_json::Value =
+        serde_json::from_slice(input).map_err(|e| InspectError::InvalidJson(e.to_string()))?;
+    let mut x = extract(&doc, &source.metrics)?;
+    x.truncate(source.max_series);
+    let families: Vec<_> = config
+        .families
+        .iter()
+        .filter(|f| x.families.iter().any(|s| s.family == f.name))
+        .cloned()
+        .collect();
+    let view = View {
+        config: Arc::new(Config {
+            sources: vec![source.clone()],
+            families,
+            warnings: Vec::new(),
+        }),
+        snapshots: vec![(
+            source.clone(),
+            Arc::new(Snapshot {
+                taken_at: std::time::SystemTime::now(),
+                families: x.families.clone(),
+            }),
+        )],
+    };
+    let exposition = encode::encode(&view, None, format);
+    let report = report(source, &x);
+    Ok(Outcome {
+        exposition,
+        report,
+        extraction: x,
+    })
+}
+
+fn report(source: &Source, x: &Extraction) -> String {
+    let mut r = String::new();
+    let _ = writeln!(
+        r,
+        "source {}: {} series from {} metrics",
+        source.name,
+        x.series_count(),
+        x.reports.len()
+    );
+    let width = x.reports.iter().map(|m| m.metric.len()).max().unwrap_or(0);
+    for m in &x.reports {
+        let skipped: u64 = x
+            .problems
+            .iter()
+            .filter(|p| p.metric == m.metric && p.kind != "duplicate_series")
+            .map(|p| p.count)
+            .sum();
+        let _ = write!(
+            r,
+            "  {:width$}  {} items matched, {} series",
+            m.metric, m.items, m.series
+        );
+        match skipped {
+            0 => {}
+            1 => r.push_str(", 1 item skipped"),
+            n => {
+                let _ = write!(r, ", {n} items skipped");
+            }
+        }
+        if m.items == 0 {
+            r.push_str("  <- `each` matched nothing: check the path against the input");
+        }
+        r.push('\n');
+        for p in x.problems.iter().filter(|p| p.metric == m.metric) {
+            let _ = writeln!(r, "      {} x{}: {}", p.kind, p.count, p.example);
+        }
+    }
+    if x.dropped > 0 {
+        let _ = writeln!(
+            r,
+            "  max_series ({}) reached: {} series dropped",
+            source.max_series, x.dropped
+        );
+    }
+    r
+}
