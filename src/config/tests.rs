@@ -341,3 +341,126 @@ fn unknown_fields_come_with_validation_errors() {
     assert!(got[0].contains("unknown field `evry` (did you mean `every`?)"));
     assert!(got[1].contains("invalid metric name \"bad-name\""));
 }
+
+#[test]
+fn extraction_language_errors_name_the_problem_and_its_line() {
+    let cases: &[(&str, &str)] = &[
+        (
+            "      - {name: m, values: {a: 1}}\n",
+            "line 5 column 28: sources[0].metrics[0].values: with `values`, each entry is one metric",
+        ),
+        (
+            "      - {labels: {a: b}}\n",
+            "sources[0].metrics[0]: a metric needs `name` and `value`, or `values`",
+        ),
+        (
+            "      - {name: m}\n",
+            "sources[0].metrics[0]: missing field `value`",
+        ),
+        (
+            "      - {name: m, type: stateset, value: $.s}\n",
+            "sources[0].metrics[0].states: a stateset needs `states`",
+        ),
+        (
+            "      - {name: m, type: stateset, states: [a, a], value: $.s}\n",
+            "sources[0].metrics[0].states: state \"a\" is listed twice",
+        ),
+        (
+            "      - {name: m, type: stateset, states: [a], labels: {state: x}, value: $.s}\n",
+            "sources[0].metrics[0].state_label: the state label \"state\" is also a label of the block",
+        ),
+        (
+            "      - {name: m, type: stateset, states: [a], value: 1}\n",
+            "sources[0].metrics[0].value: a stateset's value must be a JSONPath",
+        ),
+        (
+            "      - {name: m, type: stateset, states: [a], value: $.s, scale: 2}\n",
+            "sources[0].metrics[0].scale: `scale` does not apply to a stateset",
+        ),
+        (
+            "      - {name: m, states: [a], value: $.s}\n",
+            "sources[0].metrics[0].states: `states` applies to `type: stateset` only",
+        ),
+        (
+            "      - {name: m, value: $.s, timestamp_format: unix}\n",
+            "sources[0].metrics[0].timestamp_format: `timestamp_format` needs `timestamp`",
+        ),
+        (
+            "      - {name: m, value: $.s, timestamp: \"@.t[\"}\n",
+            "sources[0].metrics[0].timestamp: invalid JSONPath",
+        ),
+        (
+            "      - {name: m, value: $.s, on_duplicate: keep}\n",
+            "unknown variant `keep`, expected one of `first`, `last`, `sum`, `error`",
+        ),
+        (
+            "      - {name: m, each: \"$.a[{pod}]\", labels: {x: \"{pood.name}\"}, value: 1}\n",
+            "unknown capture {pood.name}: `each` declares {pod}",
+        ),
+        (
+            "      - {name: m, value: \"count(@.x[)\"}\n",
+            "sources[0].metrics[0].value: invalid JSONPath \"@.x[\"",
+        ),
+        (
+            "      - each: $[*]\n        values: {a: \"@.x\", b: {value: \"@.y\", type: counter, colour: red}}\n",
+            "sources[0].metrics[0].values.b.colour: unknown field `colour`, expected one of: value, help, type",
+        ),
+        (
+            "      - {name: a, value: 1}\n      - {values: {a: 2}}\n",
+            "sources[0].metrics[1].values.a: metric a is defined twice in this source (also metrics[0])",
+        ),
+    ];
+    for (metrics, want) in cases {
+        let yaml = format!(
+            "sources:\n  - name: s\n    url: http://h/{{now - 5m}}\n    metrics:\n{metrics}"
+        );
+        let got = errors(&yaml);
+        assert!(
+            got.iter().any(|e| e.contains(want)),
+            "want {want:?}\n got {got:#?}\nfor\n{yaml}"
+        );
+    }
+}
+
+#[test]
+fn request_template_and_secret_file_errors() {
+    let cases: &[(&str, &str)] = &[
+        (
+            "    query: {from: \"{now - 30}\"}\n",
+            "sources[0].query.from: in {now - 30}: duration \"30\" has no unit",
+        ),
+        (
+            "    headers: {X-From: \"{now | iso}\"}\n",
+            "sources[0].headers.X-From: in {now | iso}: unknown format \"iso\"",
+        ),
+        (
+            "    bearer_token: a\n    bearer_token_file: b\n",
+            "sources[0].bearer_token_file: set either bearer_token or bearer_token_file, not both",
+        ),
+        (
+            "    basic_auth: {username: u, password: p, password_file: f}\n",
+            "sources[0].basic_auth.password_file: set either password or password_file, not both",
+        ),
+    ];
+    for (extra, want) in cases {
+        let yaml = format!(
+            "sources:\n  - name: s\n    url: http://h/x\n{extra}    metrics: [{{name: m, value: 1}}]\n"
+        );
+        let got = errors(&yaml);
+        assert!(
+            got.iter().any(|e| e.contains(want)),
+            "want {want:?}\n got {got:#?}\nfor\n{yaml}"
+        );
+    }
+    // Secret files resolve against the config directory and are read at poll time, not here.
+    let c = compile(
+        "sources:\n  - name: s\n    url: http://h/x\n    bearer_token_file: secrets/token\n    metrics: [{name: m, value: 1}]\n",
+    )
+    .unwrap();
+    assert_eq!(
+        c.sources[0].request.auth,
+        Some(Auth::Bearer(Secret::File(PathBuf::from(
+            "/etc/jsonbridge/secrets/token"
+        ))))
+    );
+}

@@ -250,3 +250,352 @@ fn wrong_shapes_yield_nothing_without_panicking() {
         assert!(x.families[0].series.is_empty(), "{doc}");
     }
 }
+
+/// Compiles the metrics of a one-source config written in YAML (the user's view).
+fn blocks(metrics_yaml: &str) -> Vec<MetricSpec> {
+    let text = format!("sources:\n  - name: s\n    url: file:///x\n    metrics:\n{metrics_yaml}");
+    let origin = crate::config::Origin {
+        name: "t".into(),
+        base_dir: "/".into(),
+    };
+    let c = crate::config::parse(&text, &origin, &|_| None).unwrap_or_else(|e| panic!("{e}"));
+    c.sources[0].metrics.clone()
+}
+
+fn all_series(x: &Extraction) -> Vec<(String, Vec<String>, f64)> {
+    x.families
+        .iter()
+        .flat_map(|f| {
+            f.series
+                .iter()
+                .map(|s| (f.family.clone(), s.labels.to_vec(), s.value))
+        })
+        .collect()
+}
+
+#[test]
+fn parent_labels_through_captured_nodes_at_any_depth() {
+    let doc = json!({"clusters": {"eu": {"region": "eu-west", "pods": [
+        {"meta": {"name": "p1", "ns": "prod"}, "containers": [{"name": "a", "restarts": 2}, {"name": "b", "restarts": 0}]},
+        {"meta": {"name": "p2", "ns": "dev"}, "containers": [{"name": "c", "restarts": 5}]}
+    ]}}});
+    let b = blocks(
+        r#"      - name: restarts
+        help: R.
+        each: "$.clusters.{cluster}.pods[{pod}].containers[*]"
+        labels:
+          cluster: "{cluster}"
+          region: "{cluster.region}"
+          ns: "{pod.meta.ns}"
+          pod: "{pod.meta.name}"
+          container: "{@.name}"
+        value: "@.restarts"
+"#,
+    );
+    let x = run(&doc, &b);
+    assert_eq!(
+        series(&x),
+        vec![
+            (
+                vec![
+                    "eu".into(),
+                    "eu-west".into(),
+                    "dev".into(),
+                    "p2".into(),
+                    "c".into()
+                ],
+                5.0
+            ),
+            (
+                vec![
+                    "eu".into(),
+                    "eu-west".into(),
+                    "prod".into(),
+                    "p1".into(),
+                    "a".into()
+                ],
+                2.0
+            ),
+            (
+                vec![
+                    "eu".into(),
+                    "eu-west".into(),
+                    "prod".into(),
+                    "p1".into(),
+                    "b".into()
+                ],
+                0.0
+            ),
+        ]
+    );
+}
+
+#[test]
+fn several_values_per_block_share_items_and_labels() {
+    let doc = json!({"pods": [{"n": "a", "e": 1, "c": 2}, {"n": "b", "e": 3, "c": "x"}]});
+    let b = blocks(
+        r#"      - each: "$.pods[*]"
+        labels: {pod: "{@.n}"}
+        values:
+          energy: "@.e"
+          co2: {value: "@.c", help: CO2.}
+"#,
+    );
+    let x = run(&doc, &b);
+    assert_eq!(
+        all_series(&x),
+        vec![
+            ("energy".into(), vec!["a".into()], 1.0),
+            ("energy".into(), vec!["b".into()], 3.0),
+            ("co2".into(), vec!["a".into()], 2.0),
+        ]
+    );
+    assert_eq!(x.problems.len(), 1);
+    assert_eq!(x.problems[0].metric, "co2");
+    assert_eq!(x.problems[0].kind, "value_not_numeric");
+}
+
+#[test]
+fn mappings_defaults_and_scale() {
+    let b = blocks(
+        r#"      - name: health
+        help: H.
+        each: "$[*]"
+        labels: {i: "{@.i}"}
+        value: "@.s"
+        mapping: {green: 0, yellow: 1, red: 2, "true": 10}
+        default: -1
+      - name: energy_joules
+        help: E.
+        each: "$[*]"
+        labels: {i: "{@.i}"}
+        value: "@.wh"
+        scale: 3600
+"#,
+    );
+    let doc = json!([
+        {"i": "1", "s": "green", "wh": 1},
+        {"i": "2", "s": "red", "wh": "0.5"},
+        {"i": "3", "s": "purple"},
+        {"i": "4", "s": null},
+        {"i": "5"},
+        {"i": "6", "s": "7"},
+        {"i": "7", "s": true}
+    ]);
+    let x = run(&doc, &b);
+    let got: Vec<(String, Vec<String>, f64)> = all_series(&x);
+    let health: Vec<f64> = got
+        .iter()
+        .filter(|s| s.0 == "health")
+        .map(|s| s.2)
+        .collect();
+    // purple, null and missing fall back to the default; "7" converts; true is mapped.
+    assert_eq!(health, vec![0.0, 2.0, -1.0, -1.0, -1.0, 7.0, 10.0]);
+    let energy: Vec<f64> = got
+        .iter()
+        .filter(|s| s.0 == "energy_joules")
+        .map(|s| s.2)
+        .collect();
+    assert_eq!(energy, vec![3600.0, 1800.0]);
+    // Without a default, an unmapped string is skipped and counted.
+    let b = blocks("      - {name: h, help: H., value: $.s, mapping: {green: 0}}\n");
+    let x = run(&json!({"s": "purple"}), &b);
+    assert_eq!(kinds(&x), vec![("value_unmapped", 1)]);
+    assert_eq!(
+        x.problems[0].example,
+        "item #1: value $.s is \"purple\", which the mapping does not list"
+    );
+}
+
+#[test]
+fn yes_no_words_and_conversion_edges() {
+    let cases: &[(Value, Option<f64>)] = &[
+        (json!("yes"), Some(1.0)),
+        (json!("No"), Some(0.0)),
+        (json!(" ON "), Some(1.0)),
+        (json!("off"), Some(0.0)),
+        (json!("TRUE"), Some(1.0)),
+        (json!(9007199254740993u64), Some(9007199254740992.0)),
+        (json!(-9223372036854775808i64), Some(-9223372036854775808.0)),
+        (json!("-0"), Some(-0.0)),
+        (json!("1E3"), Some(1000.0)),
+        (json!("-2.5e-3"), Some(-0.0025)),
+        (json!("Infinity"), Some(f64::INFINITY)),
+        (json!("1e999"), Some(f64::INFINITY)),
+        (
+            json!("123456789012345678901234567890"),
+            Some(1.2345678901234568e29),
+        ),
+        (json!("1_000"), None),
+        (json!("1,5"), None),
+        (json!("--1"), None),
+        (json!("maybe"), None),
+    ];
+    for (v, want) in cases {
+        let x = run(&json!({ "v": v }), &[gauge(None, &[], "$.v")]);
+        match want {
+            Some(f) => {
+                let got = x.families[0].series[0].value;
+                assert!(
+                    got == *f && got.is_sign_negative() == f.is_sign_negative(),
+                    "{v}: {got}"
+                );
+            }
+            None => assert_eq!(kinds(&x), vec![("value_not_numeric", 1)], "{v}"),
+        }
+    }
+}
+
+#[test]
+fn state_sets_give_one_series_per_state() {
+    let b = blocks(
+        r#"      - name: health
+        help: H.
+        type: stateset
+        states: [green, yellow, red]
+        labels: {cluster: "{$.name}"}
+        value: $.status
+"#,
+    );
+    let x = run(&json!({"name": "c1", "status": "yellow"}), &b);
+    assert_eq!(
+        series(&x),
+        vec![
+            (vec!["c1".into(), "green".into()], 0.0),
+            (vec!["c1".into(), "red".into()], 0.0),
+            (vec!["c1".into(), "yellow".into()], 1.0),
+        ]
+    );
+    assert_eq!(&*x.families[0].label_names, ["cluster", "state"]);
+    // An unknown state: every state 0, and counted.
+    let x = run(&json!({"name": "c1", "status": "blue"}), &b);
+    assert!(x.families[0].series.iter().all(|s| s.value == 0.0));
+    assert_eq!(kinds(&x), vec![("value_unmapped", 1)]);
+}
+
+#[test]
+fn aggregates_count_length_sum_min_max_avg() {
+    let doc = json!({"ns": {"a": {"pods": [{"cpu": 1}, {"cpu": "3"}, {"cpu": null}], "name": "abc"}, "b": {"pods": [], "name": ""}}});
+    let b = blocks(
+        r#"      - each: "$.ns.{ns}"
+        labels: {ns: "{ns}"}
+        values:
+          pods: "count(@.pods[*])"
+          pods_len: "length(@.pods)"
+          name_len: "length(@.name)"
+          cpu_sum: "sum(@.pods[*].cpu)"
+          cpu_min: "min(@.pods[*].cpu)"
+          cpu_max: "max(@.pods[*].cpu)"
+          cpu_avg: "avg(@.pods[*].cpu)"
+"#,
+    );
+    let x = run(&doc, &b);
+    let get = |fam: &str, ns: &str| {
+        all_series(&x)
+            .into_iter()
+            .find(|s| s.0 == fam && s.1 == vec![ns.to_string()])
+            .map(|s| s.2)
+    };
+    assert_eq!(get("pods", "a"), Some(3.0));
+    assert_eq!(get("pods", "b"), Some(0.0));
+    assert_eq!(get("pods_len", "a"), Some(3.0));
+    assert_eq!(get("name_len", "a"), Some(3.0));
+    assert_eq!(get("name_len", "b"), Some(0.0));
+    assert_eq!(get("cpu_sum", "a"), Some(4.0));
+    assert_eq!(get("cpu_sum", "b"), Some(0.0));
+    assert_eq!(get("cpu_min", "a"), Some(1.0));
+    assert_eq!(get("cpu_max", "a"), Some(3.0));
+    assert_eq!(get("cpu_avg", "a"), Some(2.0));
+    // min/max/avg of nothing is no sample.
+    assert_eq!(get("cpu_min", "b"), None);
+}
+
+#[test]
+fn timestamps_from_the_data() {
+    let b = blocks(
+        r#"      - {name: a, help: A., each: "$[*]", labels: {i: "{@.i}"}, value: "@.v", timestamp: "@.t"}
+"#,
+    );
+    let doc = json!([
+        {"i": "1", "v": 1, "t": "2026-11-26T10:00:00Z"},
+        {"i": "2", "v": 2, "t": "2026-11-26T11:00:00.5+01:00"},
+        {"i": "3", "v": 3, "t": "yesterday"},
+        {"i": "4", "v": 4}
+    ]);
+    let x = run(&doc, &b);
+    let ts: Vec<Option<i64>> = x.families[0]
+        .series
+        .iter()
+        .map(|s| s.timestamp_ms)
+        .collect();
+    assert_eq!(ts, vec![Some(1795687200000), Some(1795687200500)]);
+    assert_eq!(
+        kinds(&x),
+        vec![("timestamp_invalid", 1), ("timestamp_missing", 1)]
+    );
+    for (format, raw, want) in [
+        ("unix", json!(1795687200), 1795687200000i64),
+        ("unix", json!("1795687200.25"), 1795687200250),
+        ("unix_ms", json!(1795687200123u64), 1795687200123),
+    ] {
+        let b = blocks(&format!(
+            "      - {{name: a, help: A., value: $.v, timestamp: $.t, timestamp_format: {format}}}\n"
+        ));
+        let x = run(&json!({"v": 1, "t": raw}), &b);
+        assert_eq!(
+            x.families[0].series[0].timestamp_ms,
+            Some(want),
+            "{format} {raw}"
+        );
+    }
+}
+
+#[test]
+fn duplicate_policies() {
+    let doc =
+        json!([{"k": "a", "v": 1}, {"k": "a", "v": 2}, {"k": "b", "v": 5}, {"k": "a", "v": 4}]);
+    for (policy, want_a) in [("first", 1.0), ("last", 4.0), ("sum", 7.0)] {
+        let b = blocks(&format!(
+            "      - {{name: m, help: M., each: \"$[*]\", labels: {{k: \"{{@.k}}\"}}, value: \"@.v\", on_duplicate: {policy}}}\n"
+        ));
+        let x = run(&doc, &b);
+        assert_eq!(
+            series(&x),
+            vec![(vec!["a".into()], want_a), (vec!["b".into()], 5.0)],
+            "{policy}"
+        );
+        assert_eq!(kinds(&x), vec![("duplicate_series", 2)], "{policy}");
+    }
+    let b = blocks(
+        "      - {name: m, help: M., each: \"$[*]\", labels: {k: \"{@.k}\"}, value: \"@.v\", on_duplicate: error}\n",
+    );
+    let err = extract(&doc, &b).unwrap_err();
+    assert_eq!(err.kind(), "duplicate_series");
+    assert_eq!(
+        err.to_string(),
+        "metric m: 3 items produced the series {k=\"a\"}; on_duplicate: error fails the poll"
+    );
+}
+
+#[test]
+fn max_series_truncates_deterministically() {
+    let b = blocks(
+        r#"      - each: "$[*]"
+        labels: {k: "{@.k}"}
+        values: {first: "@.v", second: "@.v"}
+"#,
+    );
+    let doc = json!([{"k": "c", "v": 3}, {"k": "a", "v": 1}, {"k": "b", "v": 2}]);
+    let mut x = run(&doc, &b);
+    x.truncate(4);
+    assert_eq!(x.dropped, 2);
+    assert_eq!(
+        all_series(&x),
+        vec![
+            ("first".into(), vec!["a".into()], 1.0),
+            ("first".into(), vec!["b".into()], 2.0),
+            ("first".into(), vec!["c".into()], 3.0),
+            ("second".into(), vec!["a".into()], 1.0),
+        ]
+    );
+}

@@ -6,3 +6,4 @@ mod http;
 mod poll;
 mod reload;
 mod support;
+mod tooling;

@@ -401,3 +401,55 @@ async fn rotated_token_files_are_read_at_every_poll_without_reload() {
     assert!(!page.contains("second-token"));
     b.stop().await;
 }
+
+#[tokio::test]
+async fn duplicate_error_policy_fails_the_poll_and_max_series_truncates() {
+    let up = Upstream::start(Reply::json(
+        r#"[{"k": "a", "v": 1}, {"k": "b", "v": 2}, {"k": "c", "v": 3}]"#,
+    ))
+    .await;
+    let config = format!(
+        r#"
+sources:
+  - name: strict
+    url: {}/x
+    every: 1s
+    max_series: 2
+    metrics:
+      - {{name: m, help: M., each: "$[*]", labels: {{k: "{{@.k}}"}}, value: "@.v", on_duplicate: error}}
+"#,
+        up.base
+    );
+    let b = Bridge::start(&config).await;
+    let body = b
+        .wait_metrics(10, "the first poll", |m| m.contains("m{k=\"b\"} 2"))
+        .await;
+    assert!(
+        !body.contains("m{k=\"c\"}"),
+        "max_series keeps the first 2 series"
+    );
+    assert_eq!(
+        sample(
+            &body,
+            r#"jsonbridge_source_series_dropped{source="strict"}"#
+        ),
+        Some(1.0)
+    );
+    up.set(Reply::json(r#"[{"k": "a", "v": 1}, {"k": "a", "v": 9}]"#));
+    let body = b
+        .wait_metrics(10, "the duplicate failure", |m| {
+            m.contains(
+                r#"jsonbridge_source_polls_total{source="strict",result="duplicate_series"}"#,
+            )
+        })
+        .await;
+    assert_eq!(
+        sample(&body, r#"jsonbridge_source_up{source="strict"}"#),
+        Some(0.0)
+    );
+    assert!(
+        body.contains("m{k=\"b\"} 2"),
+        "the last good snapshot stays"
+    );
+    b.stop().await;
+}

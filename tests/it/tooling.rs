@@ -1,0 +1,254 @@
+//! `jsonbridge test`, `check` lints and `--strict`, `schema`, and what they never print.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_jsonbridge"))
+}
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Every YAML config of the repository: the default, the examples and the fixtures.
+fn all_configs() -> Vec<PathBuf> {
+    let mut out = vec![root().join("config/jsonbridge.yaml")];
+    for dir in ["examples", "tests/fixtures/configs"] {
+        for e in std::fs::read_dir(root().join(dir)).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() && p.join("jsonbridge.yaml").exists() {
+                out.push(p.join("jsonbridge.yaml"));
+            } else if p.extension().is_some_and(|x| x == "yaml") {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn the_committed_schema_is_current() {
+    let out = bin().arg("schema").output().unwrap();
+    assert!(out.status.success());
+    let committed = std::fs::read_to_string(root().join("schema/jsonbridge.schema.json")).unwrap();
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap(),
+        committed,
+        "schema/jsonbridge.schema.json is stale: run `cargo run -- schema > schema/jsonbridge.schema.json`"
+    );
+}
+
+#[test]
+fn every_bundled_config_validates_against_the_schema_and_typos_do_not() {
+    let schema: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(root().join("schema/jsonbridge.schema.json")).unwrap(),
+    )
+    .unwrap();
+    let validator = jsonschema::validator_for(&schema).unwrap();
+    for path in all_configs() {
+        let doc: serde_json::Value =
+            serde_norway::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        let errors: Vec<String> = validator.iter_errors(&doc).map(|e| e.to_string()).collect();
+        assert!(errors.is_empty(), "{}: {errors:#?}", path.display());
+    }
+    for bad in [
+        "sources: [{name: a, url: 'file:///x', timout: 5s, metrics: [{name: m, value: 1}]}]",
+        "sources: [{name: a, url: 'file:///x', metrics: [{name: m, value: 1, type: histogram}]}]",
+        "sources: [{name: a, url: 'file:///x', metrics: [{values: {m: {value: 1, colour: red}}}]}]",
+        "sources: [{name: a, metrics: []}]",
+    ] {
+        let doc: serde_json::Value = serde_norway::from_str(bad).unwrap();
+        assert!(!validator.is_valid(&doc), "schema accepted {bad}");
+    }
+}
+
+#[test]
+fn examples_point_editors_at_the_schema() {
+    for path in all_configs()
+        .iter()
+        .filter(|p| !p.starts_with(root().join("tests")))
+    {
+        let text = std::fs::read_to_string(path).unwrap();
+        let first = text.lines().next().unwrap();
+        let schema = first
+            .strip_prefix("# yaml-language-server: $schema=")
+            .unwrap_or_else(|| panic!("{}: first line is {first:?}", path.display()));
+        assert!(
+            path.parent().unwrap().join(schema).exists(),
+            "{}: {schema} does not exist",
+            path.display()
+        );
+    }
+}
+
+#[test]
+fn test_subcommand_prints_exposition_and_explains_skips() {
+    let out = bin()
+        .args([
+            "test",
+            "tests/fixtures/configs/bad-items.yaml",
+            "--input",
+            "tests/fixtures/responses/bad-items.json",
+        ])
+        .current_dir(root())
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(
+        stdout,
+        std::fs::read_to_string(root().join("tests/fixtures/expected/bad-items.prom")).unwrap(),
+        "stdout is exactly what /metrics would serve"
+    );
+    let want = "source pods: 2 series from 1 metrics
+  pod_cpu_cores  8 items matched, 2 series, 5 items skipped
+      duplicate_series x1: 2 items produced the series {pod=\"ok\"}; the first one is kept
+      label_missing x1: item #5: label pod: @.name not found
+      label_not_scalar x1: item #6: label pod: @.name is an object, not a string, number or boolean
+      value_missing x1: item #4: value @.cpu not found
+      value_not_numeric x1: item #3: value @.cpu is not numeric: \"N/A\"
+      value_null x1: item #2: value @.cpu is null
+";
+    assert_eq!(stderr, want);
+}
+
+#[test]
+fn test_subcommand_points_at_selectors_that_match_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("c.yaml");
+    std::fs::write(
+        &cfg,
+        "sources:\n  - name: a\n    url: http://x\n    metrics:\n      - {name: m, help: M., each: \"$.item[*]\", value: \"@.v\"}\n  - name: b\n    url: http://y\n    metrics: [{name: n, help: N., value: 1}]\n",
+    )
+    .unwrap();
+    let input = dir.path().join("r.json");
+    std::fs::write(&input, r#"{"items": [{"v": 1}]}"#).unwrap();
+    // Two sources: --source is required.
+    let out = bin()
+        .arg("test")
+        .arg(&cfg)
+        .arg("--input")
+        .arg(&input)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("the config has 2 sources: choose one with --source")
+    );
+    let out = bin()
+        .arg("test")
+        .arg(&cfg)
+        .args(["--source", "a", "--input"])
+        .arg(&input)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("m  0 items matched, 0 series  <- `each` matched nothing"),
+        "{stderr}"
+    );
+    // Invalid JSON input is a clear error.
+    std::fs::write(&input, "{\"items\": [").unwrap();
+    let out = bin()
+        .arg("test")
+        .arg(&cfg)
+        .args(["--source", "a", "--input"])
+        .arg(&input)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("source a: the input is not valid JSON: EOF while parsing")
+    );
+}
+
+#[test]
+fn check_lints_conventions_and_strict_fails_on_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("c.yaml");
+    // The Python exporter's gauge energy_consumed_total, a millisecond unit, camelCase, no help.
+    std::fs::write(
+        &cfg,
+        "sources:\n  - name: a\n    url: http://x\n    metrics:\n      - {name: energy_consumed_total, help: E., value: 1}\n      - {name: latency_ms, help: L., value: 1}\n      - {name: podCount, value: 1, labels: {podName: x}}\n      - {name: ok_total, type: counter, help: Fine., value: 1}\n",
+    )
+    .unwrap();
+    let out = bin().arg("check").arg(&cfg).output().unwrap();
+    assert!(out.status.success(), "warnings alone do not fail");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for want in [
+        "warning: line 5 column 16: sources[0].metrics[0].name: gauge energy_consumed_total ends in _total, which is for counters",
+        "warning: line 6 column 16: sources[0].metrics[1].name: metric latency_ms: unit ms is not a base unit; Prometheus uses seconds (convert with `scale:`)",
+        "warning: line 7 column 16: sources[0].metrics[2].name: metric podCount: use snake_case",
+        "warning: line 7 column 16: sources[0].metrics[2].name: metric podCount has no help text",
+        "sources[0].metrics[2].labels.podName: label podName: use snake_case",
+    ] {
+        assert!(stderr.contains(want), "missing {want:?} in\n{stderr}");
+    }
+    assert!(!stderr.contains("ok_total"), "{stderr}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout)
+            .contains("OK (1 source, 4 metrics, 4 families, 5 warnings)")
+    );
+    let out = bin()
+        .args(["check", "--strict"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("5 warnings (--strict)"));
+}
+
+#[test]
+fn secrets_never_reach_check_or_test_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("c.yaml");
+    std::fs::write(
+        &cfg,
+        "sources:\n  - name: a\n    url: https://api/x?key=${PLANTED}\n    headers: {X-Key: \"${PLANTED}\"}\n    basic_auth: {username: u, password: \"${PLANTED}\"}\n    metrics:\n      - {name: m, help: M., value: \"@.v\", each: \"$[*]\", labels: {k: \"{@.k}\"}}\n      - {name: bad-name, value: 1}\n",
+    )
+    .unwrap();
+    let input = dir.path().join("r.json");
+    std::fs::write(&input, r#"[{"v": 1, "k": "a"}]"#).unwrap();
+    let secret = "pl4nted-s3cret";
+    let check = bin()
+        .arg("check")
+        .arg(&cfg)
+        .env("PLANTED", secret)
+        .output()
+        .unwrap();
+    assert_eq!(check.status.code(), Some(1), "bad-name is an error");
+    // Fix the error, then run `test`.
+    std::fs::write(
+        &cfg,
+        std::fs::read_to_string(&cfg)
+            .unwrap()
+            .replace("bad-name", "good_name"),
+    )
+    .unwrap();
+    let test = bin()
+        .arg("test")
+        .arg(&cfg)
+        .arg("--input")
+        .arg(&input)
+        .env("PLANTED", secret)
+        .output()
+        .unwrap();
+    assert!(
+        test.status.success(),
+        "{}",
+        String::from_utf8_lossy(&test.stderr)
+    );
+    for out in [check, test] {
+        let all = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(!all.contains(secret), "leaked:\n{all}");
+    }
+}
