@@ -609,8 +609,29 @@ impl Compiler<'_> {
         }
     }
 
-    fn secret_file(&self, file: &str) -> Secret {
-        Secret::File(self.base_dir.join(file))
+    /// A credential given as `FIELD` (with `${VAR}`) or `FIELD_file` (read at each poll).
+    /// `None`: an error was reported; `Some(None)`: neither is set.
+    fn secret(
+        &mut self,
+        at: &str,
+        field: &str,
+        value: &Option<String>,
+        file: &Option<String>,
+    ) -> Option<Option<Secret>> {
+        match (value, file) {
+            (Some(_), Some(_)) => {
+                self.error(
+                    format!("{at}.{field}_file"),
+                    format!("set either {field} or {field}_file, not both"),
+                );
+                None
+            }
+            (Some(v), None) => self
+                .expand(&format!("{at}.{field}"), v)
+                .map(|v| Some(Secret::Value(v))),
+            (None, Some(f)) => Some(Some(Secret::File(self.base_dir.join(f)))),
+            (None, None) => Some(None),
+        }
     }
 
     fn request(&mut self, at: &str, rs: &RawSource) -> Option<Request> {
@@ -718,38 +739,16 @@ impl Compiler<'_> {
         if let Some(ba) = &rs.basic_auth {
             let bat = format!("{at}.basic_auth");
             let user = self.expand(&format!("{bat}.username"), &ba.username);
-            let password = match (&ba.password, &ba.password_file) {
-                (Some(_), Some(_)) => {
-                    self.error(
-                        format!("{bat}.password_file"),
-                        "set either password or password_file, not both",
-                    );
-                    None
-                }
-                (Some(p), None) => self
-                    .expand(&format!("{bat}.password"), p)
-                    .map(Secret::Value),
-                (None, Some(f)) => Some(self.secret_file(f)),
-                (None, None) => Some(Secret::Value(String::new())),
-            };
+            let password = self
+                .secret(&bat, "password", &ba.password, &ba.password_file)
+                .map(|p| p.unwrap_or_else(|| Secret::Value(String::new())));
             if let (Some(username), Some(password)) = (user, password) {
                 auth = Some(Auth::Basic { username, password });
             }
         }
-        let bearer = match (&rs.bearer_token, &rs.bearer_token_file) {
-            (Some(_), Some(_)) => {
-                self.error(
-                    format!("{at}.bearer_token_file"),
-                    "set either bearer_token or bearer_token_file, not both",
-                );
-                None
-            }
-            (Some(t), None) => self
-                .expand(&format!("{at}.bearer_token"), t)
-                .map(Secret::Value),
-            (None, Some(f)) => Some(self.secret_file(f)),
-            (None, None) => None,
-        };
+        let bearer = self
+            .secret(at, "bearer_token", &rs.bearer_token, &rs.bearer_token_file)
+            .flatten();
         if let Some(b) = bearer {
             if auth.is_some() {
                 self.error(

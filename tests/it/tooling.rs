@@ -7,6 +7,14 @@ fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_jsonbridge"))
 }
 
+/// Writes `text` as `c.yaml` in a new temp dir.
+fn temp_config(text: &str) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("c.yaml");
+    std::fs::write(&cfg, text).unwrap();
+    (dir, cfg)
+}
+
 fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
@@ -116,13 +124,9 @@ fn test_subcommand_prints_exposition_and_explains_skips() {
 
 #[test]
 fn test_subcommand_points_at_selectors_that_match_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = dir.path().join("c.yaml");
-    std::fs::write(
-        &cfg,
+    let (dir, cfg) = temp_config(
         "sources:\n  - name: a\n    url: http://x\n    metrics:\n      - {name: m, help: M., each: \"$.item[*]\", value: \"@.v\"}\n  - name: b\n    url: http://y\n    metrics: [{name: n, help: N., value: 1}]\n",
-    )
-    .unwrap();
+    );
     let input = dir.path().join("r.json");
     std::fs::write(&input, r#"{"items": [{"v": 1}]}"#).unwrap();
     // Two sources: --source is required.
@@ -169,14 +173,10 @@ fn test_subcommand_points_at_selectors_that_match_nothing() {
 
 #[test]
 fn check_lints_conventions_and_strict_fails_on_them() {
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = dir.path().join("c.yaml");
     // The Python exporter's gauge energy_consumed_total, a millisecond unit, camelCase, no help.
-    std::fs::write(
-        &cfg,
+    let (_dir, cfg) = temp_config(
         "sources:\n  - name: a\n    url: http://x\n    metrics:\n      - {name: energy_consumed_total, help: E., value: 1}\n      - {name: latency_ms, help: L., value: 1}\n      - {name: podCount, value: 1, labels: {podName: x}}\n      - {name: ok_total, type: counter, help: Fine., value: 1}\n",
-    )
-    .unwrap();
+    );
     let out = bin().arg("check").arg(&cfg).output().unwrap();
     assert!(out.status.success(), "warnings alone do not fail");
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -205,13 +205,9 @@ fn check_lints_conventions_and_strict_fails_on_them() {
 
 #[test]
 fn secrets_never_reach_check_or_test_output() {
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = dir.path().join("c.yaml");
-    std::fs::write(
-        &cfg,
+    let (dir, cfg) = temp_config(
         "sources:\n  - name: a\n    url: https://api/x?key=${PLANTED}\n    headers: {X-Key: \"${PLANTED}\"}\n    basic_auth: {username: u, password: \"${PLANTED}\"}\n    metrics:\n      - {name: m, help: M., value: \"@.v\", each: \"$[*]\", labels: {k: \"{@.k}\"}}\n      - {name: bad-name, value: 1}\n",
-    )
-    .unwrap();
+    );
     let input = dir.path().join("r.json");
     std::fs::write(&input, r#"[{"v": 1, "k": "a"}]"#).unwrap();
     let secret = "pl4nted-s3cret";
