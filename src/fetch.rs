@@ -68,26 +68,86 @@ pub fn client(request: &Request) -> Result<reqwest::Client, FetchError> {
         .map_err(|e| FetchError::Request(describe(&e)))
 }
 
-/// Fetches the body of `request`, within its timeout and size limit.
-pub async fn fetch(client: &reqwest::Client, request: &Request) -> Result<Bytes, FetchError> {
+/// A fetched body, with what the poll reports about it.
+#[derive(Debug)]
+pub struct Fetched {
+    pub body: Bytes,
+    /// The response's Content-Type, to explain a body that is not JSON.
+    pub content_type: Option<String>,
+    /// Attempts made (1 without retries).
+    pub attempts: u32,
+}
+
+impl FetchError {
+    /// Whether another attempt may succeed: connection trouble, a cut-off body, 5xx and 429.
+    /// A 4xx, a redirect loop, an oversized body or a missing secret file will not change.
+    fn retryable(&self) -> bool {
+        match self {
+            FetchError::Connect(_) | FetchError::Body(_) | FetchError::Request(_) => true,
+            FetchError::Status(s) => *s >= 500 || *s == 429,
+            _ => false,
+        }
+    }
+}
+
+/// Fetches the body of `request`: all attempts (with `retries`) end within its timeout, and
+/// the body is refused as soon as it passes `max_body_bytes`.
+pub async fn fetch(client: &reqwest::Client, request: &Request) -> Result<Fetched, FetchError> {
     let work = async {
-        match &request.target {
-            Target::Http { url, query } => {
-                let now = chrono::Utc::now();
-                let mut url = reqwest::Url::parse(&url.render(now))
-                    .map_err(|e| FetchError::Request(format!("invalid URL: {e}")))?;
-                if !query.is_empty() {
-                    url.query_pairs_mut()
-                        .extend_pairs(query.iter().map(|(k, v)| (k, v.render(now))));
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match once(client, request).await {
+                Ok((body, content_type)) => {
+                    return Ok(Fetched {
+                        body,
+                        content_type,
+                        attempts: attempt,
+                    });
                 }
-                http(client, url, now, request).await
+                Err(e) if e.retryable() && attempt <= request.retries => {
+                    let pause = backoff(request.retry_backoff, attempt);
+                    tracing::debug!(attempt, error = %e, pause_ms = pause.as_millis() as u64, "retrying");
+                    tokio::time::sleep(pause).await;
+                }
+                Err(e) => return Err(e),
             }
-            Target::File(path) => file(path, request.max_body_bytes).await,
         }
     };
     match tokio::time::timeout(request.timeout, work).await {
         Ok(r) => r,
         Err(_) => Err(FetchError::Timeout(request.timeout)),
+    }
+}
+
+/// Exponential backoff with full jitter: a random pause in [0, base * 2^(attempt-1)].
+fn backoff(base: Duration, attempt: u32) -> Duration {
+    let cap = base.saturating_mul(1 << (attempt - 1).min(16));
+    // Jitter only needs to spread sources apart, not to be unpredictable.
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    let frac = f64::from(nanos % 1_000_000) / 1_000_000.0;
+    cap.mul_f64(frac)
+}
+
+async fn once(
+    client: &reqwest::Client,
+    request: &Request,
+) -> Result<(Bytes, Option<String>), FetchError> {
+    match &request.target {
+        Target::Http { url, query } => {
+            let now = chrono::Utc::now();
+            let mut url = reqwest::Url::parse(&url.render(now))
+                .map_err(|e| FetchError::Request(format!("invalid URL: {e}")))?;
+            if !query.is_empty() {
+                url.query_pairs_mut()
+                    .extend_pairs(query.iter().map(|(k, v)| (k, v.render(now))));
+            }
+            http(client, url, now, request).await
+        }
+        Target::File(path) => Ok((file(path, request.max_body_bytes).await?, None)),
     }
 }
 
@@ -133,7 +193,7 @@ async fn http(
     url: reqwest::Url,
     now: DateTime<Utc>,
     request: &Request,
-) -> Result<Bytes, FetchError> {
+) -> Result<(Bytes, Option<String>), FetchError> {
     let mut builder = client
         .request(request.method.clone(), url)
         .headers(headers(request, now).await?);
@@ -148,6 +208,11 @@ async fn http(
     if !status.is_success() {
         return Err(FetchError::Status(status.as_u16()));
     }
+    let content_type = resp
+        .headers()
+        .get(reqwest::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
     let limit = request.max_body_bytes;
     if resp.content_length().is_some_and(|n| n > limit) {
         return Err(FetchError::TooLarge { limit });
@@ -163,7 +228,7 @@ async fn http(
         }
         body.extend_from_slice(&chunk);
     }
-    Ok(body.into())
+    Ok((body.into(), content_type))
 }
 
 async fn file(path: &std::path::Path, limit: u64) -> Result<Bytes, FetchError> {

@@ -18,7 +18,7 @@ pub enum InspectError {
     NoSuchSource { name: String, available: String },
     #[error("the config has {0} sources: choose one with --source")]
     ChooseSource(usize),
-    #[error("the input is not valid JSON: {0}")]
+    #[error("the input cannot be used: {0}")]
     InvalidJson(String),
     #[error("{0}")]
     Extract(#[from] crate::extract::ExtractError),
@@ -61,8 +61,8 @@ pub fn run(
     input: &[u8],
     format: Format,
 ) -> Result<Outcome, InspectError> {
-    let doc: serde_json::Value =
-        serde_json::from_slice(input).map_err(|e| InspectError::InvalidJson(e.to_string()))?;
+    let doc = crate::schedule::parse(input, None)
+        .map_err(|e| InspectError::InvalidJson(e.to_string()))?;
     let mut x = extract(&doc, &source.metrics)?;
     x.truncate(source.max_series);
     let families: Vec<_> = config

@@ -47,8 +47,18 @@ impl ScheduleError {
 pub enum PollError {
     #[error(transparent)]
     Fetch(#[from] FetchError),
-    #[error("invalid JSON: {0}")]
-    InvalidJson(String),
+    #[error("the response body is empty")]
+    EmptyBody,
+    #[error("invalid JSON{}: {error}", content_type.as_ref().map(|c| format!(" (Content-Type {c})")).unwrap_or_default())]
+    InvalidJson {
+        error: String,
+        /// Shown when it is not a JSON type: the usual cause is an HTML error page.
+        content_type: Option<String>,
+    },
+    /// Every item of every metric was skipped: the upstream sent something, but not what the
+    /// config expects. The last good snapshot is kept.
+    #[error("no series: every item was skipped ({0})")]
+    NothingExtracted(String),
     #[error(transparent)]
     Extract(#[from] ExtractError),
     #[error("extraction task failed: {0}")]
@@ -59,7 +69,9 @@ impl PollError {
     pub fn kind(&self) -> &'static str {
         match self {
             PollError::Fetch(e) => e.kind(),
-            PollError::InvalidJson(_) => "invalid_json",
+            PollError::EmptyBody => "empty_body",
+            PollError::InvalidJson { .. } => "invalid_json",
+            PollError::NothingExtracted(_) => "no_series",
             PollError::Extract(e) => e.kind(),
             PollError::Internal(_) => "internal",
         }
@@ -94,7 +106,10 @@ impl Runner {
         let elapsed = started.elapsed();
         let name = &self.source.name;
         match result {
-            Ok(x) => {
+            Ok(Polled {
+                extraction: x,
+                attempts,
+            }) => {
                 let series = x.series_count();
                 let snapshot = Snapshot {
                     taken_at: std::time::SystemTime::now(),
@@ -107,40 +122,81 @@ impl Runner {
                         PollOutcome::Success {
                             series,
                             dropped: x.dropped,
+                            retries: attempts.saturating_sub(1),
                             problems: &x.problems,
                         },
                     );
                 }
             }
-            Err(e) => self.telemetry.poll_finished(
-                name,
-                elapsed,
-                PollOutcome::Failure {
-                    kind: e.kind(),
-                    message: e.to_string(),
-                },
-            ),
+            Err(e) => {
+                self.telemetry.poll_finished(
+                    name,
+                    elapsed,
+                    PollOutcome::Failure {
+                        kind: e.kind(),
+                        message: e.to_string(),
+                    },
+                );
+                if let Some(max) = self.source.max_staleness
+                    && self.store.expire(&self.source, max)
+                {
+                    self.telemetry.snapshot_expired(name, max);
+                }
+            }
         }
     }
 }
 
-/// Fetches, parses and extracts one source, without touching any shared state. The `test`
-/// tooling and the on-demand paths can reuse it.
+/// What one successful poll produced.
+pub struct Polled {
+    pub extraction: Extraction,
+    pub attempts: u32,
+}
+
+/// Parses a response body, with errors that say what was wrong with it.
+pub fn parse(body: &[u8], content_type: Option<&str>) -> Result<serde_json::Value, PollError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(PollError::EmptyBody);
+    }
+    serde_json::from_slice(body).map_err(|e| PollError::InvalidJson {
+        error: e.to_string(),
+        content_type: content_type
+            .filter(|c| !c.contains("json"))
+            .map(str::to_string),
+    })
+}
+
+/// Fetches, parses and extracts one source, without touching any shared state.
 pub async fn poll_once(
     client: &reqwest::Client,
     source: &Arc<Source>,
-) -> Result<Extraction, PollError> {
-    let body = fetch::fetch(client, &source.request).await?;
+) -> Result<Polled, PollError> {
+    let fetched = fetch::fetch(client, &source.request).await?;
+    let attempts = fetched.attempts;
     let source = source.clone();
-    tokio::task::spawn_blocking(move || {
-        let doc: serde_json::Value =
-            serde_json::from_slice(&body).map_err(|e| PollError::InvalidJson(e.to_string()))?;
+    let extraction = tokio::task::spawn_blocking(move || {
+        let doc = parse(&fetched.body, fetched.content_type.as_deref())?;
         let mut x = extract(&doc, &source.metrics)?;
+        // Dropping a large document is slow too: it happens here, off the async workers.
+        drop(doc);
+        if x.series_count() == 0 && !x.problems.is_empty() {
+            let summary: Vec<String> = x
+                .problems
+                .iter()
+                .take(3)
+                .map(|p| format!("{} x{} in {}", p.kind, p.count, p.metric))
+                .collect();
+            return Err(PollError::NothingExtracted(summary.join(", ")));
+        }
         x.truncate(source.max_series);
         Ok(x)
     })
     .await
-    .map_err(|e| PollError::Internal(e.to_string()))?
+    .map_err(|e| PollError::Internal(e.to_string()))??;
+    Ok(Polled {
+        extraction,
+        attempts,
+    })
 }
 
 struct Running {

@@ -93,6 +93,23 @@ impl Store {
         current
     }
 
+    /// Drops `source`'s snapshot if it is older than `max_age`. Returns whether it did.
+    pub fn expire(&self, source: &Arc<Source>, max_age: std::time::Duration) -> bool {
+        let mut inner = self.inner.write().unwrap_or_else(|e| e.into_inner());
+        let old = inner
+            .snapshots
+            .get(&source.name)
+            .is_some_and(|s| s.taken_at.elapsed().unwrap_or_default() > max_age);
+        if old {
+            inner.snapshots.remove(&source.name);
+        }
+        drop(inner);
+        if old {
+            self.touch();
+        }
+        old
+    }
+
     /// Installs a new config; snapshots of sources it no longer has are dropped. Snapshots of
     /// sources kept by name stay until their next good poll replaces them.
     pub fn swap_config(&self, config: Arc<Config>) {

@@ -32,6 +32,8 @@ pub struct SourceStats {
     pub extraction_errors: BTreeMap<(String, &'static str), u64>,
     /// Ticks skipped because the previous poll was still running.
     pub overlaps: u64,
+    /// Attempts beyond the first that led to a successful poll.
+    pub retries: u64,
     /// Message of the last failed poll (never holds a secret: see `fetch`).
     pub last_error: Option<String>,
     /// Problem kinds seen in the last poll, to log only when they change.
@@ -59,6 +61,8 @@ pub enum PollOutcome<'a> {
         series: usize,
         /// Dropped by `max_series`.
         dropped: usize,
+        /// Attempts beyond the first (`retries`).
+        retries: u32,
         problems: &'a [Problem],
     },
     Failure {
@@ -124,8 +128,10 @@ impl Telemetry {
             PollOutcome::Success {
                 series,
                 dropped,
+                retries,
                 problems,
             } => {
+                stats.retries += u64::from(retries);
                 if dropped > 0 && stats.series_dropped == 0 {
                     tracing::warn!(
                         source,
@@ -187,6 +193,21 @@ impl Telemetry {
             }
         }
         drop(state);
+        self.store.touch();
+    }
+
+    /// The last good snapshot passed `max_staleness` while polls failed: its series are gone.
+    pub fn snapshot_expired(&self, source: &str, max: Duration) {
+        let mut state = self.lock();
+        if let Some(s) = state.sources.get_mut(source) {
+            s.series = 0;
+        }
+        drop(state);
+        tracing::warn!(
+            source,
+            max_staleness_s = max.as_secs(),
+            "last good snapshot is older than max_staleness: its series are no longer served"
+        );
         self.store.touch();
     }
 

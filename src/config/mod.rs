@@ -33,6 +33,7 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_EVERY: Duration = Duration::from_secs(60);
 pub const DEFAULT_MAX_BODY_BYTES: u64 = 64 * 1024 * 1024;
 pub const DEFAULT_MAX_SERIES: usize = 1_000_000;
+pub const DEFAULT_RETRY_BACKOFF: Duration = Duration::from_millis(200);
 /// Self-metrics live under this prefix; configured metrics may not use it.
 pub const SELF_PREFIX: &str = "jsonbridge_";
 
@@ -64,6 +65,9 @@ pub struct Source {
     pub metrics: Vec<MetricSpec>,
     /// Most series one poll may produce; beyond, the snapshot is truncated deterministically.
     pub max_series: usize,
+    /// After failed polls, a snapshot older than this is dropped (its series vanish) instead
+    /// of being served; `None` keeps the last good snapshot until a poll succeeds.
+    pub max_staleness: Option<Duration>,
     /// The source as written (before env expansion): two sources with equal `raw` and equal
     /// `request` behave identically, which is what a reload compares.
     raw: RawSource,
@@ -88,6 +92,10 @@ pub struct Request {
     pub body: Option<Templated>,
     pub timeout: Duration,
     pub max_body_bytes: u64,
+    /// Extra attempts after a retryable failure, all within `timeout`.
+    pub retries: u32,
+    /// First pause between attempts (doubled each time, with jitter).
+    pub retry_backoff: Duration,
     /// The URL as written in the file (with `${VAR}` unexpanded and any password removed):
     /// what logs and the status page show.
     pub display_url: String,
@@ -572,12 +580,23 @@ impl Compiler<'_> {
             );
             return None;
         }
+        let max_staleness = match &rs.max_staleness {
+            None => None,
+            Some(t) => match text::parse_duration(t) {
+                Ok(d) => Some(d),
+                Err(e) => {
+                    self.error(format!("{at}.max_staleness"), e);
+                    return None;
+                }
+            },
+        };
         Some(Source {
             name: rs.name.clone(),
             request: request?,
             schedule: schedule?,
             metrics,
             max_series,
+            max_staleness,
             raw: rs.clone(),
         })
     }
@@ -786,6 +805,16 @@ impl Compiler<'_> {
         if self.diagnostics.len() > before {
             return None;
         }
+        let retry_backoff = match &rs.retry_backoff {
+            None => DEFAULT_RETRY_BACKOFF,
+            Some(t) => match text::parse_duration(t) {
+                Ok(d) => d,
+                Err(e) => {
+                    self.error(format!("{at}.retry_backoff"), e);
+                    return None;
+                }
+            },
+        };
         Some(Request {
             target: target?,
             method,
@@ -794,6 +823,8 @@ impl Compiler<'_> {
             body,
             timeout,
             max_body_bytes,
+            retries: rs.retries.unwrap_or(0),
+            retry_backoff,
             display_url: display_url(&rs.url),
         })
     }

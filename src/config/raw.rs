@@ -70,6 +70,17 @@ pub struct RawSource {
     /// deterministically and `jsonbridge_source_series_dropped` says by how many.
     #[serde(default)]
     pub max_series: Option<usize>,
+    /// Extra attempts after a connection error, a cut-off body, a 5xx or a 429 (default 0).
+    /// All attempts share `timeout`.
+    #[serde(default)]
+    pub retries: Option<u32>,
+    /// First pause between attempts, doubled each time, with jitter (default `200ms`).
+    #[serde(default)]
+    pub retry_backoff: Option<String>,
+    /// While polls fail, serve the last good snapshot for at most this long (e.g. `1h`);
+    /// default: until a poll succeeds.
+    #[serde(default)]
+    pub max_staleness: Option<String>,
     /// Metric blocks.
     #[serde(default)]
     pub metrics: Vec<RawMetric>,
@@ -374,6 +385,9 @@ const SOURCE_FIELDS: &[&str] = &[
     "every",
     "max_body_bytes",
     "max_series",
+    "retries",
+    "retry_backoff",
+    "max_staleness",
     "metrics",
 ];
 const METRIC_FIELDS: &[&str] = &[

@@ -286,6 +286,18 @@ impl prometheus_client::collector::Collector for SelfMetrics {
         }
         {
             let mut m = enc.encode_descriptor(
+                "jsonbridge_source_retries",
+                "Attempts beyond the first (retries) that ended in a successful poll.",
+                None,
+                MetricType::Counter,
+            )?;
+            for (src, s) in &rows {
+                m.encode_family(&[("source", *src)])?
+                    .encode_counter::<NoLabelSet, u64, f64>(&s.retries, None)?;
+            }
+        }
+        {
+            let mut m = enc.encode_descriptor(
                 "jsonbridge_source_poll_overlaps",
                 "Scheduled polls skipped because the previous poll of the source was still running.",
                 None,

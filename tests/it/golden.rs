@@ -86,12 +86,12 @@ pub async fn render(config_path: &Path) -> (String, String, Vec<Problem>) {
         let x = poll_once(&client, s)
             .await
             .unwrap_or_else(|e| panic!("{}: {e}", s.name));
-        problems.extend(x.problems);
+        problems.extend(x.extraction.problems);
         snapshots.push((
             s.clone(),
             Arc::new(Snapshot {
                 taken_at: std::time::SystemTime::UNIX_EPOCH,
-                families: x.families,
+                families: x.extraction.families,
             }),
         ));
     }

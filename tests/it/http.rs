@@ -85,6 +85,7 @@ fn publish(store: &Store, telemetry: &Telemetry, doc: serde_json::Value) {
         PollOutcome::Success {
             series,
             dropped: 0,
+            retries: 0,
             problems: &x.problems,
         },
     );
