@@ -1,6 +1,7 @@
 //! Integration tests: one binary, one module per topic.
 
 mod cli;
+mod faults;
 mod golden;
 mod http;
 mod poll;

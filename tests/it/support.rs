@@ -225,3 +225,139 @@ pub fn sample(body: &str, series: &str) -> Option<f64> {
         .and_then(|l| l.rsplit(' ').next())
         .and_then(|v| v.parse().ok())
 }
+
+/// How the raw upstream answers: faults that an HTTP framework will not produce.
+#[derive(Clone)]
+pub enum Raw {
+    /// A complete, well-formed response.
+    Respond {
+        status: u16,
+        content_type: &'static str,
+        body: Vec<u8>,
+    },
+    /// Headers promise 1000 bytes; a few come, then the connection closes.
+    ResetMidBody,
+    /// Accepts, reads the request, never answers.
+    Silent,
+    /// Sends a valid body one byte every 200 ms.
+    Trickle,
+    /// An endless chunked body (no Content-Length), chunk after chunk.
+    EndlessChunks,
+    /// 302 to itself, forever.
+    RedirectLoop,
+}
+
+impl Raw {
+    pub fn json(body: &str) -> Self {
+        Raw::Respond {
+            status: 200,
+            content_type: "application/json",
+            body: body.as_bytes().to_vec(),
+        }
+    }
+}
+
+/// A loopback server speaking just enough HTTP/1.1 to misbehave on purpose.
+#[derive(Clone)]
+pub struct RawUpstream {
+    pub base: String,
+    behavior: Arc<Mutex<Raw>>,
+    pub connections: Arc<AtomicUsize>,
+}
+
+impl RawUpstream {
+    pub async fn start(behavior: Raw) -> Self {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let behavior = Arc::new(Mutex::new(behavior));
+        let connections = Arc::new(AtomicUsize::new(0));
+        let (b, c) = (behavior.clone(), connections.clone());
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut sock, _)) = listener.accept().await else {
+                    return;
+                };
+                c.fetch_add(1, Ordering::SeqCst);
+                let now = b.lock().unwrap().clone();
+                tokio::spawn(async move {
+                    // Read the request head; the body (if any) is ignored.
+                    let mut head = Vec::new();
+                    let mut buf = [0u8; 1024];
+                    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match sock.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => head.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let _ = match now {
+                        Raw::Respond {
+                            status,
+                            content_type,
+                            body,
+                        } => {
+                            let head = format!(
+                                "HTTP/1.1 {status} X\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                                body.len()
+                            );
+                            let _ = sock.write_all(head.as_bytes()).await;
+                            sock.write_all(&body).await
+                        }
+                        Raw::ResetMidBody => {
+                            let _ = sock
+                                .write_all(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{\"apps\": {")
+                                .await;
+                            // Dropping the socket closes it mid-body.
+                            Ok(())
+                        }
+                        Raw::Silent => {
+                            tokio::time::sleep(Duration::from_secs(30)).await;
+                            Ok(())
+                        }
+                        Raw::Trickle => {
+                            let body = br#"{"apps": {"x": {"y": [{"name": "t", "energy_consumed": [1]}]}}}"#;
+                            let head = format!(
+                                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+                                body.len()
+                            );
+                            let _ = sock.write_all(head.as_bytes()).await;
+                            for byte in body {
+                                if sock.write_all(&[*byte]).await.is_err() {
+                                    break;
+                                }
+                                tokio::time::sleep(Duration::from_millis(200)).await;
+                            }
+                            Ok(())
+                        }
+                        Raw::EndlessChunks => {
+                            let _ = sock
+                                .write_all(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n")
+                                .await;
+                            let chunk = format!("4000\r\n{}\r\n", " ".repeat(0x4000));
+                            // Bounded: 64 MiB at most, far past any test's limit.
+                            for _ in 0..4096 {
+                                if sock.write_all(chunk.as_bytes()).await.is_err() {
+                                    break;
+                                }
+                            }
+                            Ok(())
+                        }
+                        Raw::RedirectLoop => {
+                            sock.write_all(b"HTTP/1.1 302 Found\r\nLocation: /loop\r\nContent-Length: 0\r\n\r\n")
+                                .await
+                        }
+                    };
+                });
+            }
+        });
+        Self {
+            base,
+            behavior,
+            connections,
+        }
+    }
+
+    pub fn set(&self, behavior: Raw) {
+        *self.behavior.lock().unwrap() = behavior;
+    }
+}
