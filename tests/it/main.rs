@@ -5,6 +5,7 @@ mod faults;
 mod golden;
 mod http;
 mod poll;
+mod prometheus;
 mod reload;
 mod support;
 mod tooling;

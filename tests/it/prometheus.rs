@@ -1,0 +1,173 @@
+//! A real Prometheus (Debian's `prometheus` package, installed by ./test.sh) scrapes
+//! jsonbridge on loopback; its query API must return exactly what the fake upstream served,
+//! also after an upstream change and after a reload. This checks the OpenMetrics output
+//! (Prometheus asks for it) and label escaping with the real parser.
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use crate::support::{Bridge, Reply, Upstream, client};
+
+struct Prometheus {
+    child: Child,
+    base: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Prometheus {
+    fn start(target: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = dir.path().join("prometheus.yml");
+        std::fs::write(
+            &cfg,
+            format!(
+                "global: {{scrape_interval: 1s, scrape_timeout: 1s}}\nscrape_configs:\n  - job_name: jsonbridge\n    static_configs: [{{targets: ['{target}']}}]\n"
+            ),
+        )
+        .unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new("prometheus")
+            .arg(format!("--config.file={}", cfg.display()))
+            .arg(format!("--storage.tsdb.path={}", dir.path().join("data").display()))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("cannot start prometheus ({e}): install Debian's `prometheus` package, or run ./test.sh which does")
+            });
+        Self {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+            _dir: dir,
+        }
+    }
+
+    /// Instant query: (labels without __name__/job/instance, value) sorted.
+    async fn query(&self, q: &str) -> Option<Vec<(Vec<(String, String)>, String)>> {
+        let mut url = reqwest::Url::parse(&format!("{}/api/v1/query", self.base)).unwrap();
+        url.query_pairs_mut().append_pair("query", q);
+        let resp = client()
+            .get(url)
+            .send()
+            .await
+            .ok()?;
+        let v: serde_json::Value = serde_json::from_slice(&resp.bytes().await.ok()?).ok()?;
+        let mut out: Vec<(Vec<(String, String)>, String)> = v["data"]["result"]
+            .as_array()?
+            .iter()
+            .map(|r| {
+                let mut labels: Vec<(String, String)> = r["metric"]
+                    .as_object()
+                    .unwrap()
+                    .iter()
+                    .filter(|(k, _)| !matches!(k.as_str(), "__name__" | "job" | "instance"))
+                    .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_string()))
+                    .collect();
+                labels.sort();
+                (labels, r["value"][1].as_str().unwrap().to_string())
+            })
+            .collect();
+        out.sort();
+        Some(out)
+    }
+
+    async fn wait_query(
+        &self,
+        q: &str,
+        what: &str,
+        cond: impl Fn(&[(Vec<(String, String)>, String)]) -> bool,
+    ) -> Vec<(Vec<(String, String)>, String)> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(r) = self.query(q).await
+                && cond(&r)
+            {
+                return r;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "Prometheus never showed {what}; last: {:?}",
+                self.query(q).await
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+}
+
+fn l(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    let mut v: Vec<(String, String)> = pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    v.sort();
+    v
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prometheus_sees_what_the_upstream_served() {
+    let up = Upstream::start(Reply::json(
+        r#"{"pods": [
+            {"name": "plain", "v": 1.5},
+            {"name": "quote\"back\\slash", "v": -2},
+            {"name": "new\nline ünïcödé ☃", "v": 1e300},
+            {"name": "tiny", "v": 5e-324}
+        ]}"#,
+    ))
+    .await;
+    let config = |metric: &str| {
+        format!(
+            "sources:\n  - name: s\n    url: {}/pods\n    every: 1s\n    metrics:\n      - {{name: {metric}, help: Test., each: \"$.pods[*]\", labels: {{pod: \"{{@.name}}\"}}, value: \"@.v\"}}\n",
+            up.base
+        )
+    };
+    let b = Bridge::start(&config("pod_value")).await;
+    b.wait_metrics(10, "first poll", |m| m.contains("pod_value{")).await;
+    let prom = Prometheus::start(&b.base.replace("http://", ""));
+
+    let got = prom
+        .wait_query("pod_value", "the four series", |r| r.len() == 4)
+        .await;
+    assert_eq!(
+        got,
+        vec![
+            (l(&[("pod", "new\nline ünïcödé ☃")]), "1e+300".to_string()),
+            (l(&[("pod", "plain")]), "1.5".to_string()),
+            (l(&[("pod", "quote\"back\\slash")]), "-2".to_string()),
+            (l(&[("pod", "tiny")]), "5e-324".to_string()),
+        ]
+    );
+    let up_q = prom
+        .wait_query("jsonbridge_source_up", "the self-metrics", |r| !r.is_empty())
+        .await;
+    assert_eq!(up_q, vec![(l(&[("source", "s")]), "1".to_string())]);
+
+    // Upstream change: a value moves and a pod leaves; the pod's series goes stale.
+    up.set(Reply::json(r#"{"pods": [{"name": "plain", "v": 99}]}"#));
+    prom.wait_query("pod_value", "the upstream change", |r| {
+        r == [(l(&[("pod", "plain")]), "99".to_string())]
+    })
+    .await;
+
+    // A reload renames the metric: the new name appears, the old one goes stale.
+    std::fs::write(&b.config, config("pod_value_renamed")).unwrap();
+    prom.wait_query("pod_value_renamed", "the renamed metric", |r| {
+        r == [(l(&[("pod", "plain")]), "99".to_string())]
+    })
+    .await;
+    prom.wait_query("pod_value", "the old name to go stale", |r| r.is_empty())
+        .await;
+    drop(prom);
+    b.stop().await;
+}
