@@ -6,6 +6,7 @@ mod golden;
 mod http;
 mod poll;
 mod prometheus;
+mod props;
 mod reload;
 mod support;
 mod tooling;
