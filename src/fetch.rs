@@ -57,15 +57,34 @@ impl FetchError {
     }
 }
 
-/// Builds the HTTP client of one source (kept for the source's lifetime, so connections are
-/// reused across polls).
-pub fn client(request: &Request) -> Result<reqwest::Client, FetchError> {
-    reqwest::Client::builder()
-        .user_agent(concat!("jsonbridge/", env!("CARGO_PKG_VERSION")))
-        .timeout(request.timeout)
-        .connect_timeout(request.timeout)
-        .build()
-        .map_err(|e| FetchError::Request(describe(&e)))
+/// What one source fetches with: its HTTP client, built once and kept for the source's
+/// lifetime so connections are reused across polls. A `file://` source has none (building a
+/// client sets up TLS, which 1,000 file sources would pay for nothing).
+#[derive(Debug, Clone)]
+pub struct Fetcher {
+    client: Option<reqwest::Client>,
+}
+
+impl Fetcher {
+    pub fn new(request: &Request) -> Result<Self, FetchError> {
+        let client = match request.target {
+            Target::File(_) => None,
+            Target::Http { .. } => Some(
+                reqwest::Client::builder()
+                    .user_agent(concat!("jsonbridge/", env!("CARGO_PKG_VERSION")))
+                    .timeout(request.timeout)
+                    .connect_timeout(request.timeout)
+                    .build()
+                    .map_err(|e| FetchError::Request(describe(&e)))?,
+            ),
+        };
+        Ok(Self { client })
+    }
+
+    /// Fetches the body of `request` (see [`fetch`]).
+    pub async fn fetch(&self, request: &Request) -> Result<Fetched, FetchError> {
+        fetch(self.client.as_ref(), request).await
+    }
 }
 
 /// A fetched body, with what the poll reports about it.
@@ -92,7 +111,7 @@ impl FetchError {
 
 /// Fetches the body of `request`: all attempts (with `retries`) end within its timeout, and
 /// the body is refused as soon as it passes `max_body_bytes`.
-pub async fn fetch(client: &reqwest::Client, request: &Request) -> Result<Fetched, FetchError> {
+async fn fetch(client: Option<&reqwest::Client>, request: &Request) -> Result<Fetched, FetchError> {
     let work = async {
         let mut attempt = 0;
         loop {
@@ -133,11 +152,12 @@ fn backoff(base: Duration, attempt: u32) -> Duration {
 }
 
 async fn once(
-    client: &reqwest::Client,
+    client: Option<&reqwest::Client>,
     request: &Request,
 ) -> Result<(Bytes, Option<String>), FetchError> {
     match &request.target {
         Target::Http { url, query } => {
+            let client = client.ok_or_else(|| FetchError::Request("no HTTP client".into()))?;
             let now = chrono::Utc::now();
             let mut url = reqwest::Url::parse(&url.render(now))
                 .map_err(|e| FetchError::Request(format!("invalid URL: {e}")))?;

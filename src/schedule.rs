@@ -4,7 +4,7 @@
 //! - a source polls once as soon as it starts, then on its cron line or interval;
 //! - a poll never overlaps the previous poll of the same source: the tick is skipped and
 //!   counted instead;
-//! - each source keeps one HTTP client for its whole life, so connections are reused;
+//! - each HTTP source keeps one client for its whole life, so connections are reused;
 //! - stopping a source (reload, shutdown) cancels its in-flight poll, and a poll of a source
 //!   version that is no longer configured cannot publish (see [`crate::store`]);
 //! - JSON parsing and extraction run on the blocking pool, never on the async workers that
@@ -21,7 +21,7 @@ use uuid::Uuid;
 
 use crate::config::{Schedule, Source};
 use crate::extract::{ExtractError, Extraction, extract};
-use crate::fetch::{self, FetchError};
+use crate::fetch::{FetchError, Fetcher};
 use crate::store::{Snapshot, Store};
 use crate::telemetry::{PollOutcome, Telemetry};
 
@@ -80,7 +80,7 @@ impl PollError {
 
 struct Runner {
     source: Arc<Source>,
-    client: reqwest::Client,
+    fetcher: Fetcher,
     /// Held for the whole poll: a tick that finds it taken is an overlap.
     busy: tokio::sync::Mutex<()>,
     cancel: CancellationToken,
@@ -102,7 +102,7 @@ impl Runner {
 
     async fn poll(&self) {
         let started = Instant::now();
-        let result = poll_once(&self.client, &self.source).await;
+        let result = poll_once(&self.fetcher, &self.source).await;
         let elapsed = started.elapsed();
         let name = &self.source.name;
         match result {
@@ -167,11 +167,8 @@ pub fn parse(body: &[u8], content_type: Option<&str>) -> Result<serde_json::Valu
 }
 
 /// Fetches, parses and extracts one source, without touching any shared state.
-pub async fn poll_once(
-    client: &reqwest::Client,
-    source: &Arc<Source>,
-) -> Result<Polled, PollError> {
-    let fetched = fetch::fetch(client, &source.request).await?;
+pub async fn poll_once(fetcher: &Fetcher, source: &Arc<Source>) -> Result<Polled, PollError> {
+    let fetched = fetcher.fetch(&source.request).await?;
     let attempts = fetched.attempts;
     let source = source.clone();
     let extraction = tokio::task::spawn_blocking(move || {
@@ -241,13 +238,13 @@ impl Scheduler {
     /// stopped first.
     pub async fn start(&self, source: Arc<Source>) -> Result<(), ScheduleError> {
         self.stop(&source.name).await;
-        let client = fetch::client(&source.request).map_err(|error| ScheduleError::Client {
+        let fetcher = Fetcher::new(&source.request).map_err(|error| ScheduleError::Client {
             name: source.name.clone(),
             error,
         })?;
         let runner = Arc::new(Runner {
             source: source.clone(),
-            client,
+            fetcher,
             busy: Default::default(),
             cancel: self.cancel.child_token(),
             store: self.store.clone(),

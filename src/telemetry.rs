@@ -53,6 +53,8 @@ pub struct State {
     pub started_at: SystemTime,
     pub sources: BTreeMap<String, SourceStats>,
     pub reload: ReloadStats,
+    /// Tokio tasks alive when the snapshot was taken (a leak shows as growth).
+    pub alive_tasks: Option<usize>,
 }
 
 /// How a poll ended.
@@ -90,13 +92,18 @@ impl Telemetry {
                     reloads: BTreeMap::new(),
                     last_error: None,
                 },
+                alive_tasks: None,
             }),
             store,
         }
     }
 
     pub fn snapshot(&self) -> State {
-        self.lock().clone()
+        let mut s = self.lock().clone();
+        s.alive_tasks = tokio::runtime::Handle::try_current()
+            .ok()
+            .map(|h| h.metrics().num_alive_tasks());
+        s
     }
 
     /// True once every source of `names` has finished a poll.

@@ -326,6 +326,15 @@ impl prometheus_client::collector::Collector for SelfMetrics {
                 }
             }
         }
+        if let Some(n) = st.alive_tasks {
+            let mut m = enc.encode_descriptor(
+                "jsonbridge_runtime_alive_tasks",
+                "Tokio tasks alive when the exposition was last rendered.",
+                None,
+                MetricType::Gauge,
+            )?;
+            m.encode_gauge(&(n as i64))?;
+        }
         {
             let mut m = enc.encode_descriptor(
                 "jsonbridge_config_last_reload_successful",

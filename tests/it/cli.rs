@@ -1,10 +1,9 @@
 //! The binary as a user runs it: `check`, start-up errors, signals, logs.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::support::{Reply, Upstream, client};
+use crate::support::{Daemon, Reply, Upstream, client};
 
 fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_jsonbridge"))
@@ -89,97 +88,6 @@ fn a_broken_config_at_start_up_exits_1_with_the_errors() {
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("unknown field `urll`"), "{err}");
-}
-
-/// A child jsonbridge whose stderr (the log) is collected by a thread.
-struct Daemon {
-    child: Child,
-    log: std::sync::Arc<std::sync::Mutex<String>>,
-    addr: String,
-}
-
-impl Daemon {
-    fn start(config: &std::path::Path, extra: &[&str], env: &[(&str, &str)]) -> Self {
-        let mut child = bin()
-            .envs(env.iter().copied())
-            .arg("--config.file")
-            .arg(config)
-            .args(["--web.listen-address", "127.0.0.1:0"])
-            .args(extra)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
-        let (tx, rx) = std::sync::mpsc::channel();
-        let stderr = child.stderr.take().unwrap();
-        let sink = log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                if let Some(i) = line.find("address=") {
-                    let _ = tx.send(
-                        line[i + 8..]
-                            .split(' ')
-                            .next()
-                            .unwrap()
-                            .trim_matches('"')
-                            .to_string(),
-                    );
-                }
-                if let Some(i) = line.find("\"address\":\"") {
-                    let rest = &line[i + 11..];
-                    let _ = tx.send(rest[..rest.find('"').unwrap()].to_string());
-                }
-                let mut l = sink.lock().unwrap();
-                l.push_str(&line);
-                l.push('\n');
-            }
-        });
-        let addr = rx
-            .recv_timeout(Duration::from_secs(20))
-            .unwrap_or_else(|_| panic!("no listen address logged:\n{}", log.lock().unwrap()));
-        Self { child, log, addr }
-    }
-
-    fn log(&self) -> String {
-        self.log.lock().unwrap().clone()
-    }
-
-    fn signal(&self, sig: &str) {
-        let ok = Command::new("kill")
-            .args([sig, &self.child.id().to_string()])
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok);
-    }
-
-    fn wait_log(&self, secs: u64, needle: &str) {
-        let deadline = Instant::now() + Duration::from_secs(secs);
-        while !self.log().contains(needle) {
-            assert!(
-                Instant::now() < deadline,
-                "no {needle:?} in log:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// Sends SIGTERM and returns the exit code.
-    fn terminate(mut self) -> (Option<i32>, String) {
-        self.signal("-TERM");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                std::thread::sleep(Duration::from_millis(50));
-                return (status.code(), self.log());
-            }
-            assert!(Instant::now() < deadline, "did not stop on SIGTERM");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
 }
 
 /// Scrapes `url` until the body contains `needle` (10 s at most).

@@ -82,8 +82,8 @@ pub async fn render(config_path: &Path) -> (String, String, Vec<Problem>) {
     let mut snapshots = Vec::new();
     let mut problems = Vec::new();
     for s in &cfg.sources {
-        let client = jsonbridge::fetch::client(&s.request).unwrap();
-        let x = poll_once(&client, s)
+        let fetcher = jsonbridge::fetch::Fetcher::new(&s.request).unwrap();
+        let x = poll_once(&fetcher, s)
             .await
             .unwrap_or_else(|e| panic!("{}: {e}", s.name));
         problems.extend(x.extraction.problems);

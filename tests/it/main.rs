@@ -4,6 +4,7 @@ mod cli;
 mod faults;
 mod golden;
 mod http;
+mod load;
 mod poll;
 mod prometheus;
 mod props;

@@ -58,11 +58,7 @@ impl Prometheus {
     async fn query(&self, q: &str) -> Option<Vec<(Vec<(String, String)>, String)>> {
         let mut url = reqwest::Url::parse(&format!("{}/api/v1/query", self.base)).unwrap();
         url.query_pairs_mut().append_pair("query", q);
-        let resp = client()
-            .get(url)
-            .send()
-            .await
-            .ok()?;
+        let resp = client().get(url).send().await.ok()?;
         let v: serde_json::Value = serde_json::from_slice(&resp.bytes().await.ok()?).ok()?;
         let mut out: Vec<(Vec<(String, String)>, String)> = v["data"]["result"]
             .as_array()?
@@ -133,7 +129,8 @@ async fn prometheus_sees_what_the_upstream_served() {
         )
     };
     let b = Bridge::start(&config("pod_value")).await;
-    b.wait_metrics(10, "first poll", |m| m.contains("pod_value{")).await;
+    b.wait_metrics(10, "first poll", |m| m.contains("pod_value{"))
+        .await;
     let prom = Prometheus::start(&b.base.replace("http://", ""));
 
     let got = prom
@@ -149,7 +146,9 @@ async fn prometheus_sees_what_the_upstream_served() {
         ]
     );
     let up_q = prom
-        .wait_query("jsonbridge_source_up", "the self-metrics", |r| !r.is_empty())
+        .wait_query("jsonbridge_source_up", "the self-metrics", |r| {
+            !r.is_empty()
+        })
         .await;
     assert_eq!(up_q, vec![(l(&[("source", "s")]), "1".to_string())]);
 

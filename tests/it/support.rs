@@ -361,3 +361,114 @@ impl RawUpstream {
         *self.behavior.lock().unwrap() = behavior;
     }
 }
+
+/// A child jsonbridge whose stderr (the log) is collected by a thread.
+pub struct Daemon {
+    pub child: std::process::Child,
+    log: std::sync::Arc<std::sync::Mutex<String>>,
+    pub addr: String,
+}
+
+impl Daemon {
+    pub fn start(config: &std::path::Path, extra: &[&str], env: &[(&str, &str)]) -> Self {
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_jsonbridge"))
+            .envs(env.iter().copied())
+            .arg("--config.file")
+            .arg(config)
+            .args(["--web.listen-address", "127.0.0.1:0"])
+            .args(extra)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let stderr = child.stderr.take().unwrap();
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in std::io::BufRead::lines(std::io::BufReader::new(stderr)) {
+                let Ok(line) = line else { break };
+                if let Some(i) = line.find("address=") {
+                    let _ = tx.send(
+                        line[i + 8..]
+                            .split(' ')
+                            .next()
+                            .unwrap()
+                            .trim_matches('"')
+                            .to_string(),
+                    );
+                }
+                if let Some(i) = line.find("\"address\":\"") {
+                    let rest = &line[i + 11..];
+                    let _ = tx.send(rest[..rest.find('"').unwrap()].to_string());
+                }
+                let mut l = sink.lock().unwrap();
+                l.push_str(&line);
+                l.push('\n');
+            }
+        });
+        let addr = rx
+            .recv_timeout(Duration::from_secs(20))
+            .unwrap_or_else(|_| panic!("no listen address logged:\n{}", log.lock().unwrap()));
+        Self { child, log, addr }
+    }
+
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let ok = std::process::Command::new("kill")
+            .args([sig, &self.child.id().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok);
+    }
+
+    pub fn wait_log(&self, secs: u64, needle: &str) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+        while !self.log().contains(needle) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no {needle:?} in log:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Sends SIGTERM and returns the exit code.
+    pub fn terminate(mut self) -> (Option<i32>, String) {
+        self.signal("-TERM");
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                std::thread::sleep(Duration::from_millis(50));
+                return (status.code(), self.log());
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "did not stop on SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Resident memory of the daemon, from /proc.
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
