@@ -25,6 +25,8 @@ pub struct Options {
     pub enable_lifecycle: bool,
     /// Watch the config directory for changes (on by default).
     pub watch_config: bool,
+    /// exporter-toolkit style web config: TLS and basic auth.
+    pub web_config: Option<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -40,6 +42,8 @@ pub enum StartError {
     },
     #[error("cannot watch the config directory: {0}")]
     Watch(#[from] notify::Error),
+    #[error(transparent)]
+    Web(#[from] crate::expose::web::WebConfigError),
 }
 
 pub struct Running {
@@ -77,6 +81,10 @@ impl Running {
 /// Loads the config and starts everything. A config that does not compile is an error here:
 /// at start-up there is no previous config to fall back to.
 pub async fn start(opts: Options) -> Result<Running, StartError> {
+    let web = match &opts.web_config {
+        Some(p) => crate::expose::web::WebConfig::load(p)?,
+        None => crate::expose::web::WebConfig::default(),
+    };
     let text = config::read(&opts.config_file)?;
     let origin = config::Origin::file(&opts.config_file);
     let config = Arc::new(config::parse(&text, &origin, &|k| std::env::var(k).ok())?);
@@ -134,13 +142,14 @@ pub async fn start(opts: Options) -> Result<Running, StartError> {
         address: opts.listen_address.clone(),
         source,
     })?;
-    tracing::info!(address = %addr, "listening");
-    let shutdown = cancel.clone();
-    let server = tokio::spawn(async move {
-        axum::serve(listener, expose::router(exposer))
-            .with_graceful_shutdown(async move { shutdown.cancelled().await })
-            .await
-    });
+    tracing::info!(
+        address = %addr,
+        tls = web.tls.is_some(),
+        basic_auth = web.auth.is_some(),
+        "listening"
+    );
+    let router = expose::web::protect(expose::router(exposer), &web);
+    let server = tokio::spawn(expose::web::serve(listener, router, web, cancel.clone()));
     Ok(Running {
         addr,
         store,

@@ -35,6 +35,10 @@ struct Cli {
     #[arg(long = "web.enable-lifecycle")]
     enable_lifecycle: bool,
 
+    /// Web config file (Prometheus exporter-toolkit format) for TLS and basic auth.
+    #[arg(long = "web.config.file")]
+    web_config: Option<PathBuf>,
+
     /// Do not watch the config file for changes (SIGHUP and /-/reload still work).
     #[arg(long = "config.no-watch")]
     no_watch: bool,
@@ -122,6 +126,7 @@ fn main() -> ExitCode {
                 listen_address: listen,
                 enable_lifecycle: cli.enable_lifecycle,
                 watch_config: !cli.no_watch,
+                web_config: cli.web_config,
             };
             match serve(opts) {
                 Ok(()) => ExitCode::SUCCESS,

@@ -11,6 +11,7 @@
 
 pub mod encode;
 mod page;
+pub mod web;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -114,11 +115,19 @@ impl Exposer {
     }
 }
 
+/// Scrapes served at once; more wait their turn (a scrape is usually a copy of the cache).
+pub const MAX_CONCURRENT_SCRAPES: usize = 16;
+
 /// Builds the HTTP router.
 pub fn router(exposer: Arc<Exposer>) -> Router {
     Router::new()
         .route("/", get(page::index))
-        .route("/metrics", get(metrics))
+        .route(
+            "/metrics",
+            get(metrics).layer(tower::limit::ConcurrencyLimitLayer::new(
+                MAX_CONCURRENT_SCRAPES,
+            )),
+        )
         .route("/-/healthy", get(|| async { "Healthy\n" }))
         .route("/-/ready", get(ready))
         .route("/-/reload", post(reload))

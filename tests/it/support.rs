@@ -141,6 +141,7 @@ impl Bridge {
             listen_address: "127.0.0.1:0".into(),
             enable_lifecycle: true,
             watch_config: true,
+            web_config: None,
         })
         .await
         .unwrap_or_else(|e| panic!("start failed: {e}"));
