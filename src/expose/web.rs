@@ -129,11 +129,18 @@ fn tls_config(cert: &Path, key: &Path) -> Result<rustls::ServerConfig, String> {
         .and_then(|it| it.collect::<Result<Vec<_>, _>>())
         .map_err(|e| format!("cert_file {}: {e}", cert.display()))?;
     if certs.is_empty() {
-        return Err(format!("cert_file {}: no certificate in it", cert.display()));
+        return Err(format!(
+            "cert_file {}: no certificate in it",
+            cert.display()
+        ));
     }
     // The key's content never appears in an error.
-    let key = PrivateKeyDer::from_pem_file(key)
-        .map_err(|e| format!("key_file {}: cannot load a private key ({e})", key.display()))?;
+    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| {
+        format!(
+            "key_file {}: cannot load a private key ({e})",
+            key.display()
+        )
+    })?;
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
@@ -192,28 +199,30 @@ pub fn protect(router: Router, web: &WebConfig) -> Router {
     let Some(auth) = web.auth.clone() else {
         return router;
     };
-    router.layer(axum::middleware::from_fn(move |req: Request, next: Next| {
-        let auth = auth.clone();
-        async move {
-            let open = matches!(req.uri().path(), "/-/healthy" | "/-/ready");
-            // bcrypt is slow on purpose: off the async workers.
-            let header = req.headers().get(header::AUTHORIZATION).cloned();
-            let ok = open
-                || tokio::task::spawn_blocking(move || auth.check(header.as_ref()))
-                    .await
-                    .unwrap_or(false);
-            if ok {
-                next.run(req).await
-            } else {
-                let mut r = (StatusCode::UNAUTHORIZED, "Unauthorized\n").into_response();
-                r.headers_mut().insert(
-                    header::WWW_AUTHENTICATE,
-                    HeaderValue::from_static("Basic realm=\"jsonbridge\""),
-                );
-                r
+    router.layer(axum::middleware::from_fn(
+        move |req: Request, next: Next| {
+            let auth = auth.clone();
+            async move {
+                let open = matches!(req.uri().path(), "/-/healthy" | "/-/ready");
+                // bcrypt is slow on purpose: off the async workers.
+                let header = req.headers().get(header::AUTHORIZATION).cloned();
+                let ok = open
+                    || tokio::task::spawn_blocking(move || auth.check(header.as_ref()))
+                        .await
+                        .unwrap_or(false);
+                if ok {
+                    next.run(req).await
+                } else {
+                    let mut r = (StatusCode::UNAUTHORIZED, "Unauthorized\n").into_response();
+                    r.headers_mut().insert(
+                        header::WWW_AUTHENTICATE,
+                        HeaderValue::from_static("Basic realm=\"jsonbridge\""),
+                    );
+                    r
+                }
             }
-        }
-    }))
+        },
+    ))
 }
 
 /// Serves `router` on `listener` (TLS when configured) until `shutdown`; then stops
@@ -250,7 +259,9 @@ pub async fn serve(
         let builder = builder.clone();
         match &acceptor {
             None => {
-                let conn = builder.serve_connection(TokioIo::new(stream), service).into_owned();
+                let conn = builder
+                    .serve_connection(TokioIo::new(stream), service)
+                    .into_owned();
                 let conn = graceful.watch(conn);
                 tokio::spawn(async move {
                     let _ = conn.await;
@@ -260,7 +271,12 @@ pub async fn serve(
                 let acceptor = acceptor.clone();
                 let watcher = graceful.watcher();
                 tokio::spawn(async move {
-                    let tls = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await {
+                    let tls = match tokio::time::timeout(
+                        Duration::from_secs(10),
+                        acceptor.accept(stream),
+                    )
+                    .await
+                    {
                         Ok(Ok(s)) => s,
                         Ok(Err(e)) => {
                             tracing::debug!(error = %e, "TLS handshake failed");
@@ -268,7 +284,9 @@ pub async fn serve(
                         }
                         Err(_) => return,
                     };
-                    let conn = builder.serve_connection(TokioIo::new(tls), service).into_owned();
+                    let conn = builder
+                        .serve_connection(TokioIo::new(tls), service)
+                        .into_owned();
                     let _ = watcher.watch(conn).await;
                 });
             }

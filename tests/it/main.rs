@@ -9,5 +9,6 @@ mod poll;
 mod prometheus;
 mod props;
 mod reload;
+mod security;
 mod support;
 mod tooling;
