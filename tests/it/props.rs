@@ -43,35 +43,7 @@ fn json() -> impl Strategy<Value = Value> {
 
 /// Specs that exercise every extraction feature.
 fn specs() -> Vec<jsonbridge::extract::MetricSpec> {
-    let text = r#"
-sources:
-  - name: s
-    url: file:///x
-    metrics:
-      - each: "$.apps.{app}.{ns}[*]"
-        labels: {app: "{app}", ns: "{ns}", pod: "{@.name}", up: "{app.name}", root: "{$.name}"}
-        on_duplicate: sum
-        timestamp: "@.t"
-        values:
-          a: "@.v"
-          b: {value: "@.v", mapping: {x: 1}, default: 0, scale: 2}
-          c: {value: "@.name", type: stateset, states: [a, b]}
-          d: "count(@.pods[*])"
-          e: "sum(@..v)"
-          f: "length(@.name)"
-      - name: g
-        type: counter
-        each: "$..pods[?@.v > 1]"
-        labels: {i: "{@.name}"}
-        value: "max(@.v[*])"
-        on_duplicate: last
-      - name: h
-        each: "$[{i}]"
-        labels: {i: "{i}"}
-        value: "@[-1]"
-        timestamp: "@[0]"
-        timestamp_format: unix_ms
-"#;
+    let text = include_str!("../../fuzz/specs.yaml");
     let c = config::parse(
         text,
         &Origin {
