@@ -118,8 +118,11 @@ async fn prometheus_sees_what_the_upstream_served() {
             {"name": "plain", "v": 1.5},
             {"name": "quote\"back\\slash", "v": -2},
             {"name": "new\nline ünïcödé ☃", "v": 1e300},
-            {"name": "tiny", "v": 5e-324}
-        ]}"#,
+            {"name": "tiny", "v": 5e-324},
+            {"name": "LONG", "v": 7}
+        ]}"#
+        .replace("LONG", &"y".repeat(10_000))
+        .as_str(),
     ))
     .await;
     let config = |metric: &str| {
@@ -134,8 +137,9 @@ async fn prometheus_sees_what_the_upstream_served() {
     let prom = Prometheus::start(&b.base.replace("http://", ""));
 
     let got = prom
-        .wait_query("pod_value", "the four series", |r| r.len() == 4)
+        .wait_query("pod_value", "the five series", |r| r.len() == 5)
         .await;
+    let long = "y".repeat(10_000);
     assert_eq!(
         got,
         vec![
@@ -143,7 +147,9 @@ async fn prometheus_sees_what_the_upstream_served() {
             (l(&[("pod", "plain")]), "1.5".to_string()),
             (l(&[("pod", "quote\"back\\slash")]), "-2".to_string()),
             (l(&[("pod", "tiny")]), "5e-324".to_string()),
-        ]
+            (l(&[("pod", long.as_str())]), "7".to_string()),
+        ],
+        "Prometheus disagrees with the upstream"
     );
     let up_q = prom
         .wait_query("jsonbridge_source_up", "the self-metrics", |r| {
