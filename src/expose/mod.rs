@@ -46,7 +46,8 @@ pub struct Exposer {
     ready: AtomicBool,
     /// Per format: the generation encoded and its body. An async mutex, so that scrapes
     /// arriving during an encode wait for it instead of encoding again or blocking a worker.
-    cache: tokio::sync::Mutex<[Option<(u64, Bytes)>; 2]>,
+    /// Slots: OpenMetrics, text, and the same two gzip-compressed.
+    cache: tokio::sync::Mutex<[Option<(u64, Bytes)>; 4]>,
 }
 
 impl Exposer {
@@ -62,17 +63,24 @@ impl Exposer {
             reload,
             config_file,
             ready: AtomicBool::new(false),
-            cache: tokio::sync::Mutex::new([None, None]),
+            cache: tokio::sync::Mutex::new([None, None, None, None]),
         }
     }
 
     /// The full exposition (snapshots and self-metrics), from the cache when nothing changed.
     /// `None` only if encoding panicked (a bug): the scrape then fails with a 500.
     pub async fn metrics(&self, format: Format) -> Option<Bytes> {
-        let slot = match format {
+        self.body(format, false).await
+    }
+
+    /// The exposition, gzip-compressed when `gzip`; each variant is built at most once per
+    /// generation, so repeated scrapes neither re-encode nor re-compress.
+    pub async fn body(&self, format: Format, gzip: bool) -> Option<Bytes> {
+        let plain_slot = match format {
             Format::OpenMetrics => 0,
             Format::Text => 1,
         };
+        let slot = plain_slot + if gzip { 2 } else { 0 };
         // The generation is read before encoding: a change during encoding bumps it again,
         // so the next scrape re-encodes instead of serving a stale body forever.
         let generation = self.store.generation();
@@ -82,22 +90,25 @@ impl Exposer {
         {
             return Some(body.clone());
         }
-        let view = self.store.view();
-        let state = self.telemetry.snapshot();
-        // Encoding 100k series takes tens of milliseconds: keep it off the async workers
-        // that answer health checks.
-        let body =
-            match tokio::task::spawn_blocking(move || encode::encode(&view, Some(&state), format))
-                .await
-            {
-                Ok(text) => Bytes::from(text),
-                Err(e) => {
-                    tracing::error!(error = %e, "encoding task failed");
-                    return None;
-                }
-            };
-        cache[slot] = Some((generation, body.clone()));
-        Some(body)
+        let plain = match &cache[plain_slot] {
+            Some((g, body)) if *g == generation => body.clone(),
+            _ => {
+                let view = self.store.view();
+                let state = self.telemetry.snapshot();
+                // Encoding 100k series takes tens of milliseconds: keep it off the async
+                // workers that answer health checks.
+                let body = blocking(move || encode::encode(&view, Some(&state), format)).await?;
+                let body = Bytes::from(body);
+                cache[plain_slot] = Some((generation, body.clone()));
+                body
+            }
+        };
+        if !gzip {
+            return Some(plain);
+        }
+        let compressed = Bytes::from(blocking(move || compress(&plain)).await?);
+        cache[slot] = Some((generation, compressed.clone()));
+        Some(compressed)
     }
 
     pub fn is_ready(&self) -> bool {
@@ -137,8 +148,25 @@ pub fn router(exposer: Arc<Exposer>) -> Router {
 async fn metrics(State(x): State<Arc<Exposer>>, headers: HeaderMap) -> Response {
     let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
     let format = Format::negotiate(accept);
-    match x.metrics(format).await {
-        Some(body) => ([(header::CONTENT_TYPE, format.content_type())], body).into_response(),
+    let gzip = accepts_gzip(headers.get(header::ACCEPT_ENCODING));
+    match x.body(format, gzip).await {
+        Some(body) => {
+            let mut r = (
+                [
+                    (header::CONTENT_TYPE, format.content_type()),
+                    (header::VARY, "Accept-Encoding"),
+                ],
+                body,
+            )
+                .into_response();
+            if gzip {
+                r.headers_mut().insert(
+                    header::CONTENT_ENCODING,
+                    axum::http::HeaderValue::from_static("gzip"),
+                );
+            }
+            r
+        }
         None => (
             StatusCode::INTERNAL_SERVER_ERROR,
             "encoding failed; see the log\n",
@@ -197,5 +225,45 @@ async fn reload(State(x): State<Arc<Exposer>>) -> Response {
         )
             .into_response(),
         Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response(),
+    }
+}
+
+/// Whether `Accept-Encoding` lists gzip with a non-zero weight (Prometheus sends `gzip`).
+fn accepts_gzip(value: Option<&axum::http::HeaderValue>) -> bool {
+    let Some(v) = value.and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    v.split(',').any(|part| {
+        let mut it = part.split(';');
+        let coding = it.next().unwrap_or("").trim();
+        let q_zero = it.any(|p| {
+            p.trim()
+                .strip_prefix("q=")
+                .and_then(|q| q.trim().parse::<f32>().ok())
+                .is_some_and(|q| q == 0.0)
+        });
+        coding.eq_ignore_ascii_case("gzip") && !q_zero
+    })
+}
+
+fn compress(body: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    // Level 1: most of the size win for a fraction of the CPU; the result is cached anyway.
+    let mut enc = flate2::write::GzEncoder::new(
+        Vec::with_capacity(body.len() / 8),
+        flate2::Compression::fast(),
+    );
+    let _ = enc.write_all(body);
+    enc.finish().unwrap_or_default()
+}
+
+/// Runs CPU-heavy work on the blocking pool; `None` if it panicked (logged).
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Option<T> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(v) => Some(v),
+        Err(e) => {
+            tracing::error!(error = %e, "encoding task failed");
+            None
+        }
     }
 }

@@ -252,3 +252,53 @@ async fn status_page_lists_sources_and_hides_secrets() {
         assert!(!page.contains(secret), "page shows {secret}");
     }
 }
+
+#[tokio::test]
+async fn gzip_when_asked_compressed_once_per_change() {
+    let (store, telemetry, x) = setup();
+    publish(
+        &store,
+        &telemetry,
+        serde_json::json!({"pods": [{"name": "a", "n": 1}]}),
+    );
+    let req = || {
+        Request::get("/metrics")
+            .header("accept-encoding", "gzip, deflate")
+            .body(Body::empty())
+            .unwrap()
+    };
+    let resp = router(x.clone()).oneshot(req()).await.unwrap();
+    assert_eq!(resp.headers()["content-encoding"], "gzip");
+    assert_eq!(resp.headers()["vary"], "Accept-Encoding");
+    let gz = resp.into_body().collect().await.unwrap().to_bytes();
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&gz[..]), &mut text).unwrap();
+    let plain = x.metrics(jsonbridge::expose::Format::Text).await.unwrap();
+    assert_eq!(
+        text.as_bytes(),
+        &plain[..],
+        "the same exposition, compressed"
+    );
+    // Cached: the second gzip body is the same allocation.
+    let a = x
+        .body(jsonbridge::expose::Format::Text, true)
+        .await
+        .unwrap();
+    let b = x
+        .body(jsonbridge::expose::Format::Text, true)
+        .await
+        .unwrap();
+    assert_eq!(a.as_ptr(), b.as_ptr());
+    // `gzip;q=0` and no header mean no compression.
+    for ae in [Some("gzip;q=0"), None] {
+        let mut r = Request::get("/metrics");
+        if let Some(v) = ae {
+            r = r.header("accept-encoding", v);
+        }
+        let resp = router(x.clone())
+            .oneshot(r.body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert!(resp.headers().get("content-encoding").is_none(), "{ae:?}");
+    }
+}
