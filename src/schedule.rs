@@ -147,6 +147,17 @@ impl Runner {
     }
 }
 
+/// Hands freed heap pages back to the OS. glibc keeps what a large poll freed (the parsed
+/// document is the biggest allocation of all), so without this the resident size after a
+/// 100k-pod poll stays near its peak (BENCHMARKS.md).
+fn release_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only walks glibc's own free lists; it has no preconditions.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 /// What one successful poll produced.
 pub struct Polled {
     pub extraction: Extraction,
@@ -176,6 +187,7 @@ pub async fn poll_once(fetcher: &Fetcher, source: &Arc<Source>) -> Result<Polled
         let mut x = extract(&doc, &source.metrics)?;
         // Dropping a large document is slow too: it happens here, off the async workers.
         drop(doc);
+        release_free_memory();
         if x.series_count() == 0 && !x.problems.is_empty() {
             let summary: Vec<String> = x
                 .problems
