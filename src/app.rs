@@ -27,6 +27,8 @@ pub struct Options {
     pub watch_config: bool,
     /// exporter-toolkit style web config: TLS and basic auth.
     pub web_config: Option<PathBuf>,
+    /// Poll only this replica's share of the sources.
+    pub shard: Option<config::Shard>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -87,7 +89,18 @@ pub async fn start(opts: Options) -> Result<Running, StartError> {
     };
     let text = config::read(&opts.config_file)?;
     let origin = config::Origin::file(&opts.config_file);
-    let config = Arc::new(config::parse(&text, &origin, &|k| std::env::var(k).ok())?);
+    let mut config = config::parse(&text, &origin, &|k| std::env::var(k).ok())?;
+    if let Some(shard) = opts.shard {
+        let total = config.sources.len();
+        config.keep_shard(shard);
+        tracing::info!(
+            shard = %format!("{}/{}", shard.index, shard.count),
+            sources = config.sources.len(),
+            of = total,
+            "sharding: polling this replica's sources only"
+        );
+    }
+    let config = Arc::new(config);
     let cancel = CancellationToken::new();
     let store = Arc::new(Store::new(config.clone()));
     let telemetry = Arc::new(Telemetry::new(store.clone()));
@@ -107,6 +120,7 @@ pub async fn start(opts: Options) -> Result<Running, StartError> {
     }
     let reloader = Arc::new(Reloader::new(
         opts.config_file.clone(),
+        opts.shard,
         text,
         store.clone(),
         telemetry.clone(),

@@ -39,6 +39,11 @@ struct Cli {
     #[arg(long = "web.config.file")]
     web_config: Option<PathBuf>,
 
+    /// Poll only this replica's share of the sources: INDEX/COUNT (e.g. 0/3). Sources are
+    /// assigned by a stable hash of their name, so every source lands on exactly one replica.
+    #[arg(long = "shard", value_name = "INDEX/COUNT")]
+    shard: Option<config::Shard>,
+
     /// Do not watch the config file for changes (SIGHUP and /-/reload still work).
     #[arg(long = "config.no-watch")]
     no_watch: bool,
@@ -89,6 +94,11 @@ enum Command {
     },
     /// Print the JSON Schema of the config file (for editors: see the README).
     Schema,
+    /// Print a shell completion script: `jsonbridge completions bash > /etc/bash_completion.d/jsonbridge`.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -114,6 +124,16 @@ fn main() -> ExitCode {
             &input,
             format,
         ),
+        Some(Command::Completions { shell }) => {
+            use clap::CommandFactory;
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "jsonbridge",
+                &mut std::io::stdout(),
+            );
+            ExitCode::SUCCESS
+        }
         Some(Command::Schema) => {
             print!("{}", config::raw::schema());
             ExitCode::SUCCESS
@@ -127,6 +147,7 @@ fn main() -> ExitCode {
                 enable_lifecycle: cli.enable_lifecycle,
                 watch_config: !cli.no_watch,
                 web_config: cli.web_config,
+                shard: cli.shard,
             };
             match serve(opts) {
                 Ok(()) => ExitCode::SUCCESS,

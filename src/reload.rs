@@ -75,6 +75,7 @@ pub enum Trigger {
 
 pub struct Reloader {
     path: PathBuf,
+    shard: Option<config::Shard>,
     store: Arc<Store>,
     telemetry: Arc<Telemetry>,
     scheduler: Arc<Scheduler>,
@@ -85,6 +86,7 @@ pub struct Reloader {
 impl Reloader {
     pub fn new(
         path: PathBuf,
+        shard: Option<config::Shard>,
         initial_text: String,
         store: Arc<Store>,
         telemetry: Arc<Telemetry>,
@@ -92,6 +94,7 @@ impl Reloader {
     ) -> Self {
         Self {
             path,
+            shard,
             store,
             telemetry,
             scheduler,
@@ -123,7 +126,12 @@ impl Reloader {
         *last = Some(text.clone());
         let origin = config::Origin::file(&self.path);
         let new = match config::parse(&text, &origin, &|k| std::env::var(k).ok()) {
-            Ok(c) => c,
+            Ok(mut c) => {
+                if let Some(shard) = self.shard {
+                    c.keep_shard(shard);
+                }
+                c
+            }
             Err(e) => {
                 self.telemetry.reload_failed(e.kind(), &e.to_string());
                 return Err(e.into());

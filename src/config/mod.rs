@@ -48,6 +48,64 @@ pub struct Config {
     pub warnings: Vec<Diagnostic>,
 }
 
+/// This replica's share of the sources (`--shard INDEX/COUNT`): a source belongs to the shard
+/// `fnv1a(name) % COUNT`, so every source lands on exactly one replica, and the same one
+/// after a restart or a reload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shard {
+    pub index: u32,
+    pub count: u32,
+}
+
+impl std::str::FromStr for Shard {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (i, c) = s
+            .split_once('/')
+            .ok_or_else(|| format!("{s:?}: expected INDEX/COUNT, e.g. 0/3"))?;
+        let index: u32 = i
+            .trim()
+            .parse()
+            .map_err(|_| format!("{s:?}: INDEX is not a number"))?;
+        let count: u32 = c
+            .trim()
+            .parse()
+            .map_err(|_| format!("{s:?}: COUNT is not a number"))?;
+        if count == 0 || index >= count {
+            return Err(format!("{s:?}: need 0 <= INDEX < COUNT"));
+        }
+        Ok(Self { index, count })
+    }
+}
+
+impl Shard {
+    /// Whether source `name` belongs to this shard (FNV-1a: stable across versions and
+    /// platforms, unlike std's hasher).
+    pub fn owns(&self, name: &str) -> bool {
+        let mut h: u64 = 0xcbf29ce484222325;
+        for b in name.bytes() {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x100000001b3);
+        }
+        h % u64::from(self.count) == u64::from(self.index)
+    }
+}
+
+impl Config {
+    /// Keeps only this shard's sources (and the families they feed).
+    pub fn keep_shard(&mut self, shard: Shard) {
+        self.sources.retain(|s| shard.owns(&s.name));
+        let fed: std::collections::HashSet<&str> = self
+            .sources
+            .iter()
+            .flat_map(|s| &s.metrics)
+            .flat_map(|m| &m.outputs)
+            .map(|o| o.family.as_str())
+            .collect();
+        self.families.retain(|f| fed.contains(f.name.as_str()));
+    }
+}
+
 /// One exposition family (`# HELP`/`# TYPE`), possibly fed by several metric blocks.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Family {

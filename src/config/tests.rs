@@ -464,3 +464,22 @@ fn request_template_and_secret_file_errors() {
         ))))
     );
 }
+
+#[test]
+fn shards_split_sources_exactly_once() {
+    for bad in ["3", "1/0", "2/2", "a/3", "-1/3"] {
+        assert!(bad.parse::<Shard>().is_err(), "{bad}");
+    }
+    let shards: Vec<Shard> = (0..3).map(|i| format!("{i}/3").parse().unwrap()).collect();
+    let mut per_shard = [0usize; 3];
+    for n in 0..1000 {
+        let name = format!("source-{n}");
+        let owners: Vec<usize> = (0..3).filter(|&i| shards[i].owns(&name)).collect();
+        assert_eq!(owners.len(), 1, "{name}");
+        per_shard[owners[0]] += 1;
+    }
+    // A stable hash spreads names roughly evenly.
+    assert!(per_shard.iter().all(|&n| n > 250), "{per_shard:?}");
+    let one: Shard = "0/1".parse().unwrap();
+    assert!(one.owns("anything"));
+}

@@ -182,3 +182,58 @@ async fn logs_never_contain_secrets_and_json_format_works() {
         "the token is sent upstream"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shards_poll_disjoint_sources_that_cover_the_config() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("d.json"), r#"{"n": 1}"#).unwrap();
+    let mut text = String::from("sources:\n");
+    for i in 0..12 {
+        text.push_str(&format!(
+            "  - name: s{i}\n    url: file://d.json\n    every: 1h\n    metrics: [{{name: n, help: N., labels: {{src: s{i}}}, value: $.n}}]\n"
+        ));
+    }
+    let cfg = dir.path().join("jsonbridge.yaml");
+    std::fs::write(&cfg, text).unwrap();
+    let mut seen: Vec<String> = Vec::new();
+    for shard in ["0/2", "1/2"] {
+        let d = Daemon::start(&cfg, &["--shard", shard], &[]);
+        let url = format!("http://{}/-/ready", d.addr);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while client().get(&url).send().await.unwrap().status() != 200 {
+            assert!(Instant::now() < deadline);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let body = client()
+            .get(format!("http://{}/metrics", d.addr))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let mine: Vec<String> = body
+            .lines()
+            .filter_map(|l| l.strip_prefix("n{src=\""))
+            .map(|l| l.split('"').next().unwrap().to_string())
+            .collect();
+        assert!(!mine.is_empty() && mine.len() < 12, "{shard}: {mine:?}");
+        seen.extend(mine);
+        let _ = d.terminate();
+    }
+    seen.sort();
+    let mut want: Vec<String> = (0..12).map(|i| format!("s{i}")).collect();
+    want.sort();
+    assert_eq!(seen, want, "every source on exactly one shard");
+}
+
+#[test]
+fn completions_are_generated() {
+    let out = bin().args(["completions", "bash"]).output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("--config.file") && text.contains("jsonbridge"),
+        "{text}"
+    );
+}

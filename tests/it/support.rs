@@ -142,6 +142,7 @@ impl Bridge {
             enable_lifecycle: true,
             watch_config: true,
             web_config: None,
+            shard: None,
         })
         .await
         .unwrap_or_else(|e| panic!("start failed: {e}"));
