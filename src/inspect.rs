@@ -65,7 +65,19 @@ pub fn run(
         .map_err(|e| InspectError::InvalidJson(e.to_string()))?;
     let mut x = extract(&doc, &source.metrics)?;
     x.truncate(source.max_series);
-    let families: Vec<_> = config
+    let exposition = exposition(config, source, &x, format);
+    let report = report(source, &x);
+    Ok(Outcome {
+        exposition,
+        report,
+        extraction: x,
+    })
+}
+
+/// The exposition of one source's extraction alone (no self-metrics): what `jsonbridge test`
+/// prints and what `/probe` answers.
+pub fn exposition(config: &Config, source: &Arc<Source>, x: &Extraction, format: Format) -> String {
+    let families = config
         .families
         .iter()
         .filter(|f| x.families.iter().any(|s| s.family == f.name))
@@ -85,13 +97,7 @@ pub fn run(
             }),
         )],
     };
-    let exposition = encode::encode(&view, None, format);
-    let report = report(source, &x);
-    Ok(Outcome {
-        exposition,
-        report,
-        extraction: x,
-    })
+    encode::encode(&view, None, format)
 }
 
 fn report(source: &Source, x: &Extraction) -> String {

@@ -44,6 +44,10 @@ pub struct Exposer {
     /// Shown on the status page.
     pub config_file: String,
     ready: AtomicBool,
+    /// Clients for `/probe`, one per source version, so on-demand polls reuse connections.
+    probes: std::sync::Mutex<
+        std::collections::HashMap<String, (Arc<crate::config::Source>, crate::fetch::Fetcher)>,
+    >,
     /// Per format: the generation encoded and its body. An async mutex, so that scrapes
     /// arriving during an encode wait for it instead of encoding again or blocking a worker.
     /// Slots: OpenMetrics, text, and the same two gzip-compressed.
@@ -63,6 +67,7 @@ impl Exposer {
             reload,
             config_file,
             ready: AtomicBool::new(false),
+            probes: Default::default(),
             cache: tokio::sync::Mutex::new([None, None, None, None]),
         }
     }
@@ -142,6 +147,7 @@ pub fn router(exposer: Arc<Exposer>) -> Router {
         .route("/-/healthy", get(|| async { "Healthy\n" }))
         .route("/-/ready", get(ready))
         .route("/-/reload", post(reload))
+        .route("/probe", get(probe))
         .with_state(exposer)
 }
 
@@ -170,6 +176,62 @@ async fn metrics(State(x): State<Arc<Exposer>>, headers: HeaderMap) -> Response 
         None => (
             StatusCode::INTERNAL_SERVER_ERROR,
             "encoding failed; see the log\n",
+        )
+            .into_response(),
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct ProbeParams {
+    source: String,
+}
+
+/// Polls one configured source now and answers its exposition, leaving the cached snapshot,
+/// the schedule and the self-metrics as they are. Only configured sources can be probed, so
+/// this is no open proxy.
+async fn probe(
+    State(x): State<Arc<Exposer>>,
+    headers: HeaderMap,
+    axum::extract::Query(p): axum::extract::Query<ProbeParams>,
+) -> Response {
+    let config = x.store.config();
+    let Some(source) = config.sources.iter().find(|s| s.name == p.source).cloned() else {
+        return (
+            StatusCode::NOT_FOUND,
+            format!("no source named {:?}\n", p.source),
+        )
+            .into_response();
+    };
+    let fetcher = {
+        let mut probes = x.probes.lock().unwrap_or_else(|e| e.into_inner());
+        match probes.get(&source.name) {
+            Some((s, f)) if Arc::ptr_eq(s, &source) => f.clone(),
+            _ => match crate::fetch::Fetcher::new(&source.request) {
+                Ok(f) => {
+                    probes.insert(source.name.clone(), (source.clone(), f.clone()));
+                    f
+                }
+                Err(e) => return (StatusCode::BAD_GATEWAY, format!("{e}\n")).into_response(),
+            },
+        }
+    };
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
+    let format = Format::negotiate(accept);
+    match crate::schedule::poll_once(&fetcher, &source).await {
+        Ok(polled) => {
+            let body = blocking(move || {
+                crate::inspect::exposition(&config, &source, &polled.extraction, format)
+            })
+            .await;
+            match body {
+                Some(b) => ([(header::CONTENT_TYPE, format.content_type())], b).into_response(),
+                None => (StatusCode::INTERNAL_SERVER_ERROR, "encoding failed\n").into_response(),
+            }
+        }
+        // Poll errors never hold secrets (see `fetch`).
+        Err(e) => (
+            StatusCode::BAD_GATEWAY,
+            format!("polling {} failed ({}): {e}\n", p.source, e.kind()),
         )
             .into_response(),
     }

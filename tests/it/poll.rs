@@ -453,3 +453,41 @@ sources:
     );
     b.stop().await;
 }
+
+#[tokio::test]
+async fn probe_polls_now_without_touching_the_snapshot() {
+    let up = Upstream::start(Reply::json(PODS_AB)).await;
+    let b = Bridge::start(&energy_config(&format!("{}/energy", up.base), "every: 1h")).await;
+    b.wait_metrics(10, "first poll", |m| m.contains(A)).await;
+    up.set(Reply::json(PODS_A));
+    let (status, body) = b.get("/probe?source=energy").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(sample(&body, A), Some(30.0), "the probe saw the new data");
+    assert!(!body.contains(B));
+    assert!(
+        !body.contains("jsonbridge_"),
+        "only the source's own metrics"
+    );
+    // The scheduled snapshot is untouched.
+    let m = b.metrics().await;
+    assert_eq!(sample(&m, A), Some(3.0));
+    assert!(m.contains(B));
+    assert_eq!(
+        sample(
+            &m,
+            r#"jsonbridge_source_polls_total{source="energy",result="success"}"#
+        ),
+        Some(1.0)
+    );
+    let (status, body) = b.get("/probe?source=nope").await;
+    assert_eq!(status, 404);
+    assert!(body.contains("no source named \"nope\""));
+    up.set(Reply {
+        status: 500,
+        ..Reply::json("x")
+    });
+    let (status, body) = b.get("/probe?source=energy").await;
+    assert_eq!(status, 502);
+    assert!(body.contains("(http_status): HTTP status 500"), "{body}");
+    b.stop().await;
+}
