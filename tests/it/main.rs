@@ -5,6 +5,7 @@ mod faults;
 mod golden;
 mod http;
 mod load;
+mod packaging;
 mod poll;
 mod prometheus;
 mod props;
