@@ -1,16 +1,21 @@
 #!/usr/bin/env bash
 # Runs every test of jsonbridge on a fresh machine: installs what the tests need first
-# (promtool, from Debian's `prometheus` package), then `cargo test`.
+# (Debian's `prometheus` for promtool and the real-Prometheus test, `chromium` for the
+# status page test), then `cargo test`.
 set -euo pipefail
 cd "$(dirname "$0")"
 
-if ! command -v promtool >/dev/null 2>&1; then
-  echo "test.sh: installing promtool (Debian package prometheus)" >&2
+missing=()
+command -v promtool >/dev/null 2>&1 && command -v prometheus >/dev/null 2>&1 || missing+=(prometheus)
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "test.sh: installing ${missing[*]} (Debian packages)" >&2
   sudo=""
   [ "$(id -u)" = 0 ] || sudo="sudo"
   $sudo apt-get update -qq
-  # Only promtool is needed: RUNLEVEL=1 keeps invoke-rc.d from starting the packaged server.
-  DEBIAN_FRONTEND=noninteractive RUNLEVEL=1 $sudo apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+  # RUNLEVEL=1 keeps invoke-rc.d from starting the packaged Prometheus server: the tests
+  # start their own.
+  DEBIAN_FRONTEND=noninteractive RUNLEVEL=1 $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
 cargo test --locked "$@"

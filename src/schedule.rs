@@ -109,6 +109,7 @@ impl Runner {
             Ok(Polled {
                 extraction: x,
                 attempts,
+                bytes,
             }) => {
                 let series = x.series_count();
                 let snapshot = Snapshot {
@@ -123,6 +124,8 @@ impl Runner {
                             series,
                             dropped: x.dropped,
                             retries: attempts.saturating_sub(1),
+                            bytes,
+                            reports: &x.reports,
                             problems: &x.problems,
                         },
                     );
@@ -162,6 +165,8 @@ fn release_free_memory() {
 pub struct Polled {
     pub extraction: Extraction,
     pub attempts: u32,
+    /// Size of the response body.
+    pub bytes: usize,
 }
 
 /// Parses a response body, with errors that say what was wrong with it.
@@ -181,6 +186,7 @@ pub fn parse(body: &[u8], content_type: Option<&str>) -> Result<serde_json::Valu
 pub async fn poll_once(fetcher: &Fetcher, source: &Arc<Source>) -> Result<Polled, PollError> {
     let fetched = fetcher.fetch(&source.request).await?;
     let attempts = fetched.attempts;
+    let bytes = fetched.body.len();
     let source = source.clone();
     let extraction = tokio::task::spawn_blocking(move || {
         let doc = parse(&fetched.body, fetched.content_type.as_deref())?;
@@ -205,6 +211,7 @@ pub async fn poll_once(fetcher: &Fetcher, source: &Arc<Source>) -> Result<Polled
     Ok(Polled {
         extraction,
         attempts,
+        bytes,
     })
 }
 

@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use crate::extract::Problem;
+use crate::extract::{MetricReport, Problem};
 use crate::store::Store;
 
 /// Counters and last-poll facts of one source.
@@ -36,6 +36,12 @@ pub struct SourceStats {
     pub retries: u64,
     /// Message of the last failed poll (never holds a secret: see `fetch`).
     pub last_error: Option<String>,
+    /// Size of the last good response body.
+    pub last_response_bytes: Option<usize>,
+    /// Per metric of the last good poll: items matched and series produced.
+    pub last_reports: Vec<MetricReport>,
+    /// Skipped items of the last good poll, by metric and kind, with the first reason.
+    pub last_problems: Vec<Problem>,
     /// Problem kinds seen in the last poll, to log only when they change.
     last_problem_kinds: BTreeSet<(String, &'static str)>,
 }
@@ -65,6 +71,9 @@ pub enum PollOutcome<'a> {
         dropped: usize,
         /// Attempts beyond the first (`retries`).
         retries: u32,
+        /// Response body size.
+        bytes: usize,
+        reports: &'a [MetricReport],
         problems: &'a [Problem],
     },
     Failure {
@@ -136,9 +145,14 @@ impl Telemetry {
                 series,
                 dropped,
                 retries,
+                bytes,
+                reports,
                 problems,
             } => {
                 stats.retries += u64::from(retries);
+                stats.last_response_bytes = Some(bytes);
+                stats.last_reports = reports.to_vec();
+                stats.last_problems = problems.to_vec();
                 if dropped > 0 && stats.series_dropped == 0 {
                     tracing::warn!(
                         source,

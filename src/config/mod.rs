@@ -191,6 +191,30 @@ pub enum Schedule {
     Every(Duration),
 }
 
+impl Schedule {
+    /// When the next scheduled poll comes: the cron line's next time after `now`, or the last
+    /// poll plus the interval (approximate: intervals count from when the source started).
+    pub fn next_poll(
+        &self,
+        last: Option<std::time::SystemTime>,
+        now: std::time::SystemTime,
+    ) -> Option<std::time::SystemTime> {
+        match self {
+            Schedule::Every(d) => last.map(|l| l + *d).map(|t| t.max(now)),
+            Schedule::Cron(expr) => {
+                let cron = croner::parser::CronParser::builder()
+                    .seconds(croner::parser::Seconds::Required)
+                    .dom_and_dow(true)
+                    .build()
+                    .parse(expr)
+                    .ok()?;
+                let now: chrono::DateTime<chrono::Utc> = now.into();
+                cron.find_next_occurrence(&now, false).ok().map(Into::into)
+            }
+        }
+    }
+}
+
 impl fmt::Display for Schedule {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

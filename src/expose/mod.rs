@@ -138,6 +138,7 @@ pub const MAX_CONCURRENT_SCRAPES: usize = 16;
 pub fn router(exposer: Arc<Exposer>) -> Router {
     Router::new()
         .route("/", get(page::index))
+        .route("/source/{name}", get(page::source))
         .route(
             "/metrics",
             get(metrics).layer(tower::limit::ConcurrencyLimitLayer::new(

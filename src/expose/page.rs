@@ -1,42 +1,80 @@
-//! The landing page: what runs, when it last polled, and how that went.
+//! The status pages: what runs, when it polls, how that went; one page per source with the
+//! last response's size and what each metric matched.
 //!
-//! Server-rendered HTML with every dynamic string escaped. It shows URLs as written in the
-//! config (with `${VAR}` unexpanded and passwords removed) and error messages that never
-//! contain header values, so no secret reaches the page.
+//! Server-rendered HTML, no JavaScript, readable on a phone, every dynamic string escaped.
+//! URLs are shown as written in the config (with `${VAR}` unexpanded and passwords removed)
+//! and error messages never contain header values, so no secret reaches a page.
 
 use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use axum::extract::State;
-use axum::response::Html;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{Html, IntoResponse, Response};
 
 use super::Exposer;
+use crate::telemetry::SourceStats;
+
+const HEAD: &str = concat!(
+    "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">",
+    "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">",
+    "<title>jsonbridge</title><style>",
+    "body{font-family:system-ui,sans-serif;margin:1rem;color:#222;max-width:80rem}",
+    "table{border-collapse:collapse;width:100%}th,td{text-align:left;padding:.35rem .5rem;",
+    "border-bottom:1px solid #ddd;vertical-align:top}.ok{color:#17692f}.bad{color:#b3261e}",
+    "code,pre{font-size:.85em;word-break:break-all;white-space:pre-wrap}",
+    ".scroll{overflow-x:auto}",
+    // Narrow screens: each source becomes a card of labelled lines instead of a wide row.
+    "@media (max-width:700px){table.cards thead{display:none}table.cards tr{display:block;",
+    "border:1px solid #ddd;border-radius:6px;margin:.6rem 0;padding:.3rem}",
+    "table.cards td{display:block;border:0;padding:.15rem .3rem}",
+    "table.cards td::before{content:attr(data-label) \": \";font-weight:600}}",
+    "</style></head><body>"
+);
 
 pub(super) async fn index(State(x): State<Arc<Exposer>>) -> Html<String> {
-    Html(render(&x))
+    Html(render_index(&x))
 }
 
-fn render(x: &Exposer) -> String {
-    let config = x.store.config();
-    let state = x.telemetry.snapshot();
-    let mut h = String::with_capacity(4096);
-    h.push_str(concat!(
-        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">",
-        "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">",
-        "<title>jsonbridge</title><style>",
-        "body{font-family:system-ui,sans-serif;margin:1.5rem;color:#222}",
-        "table{border-collapse:collapse;width:100%}th,td{text-align:left;padding:.35rem .6rem;",
-        "border-bottom:1px solid #ddd;vertical-align:top}.ok{color:#17692f}.bad{color:#b3261e}",
-        "code{font-size:.9em;word-break:break-all}",
-        "</style></head><body>"
-    ));
+pub(super) async fn source(State(x): State<Arc<Exposer>>, Path(name): Path<String>) -> Response {
+    match render_source(&x, &name) {
+        Some(page) => Html(page).into_response(),
+        None => (StatusCode::NOT_FOUND, format!("no source named {name:?}\n")).into_response(),
+    }
+}
+
+fn nav(h: &mut String) {
     let _ = write!(
         h,
-        "<h1>jsonbridge</h1><p>Version {} · <a href=\"/metrics\">/metrics</a> · \
+        "<p><a href=\"/\">jsonbridge</a> {} · <a href=\"/metrics\">/metrics</a> · \
          <a href=\"/-/healthy\">/-/healthy</a> · <a href=\"/-/ready\">/-/ready</a></p>",
         crate::VERSION
     );
+}
+
+fn result(h: &mut String, st: Option<&SourceStats>) {
+    match st {
+        Some(t) if t.polled && t.up => h.push_str("<span class=\"ok\">ok</span>"),
+        Some(t) if t.polled => {
+            h.push_str("<span class=\"bad\">failed</span>");
+            if let Some(e) = &t.last_error {
+                h.push_str(": ");
+                esc(h, e);
+            }
+        }
+        _ => h.push_str("waiting for the first poll"),
+    }
+}
+
+fn render_index(x: &Exposer) -> String {
+    let config = x.store.config();
+    let state = x.telemetry.snapshot();
+    let now = SystemTime::now();
+    let mut h = String::with_capacity(4096);
+    h.push_str(HEAD);
+    h.push_str("<h1>jsonbridge</h1>");
+    nav(&mut h);
     h.push_str("<p>Config file <code>");
     esc(&mut h, &x.config_file);
     h.push_str("</code>: last reload ");
@@ -45,49 +83,115 @@ fn render(x: &Exposer) -> String {
     } else {
         h.push_str("<span class=\"bad\">failed</span> (the previous config is still running)");
     }
-    let _ = write!(h, " at {}.", time(Some(state.reload.last_success_at)));
+    let _ = write!(
+        h,
+        "; last good load {}.",
+        time(Some(state.reload.last_success_at))
+    );
+    h.push_str("</p>");
     if let Some(e) = &state.reload.last_error {
-        h.push_str("<pre>");
+        h.push_str("<pre class=\"bad\">");
         esc(&mut h, e);
         h.push_str("</pre>");
     }
     h.push_str(
-        "</p><h2>Sources</h2><table><thead><tr><th>Source</th><th>URL</th>\
-        <th>Schedule</th><th>Last poll</th><th>Duration</th><th>Result</th><th>Series</th>\
-        </tr></thead><tbody>",
+        "<h2>Sources</h2><div class=\"scroll\"><table class=\"cards\"><thead><tr><th>Source</th><th>Result</th>\
+         <th>URL</th><th>Schedule</th><th>Last poll</th><th>Next poll</th><th>Duration</th>\
+         <th>Series</th></tr></thead><tbody>",
     );
     for s in &config.sources {
         let st = state.sources.get(&s.name);
-        h.push_str("<tr><td>");
+        h.push_str("<tr><td data-label=\"Source\"><a href=\"/source/");
         esc(&mut h, &s.name);
-        h.push_str("</td><td><code>");
+        h.push_str("\">");
+        esc(&mut h, &s.name);
+        h.push_str("</a></td><td data-label=\"Result\">");
+        result(&mut h, st);
+        h.push_str("</td><td data-label=\"URL\"><code>");
         esc(&mut h, &s.request.display_url);
-        h.push_str("</code></td><td>");
+        h.push_str("</code></td><td data-label=\"Schedule\">");
         esc(&mut h, &s.schedule.to_string());
-        h.push_str("</td><td>");
+        h.push_str("</td><td data-label=\"Last poll\">");
         h.push_str(&time(st.and_then(|t| t.last_poll_at)));
-        h.push_str("</td><td>");
+        h.push_str("</td><td data-label=\"Next poll\">");
+        h.push_str(&time(
+            s.schedule.next_poll(st.and_then(|t| t.last_poll_at), now),
+        ));
+        h.push_str("</td><td data-label=\"Duration\">");
         if let Some(t) = st.filter(|t| t.polled) {
             let _ = write!(h, "{:.3} s", t.last_duration.as_secs_f64());
         }
-        h.push_str("</td><td>");
-        match st {
-            Some(t) if t.polled && t.up => h.push_str("<span class=\"ok\">ok</span>"),
-            Some(t) if t.polled => {
-                h.push_str("<span class=\"bad\">failed</span>");
-                if let Some(e) = &t.last_error {
-                    h.push_str(": ");
-                    esc(&mut h, e);
-                }
-            }
-            _ => h.push_str("waiting for the first poll"),
-        }
-        h.push_str("</td><td>");
+        h.push_str("</td><td data-label=\"Series\">");
         let _ = write!(h, "{}", st.map(|t| t.series).unwrap_or(0));
         h.push_str("</td></tr>");
     }
-    h.push_str("</tbody></table></body></html>\n");
+    h.push_str("</tbody></table></div></body></html>\n");
     h
+}
+
+fn render_source(x: &Exposer, name: &str) -> Option<String> {
+    let config = x.store.config();
+    let s = config.sources.iter().find(|s| s.name == name)?;
+    let state = x.telemetry.snapshot();
+    let st = state.sources.get(name);
+    let mut h = String::with_capacity(4096);
+    h.push_str(HEAD);
+    h.push_str("<h1>Source ");
+    esc(&mut h, name);
+    h.push_str("</h1>");
+    nav(&mut h);
+    h.push_str("<table><tbody><tr><th>URL</th><td><code>");
+    esc(&mut h, &s.request.display_url);
+    h.push_str("</code></td></tr><tr><th>Schedule</th><td>");
+    esc(&mut h, &s.schedule.to_string());
+    let _ = write!(
+        h,
+        "</td></tr><tr><th>Timeout</th><td>{}</td></tr><tr><th>Last poll</th><td>{}</td></tr>\
+         <tr><th>Next poll</th><td>{}</td></tr><tr><th>Last success</th><td>{}</td></tr>\
+         <tr><th>Result</th><td>",
+        humantime::format_duration(s.request.timeout),
+        time(st.and_then(|t| t.last_poll_at)),
+        time(
+            s.schedule
+                .next_poll(st.and_then(|t| t.last_poll_at), SystemTime::now())
+        ),
+        time(st.and_then(|t| t.last_success_at)),
+    );
+    result(&mut h, st);
+    h.push_str("</td></tr><tr><th>Last response</th><td>");
+    if let Some(b) = st.and_then(|t| t.last_response_bytes) {
+        let _ = write!(h, "{b} bytes");
+    }
+    let _ = write!(
+        h,
+        "</td></tr><tr><th>Series served</th><td>{}</td></tr></tbody></table>",
+        st.map(|t| t.series).unwrap_or(0)
+    );
+    h.push_str(
+        "<h2>Metrics (last good poll)</h2><div class=\"scroll\"><table><thead><tr>\
+         <th>Metric</th><th>Items matched</th><th>Series</th><th>Skipped</th></tr></thead><tbody>",
+    );
+    for r in st.map(|t| t.last_reports.as_slice()).unwrap_or_default() {
+        h.push_str("<tr><td>");
+        esc(&mut h, &r.metric);
+        let _ = write!(h, "</td><td>{}</td><td>{}</td><td>", r.items, r.series);
+        for p in st
+            .map(|t| t.last_problems.as_slice())
+            .unwrap_or_default()
+            .iter()
+            .filter(|p| p.metric == r.metric)
+        {
+            let _ = write!(h, "{} x{}: ", p.kind, p.count);
+            esc(&mut h, &p.example);
+            h.push_str("<br>");
+        }
+        h.push_str("</td></tr>");
+    }
+    h.push_str("</tbody></table></div><p><a href=\"/probe?source=");
+    esc(&mut h, name);
+    h.push_str("\">Poll now and show the result</a> (leaves the served snapshot alone)</p>");
+    h.push_str("</body></html>\n");
+    Some(h)
 }
 
 fn time(t: Option<SystemTime>) -> String {

@@ -86,6 +86,8 @@ fn publish(store: &Store, telemetry: &Telemetry, doc: serde_json::Value) {
             series,
             dropped: 0,
             retries: 0,
+            bytes: 1234,
+            reports: &x.reports,
             problems: &x.problems,
         },
     );
@@ -244,7 +246,7 @@ async fn status_page_lists_sources_and_hides_secrets() {
         "<span class=\"ok\">ok</span>",
         "cannot read /nonexistent.json: &lt;No such file&gt;",
         "/etc/jsonbridge/&lt;config&gt;.yaml",
-        "<td>2</td>",
+        "<td data-label=\"Series\">2</td>",
     ] {
         assert!(page.contains(want), "missing {want:?} in\n{page}");
     }
@@ -301,4 +303,36 @@ async fn gzip_when_asked_compressed_once_per_change() {
             .unwrap();
         assert!(resp.headers().get("content-encoding").is_none(), "{ae:?}");
     }
+}
+
+#[tokio::test]
+async fn source_detail_page_shows_size_and_per_metric_matches() {
+    let (store, telemetry, x) = setup();
+    publish(
+        &store,
+        &telemetry,
+        serde_json::json!({"pods": [{"name": "a", "n": 1}, {"name": "b", "n": "n/a"}]}),
+    );
+    let (s, _, page) = get(&x, "/source/ok-source", None).await;
+    assert_eq!(s, StatusCode::OK);
+    for want in [
+        "<h1>Source ok-source</h1>",
+        "1234 bytes",
+        "<td>pods</td><td>2</td><td>1</td>",
+        "value_not_numeric x1: item #2: value @.n is not numeric: &quot;n/a&quot;",
+        "href=\"/probe?source=ok-source\"",
+        "every 1m",
+    ] {
+        assert!(page.contains(want), "missing {want:?} in\n{page}");
+    }
+    assert!(!page.contains("s3cr3t-key") && !page.contains("hunter2"));
+    let (s, _, _) = get(&x, "/source/nope", None).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    // The index links to it and says when the next poll comes.
+    let (_, _, index) = get(&x, "/", None).await;
+    assert!(
+        index.contains("<a href=\"/source/ok-source\">ok-source</a>"),
+        "{index}"
+    );
+    assert!(index.contains("<th>Next poll</th>"));
 }

@@ -1,5 +1,6 @@
 //! Integration tests: one binary, one module per topic.
 
+mod browser;
 mod cli;
 mod faults;
 mod golden;
