@@ -33,3 +33,16 @@ pub mod telemetry;
 
 /// Version string shown by `--version`, in `jsonbridge_build_info` and in the User-Agent.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+/// Git revision of the build (`unknown` outside a checkout).
+pub const REVISION: &str = env!("JSONBRIDGE_REVISION");
+/// Version of the compiler that built it.
+pub const RUSTC: &str = env!("JSONBRIDGE_RUSTC");
+/// `--version`'s text.
+pub const LONG_VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (revision ",
+    env!("JSONBRIDGE_REVISION"),
+    ", rustc ",
+    env!("JSONBRIDGE_RUSTC"),
+    ")"
+);

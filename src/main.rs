@@ -17,7 +17,7 @@ const DEFAULT_LISTEN: &str = ":10795";
 /// the latest values on /metrics. The config file is reloaded when it changes, on SIGHUP, and
 /// on POST /-/reload (with --web.enable-lifecycle).
 #[derive(Debug, Parser)]
-#[command(name = "jsonbridge", version, about, long_about)]
+#[command(name = "jsonbridge", version = jsonbridge::LONG_VERSION, about, long_about)]
 struct Cli {
     /// Path to the YAML config file.
     #[arg(

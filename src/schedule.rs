@@ -83,6 +83,8 @@ struct Runner {
     fetcher: Fetcher,
     /// Held for the whole poll: a tick that finds it taken is an overlap.
     busy: tokio::sync::Mutex<()>,
+    /// Polls started so far (log lines carry the number).
+    polls: std::sync::atomic::AtomicU64,
     cancel: CancellationToken,
     store: Arc<Store>,
     telemetry: Arc<Telemetry>,
@@ -101,6 +103,10 @@ impl Runner {
     }
 
     async fn poll(&self) {
+        let poll = self
+            .polls
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            + 1;
         let started = Instant::now();
         let result = poll_once(&self.fetcher, &self.source).await;
         let elapsed = started.elapsed();
@@ -119,6 +125,7 @@ impl Runner {
                 if self.store.publish(&self.source, snapshot) {
                     self.telemetry.poll_finished(
                         name,
+                        poll,
                         elapsed,
                         PollOutcome::Success {
                             series,
@@ -134,6 +141,7 @@ impl Runner {
             Err(e) => {
                 self.telemetry.poll_finished(
                     name,
+                    poll,
                     elapsed,
                     PollOutcome::Failure {
                         kind: e.kind(),
@@ -265,6 +273,7 @@ impl Scheduler {
             source: source.clone(),
             fetcher,
             busy: Default::default(),
+            polls: Default::default(),
             cancel: self.cancel.child_token(),
             store: self.store.clone(),
             telemetry: self.telemetry.clone(),

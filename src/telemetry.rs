@@ -133,7 +133,14 @@ impl Telemetry {
         self.store.touch();
     }
 
-    pub fn poll_finished(&self, source: &str, duration: Duration, outcome: PollOutcome<'_>) {
+    /// `poll` numbers the source's polls since it started, to tie log lines together.
+    pub fn poll_finished(
+        &self,
+        source: &str,
+        poll: u64,
+        duration: Duration,
+        outcome: PollOutcome<'_>,
+    ) {
         let now = SystemTime::now();
         let mut state = self.lock();
         let stats = state.sources.entry(source.to_string()).or_default();
@@ -182,6 +189,7 @@ impl Telemetry {
                     if changed {
                         tracing::warn!(
                             source,
+                            poll,
                             metric = %p.metric,
                             kind = p.kind,
                             skipped = p.count,
@@ -193,6 +201,7 @@ impl Telemetry {
                 stats.last_problem_kinds = kinds;
                 tracing::debug!(
                     source,
+                    poll,
                     series,
                     duration_ms = duration.as_millis() as u64,
                     "poll succeeded"
@@ -204,6 +213,7 @@ impl Telemetry {
                 *stats.polls.entry(kind).or_default() += 1;
                 tracing::warn!(
                     source,
+                    poll,
                     kind,
                     error = %message,
                     duration_ms = duration.as_millis() as u64,

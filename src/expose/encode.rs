@@ -222,12 +222,16 @@ impl prometheus_client::collector::Collector for SelfMetrics {
         {
             let mut m = enc.encode_descriptor(
                 "jsonbridge_build_info",
-                "A metric with a constant 1 value labeled by the version of jsonbridge.",
+                "A metric with a constant 1 value labeled by the version, revision and compiler of jsonbridge.",
                 None,
                 MetricType::Gauge,
             )?;
-            m.encode_family(&[("version", crate::VERSION)])?
-                .encode_gauge(&1i64)?;
+            m.encode_family(&[
+                ("version", crate::VERSION),
+                ("revision", crate::REVISION),
+                ("rustc", crate::RUSTC),
+            ])?
+            .encode_gauge(&1i64)?;
         }
         let rows: Vec<(&str, &SourceStats)> =
             st.sources.iter().map(|(k, v)| (k.as_str(), v)).collect();

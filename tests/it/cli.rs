@@ -228,6 +228,14 @@ async fn shards_poll_disjoint_sources_that_cover_the_config() {
 }
 
 #[test]
+fn version_has_build_info() {
+    let out = bin().arg("--version").output().unwrap();
+    let v = String::from_utf8_lossy(&out.stdout);
+    assert!(v.starts_with("jsonbridge 0.1.0 (revision "), "{v}");
+    assert!(v.contains(", rustc "), "{v}");
+}
+
+#[test]
 fn completions_are_generated() {
     let out = bin().args(["completions", "bash"]).output().unwrap();
     assert!(out.status.success());

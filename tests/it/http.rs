@@ -81,6 +81,7 @@ fn publish(store: &Store, telemetry: &Telemetry, doc: serde_json::Value) {
     ));
     telemetry.poll_finished(
         &src.name,
+        1,
         Duration::from_millis(12),
         PollOutcome::Success {
             series,
@@ -109,6 +110,7 @@ async fn health_ready_and_lifecycle_endpoints() {
     );
     telemetry.poll_finished(
         "bad-source",
+        1,
         Duration::from_millis(1),
         PollOutcome::Failure {
             kind: "file",
@@ -228,6 +230,7 @@ async fn status_page_lists_sources_and_hides_secrets() {
     );
     telemetry.poll_finished(
         "bad-source",
+        1,
         Duration::from_millis(1),
         PollOutcome::Failure {
             kind: "file",
