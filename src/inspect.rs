@@ -88,6 +88,8 @@ pub fn exposition(config: &Config, source: &Arc<Source>, x: &Extraction, format:
             sources: vec![source.clone()],
             families,
             warnings: Vec::new(),
+            modules: Vec::new(),
+            probe_allow: Vec::new(),
         }),
         snapshots: vec![(
             source.clone(),

@@ -188,6 +188,8 @@ impl Reloader {
             sources,
             families: new.families,
             warnings: new.warnings,
+            modules: new.modules,
+            probe_allow: new.probe_allow,
         }));
         for name in &changes.removed {
             self.telemetry.source_removed(name);

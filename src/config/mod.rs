@@ -41,11 +41,52 @@ pub const SELF_PREFIX: &str = "jsonbridge_";
 #[derive(Debug)]
 pub struct Config {
     pub sources: Vec<Arc<Source>>,
+    /// Metric blocks probed on demand against a target URL (`/probe?module=&target=`).
+    pub modules: Vec<Arc<Source>>,
+    /// Targets a module may be probed against; empty: none.
+    pub probe_allow: Vec<TargetRule>,
     /// Every family in the exposition, sorted by name.
     pub families: Vec<Family>,
     /// Lint findings (naming conventions): reported by `check`, logged at load, never fatal
     /// unless `check --strict`.
     pub warnings: Vec<Diagnostic>,
+}
+
+/// A target `/probe` may poll with a module.
+#[derive(Debug, Clone)]
+pub enum TargetRule {
+    /// Same scheme, host and port, and a path starting with this one.
+    Prefix(Url),
+    /// The whole target URL matches.
+    Regex(regex::Regex),
+}
+
+impl TargetRule {
+    fn parse(rule: &str) -> Result<Self, String> {
+        if let Some(re) = rule.strip_prefix("regex:") {
+            // Anchored: a rule must not match a URL that merely contains the allowed text.
+            return regex::Regex::new(&format!("^(?:{re})$"))
+                .map(TargetRule::Regex)
+                .map_err(|e| format!("invalid regex: {e}"));
+        }
+        let url = Url::parse(rule).map_err(|e| format!("invalid URL prefix {rule:?}: {e}"))?;
+        if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+            return Err(format!("{rule:?}: an http(s) URL prefix is expected"));
+        }
+        Ok(TargetRule::Prefix(url))
+    }
+
+    pub fn allows(&self, target: &Url) -> bool {
+        match self {
+            TargetRule::Regex(re) => re.is_match(target.as_str()),
+            TargetRule::Prefix(p) => {
+                p.scheme() == target.scheme()
+                    && p.host_str() == target.host_str()
+                    && p.port_or_known_default() == target.port_or_known_default()
+                    && target.path().starts_with(p.path())
+            }
+        }
+    }
 }
 
 /// This replica's share of the sources (`--shard INDEX/COUNT`): a source belongs to the shard
@@ -115,7 +156,7 @@ pub struct Family {
     pub kind: MetricKind,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Source {
     pub name: String,
     pub request: Request,
@@ -157,6 +198,16 @@ pub struct Request {
     /// The URL as written in the file (with `${VAR}` unexpanded and any password removed):
     /// what logs and the status page show.
     pub display_url: String,
+}
+
+impl Request {
+    /// Whether an HTTP client built for `self` serves `other` too (same timeout; the client
+    /// holds nothing else of the request).
+    pub fn same_client_settings(&self, other: &Request) -> bool {
+        self.timeout == other.timeout
+            && matches!(self.target, Target::Http { .. })
+                == matches!(other.target, Target::Http { .. })
+    }
 }
 
 impl fmt::Debug for Request {
@@ -528,22 +579,62 @@ impl Compiler<'_> {
                 sources.push(Arc::new(s));
             }
         }
-        let families = self.families(&raw.sources);
+        let mut modules = Vec::new();
+        let mut seen: HashMap<&str, usize> = HashMap::new();
+        let module_sources: Vec<(String, RawSource)> = raw
+            .modules
+            .iter()
+            .enumerate()
+            .map(|(i, m)| (format!("modules[{i}]"), m.as_source()))
+            .collect();
+        for (i, (at, rs)) in module_sources.iter().enumerate() {
+            if let Some(first) = seen.insert(&raw.modules[i].name, i) {
+                self.error(
+                    format!("{at}.name"),
+                    format!(
+                        "duplicate module name {:?} (also modules[{first}])",
+                        rs.name
+                    ),
+                );
+            }
+            if let Some(s) = self.source(at, rs) {
+                modules.push(Arc::new(s));
+            }
+        }
+        let mut probe_allow = Vec::new();
+        if let Some(p) = &raw.probe {
+            for (i, rule) in p.allow_targets.iter().enumerate() {
+                match TargetRule::parse(rule) {
+                    Ok(r) => probe_allow.push(r),
+                    Err(e) => self.error(format!("probe.allow_targets[{i}]"), e),
+                }
+            }
+        }
+        let all: Vec<(String, RawSource)> = raw
+            .sources
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (format!("sources[{i}]"), s.clone()))
+            .chain(module_sources)
+            .collect();
+        let families = self.families(&all);
         Config {
             sources,
             families,
             warnings: Vec::new(),
+            modules,
+            probe_allow,
         }
     }
 
     /// Families across all sources: one name, one type, one help. A counter `x` also owns
     /// `x_total` and `x_created`, so no other family may use those.
-    fn families(&mut self, raw: &[RawSource]) -> Vec<Family> {
+    fn families(&mut self, raw: &[(String, RawSource)]) -> Vec<Family> {
         let mut families: BTreeMap<String, (Family, String)> = BTreeMap::new();
         let mut owned: HashMap<String, (String, String)> = HashMap::new();
-        for (i, rs) in raw.iter().enumerate() {
+        for (prefix, rs) in raw {
             for (j, rm) in rs.metrics.iter().enumerate() {
-                for o in raw_outputs(&format!("sources[{i}].metrics[{j}]"), rm) {
+                for o in raw_outputs(&format!("{prefix}.metrics[{j}]"), rm) {
                     let kind = metric_kind(o.settings.kind);
                     let family = family_name(&o.name, kind);
                     let help = match o.settings.help.as_deref().map(str::trim_end) {

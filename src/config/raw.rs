@@ -19,6 +19,89 @@ pub struct RawConfig {
     /// The APIs to poll. Each has its own schedule, request and metrics.
     #[serde(default)]
     pub sources: Vec<RawSource>,
+    /// Metric blocks without a URL, for `/probe?module=NAME&target=URL` (json_exporter's
+    /// multi-target pattern). Targets must match `probe.allow_targets`.
+    #[serde(default)]
+    pub modules: Vec<RawModule>,
+    /// Settings of `/probe`.
+    #[serde(default)]
+    pub probe: Option<RawProbe>,
+}
+
+/// Settings of `/probe`.
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+#[schemars(rename = "Probe")]
+pub struct RawProbe {
+    /// Targets a module may be probed against: URL prefixes (`https://api.internal/v1/`,
+    /// matched on scheme, host, port and path prefix) or `regex:...` on the whole URL.
+    /// Empty: module probes are refused, so /probe is no open proxy.
+    #[serde(default)]
+    pub allow_targets: Vec<String>,
+}
+
+/// A source without URL and schedule: the request settings and metrics of a module.
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+#[schemars(rename = "Module")]
+pub struct RawModule {
+    /// Unique among modules.
+    pub name: String,
+    #[serde(default)]
+    pub method: Option<String>,
+    #[serde(default)]
+    pub headers: IndexMap<String, String>,
+    #[serde(default)]
+    pub query: IndexMap<String, String>,
+    #[serde(default)]
+    pub body: Option<String>,
+    #[serde(default)]
+    pub basic_auth: Option<RawBasicAuth>,
+    #[serde(default)]
+    pub bearer_token: Option<String>,
+    #[serde(default)]
+    pub bearer_token_file: Option<String>,
+    #[serde(default)]
+    pub timeout: Option<String>,
+    #[serde(default)]
+    pub max_body_bytes: Option<u64>,
+    #[serde(default)]
+    pub max_series: Option<usize>,
+    #[serde(default)]
+    pub retries: Option<u32>,
+    #[serde(default)]
+    pub retry_backoff: Option<String>,
+    #[serde(default)]
+    pub metrics: Vec<RawMetric>,
+}
+
+/// The URL a module is compiled with; `/probe` replaces it with the target.
+pub const MODULE_PLACEHOLDER_URL: &str = "http://probe-target.invalid/";
+
+impl RawModule {
+    /// The module as a source with a placeholder URL, to share the source's validation.
+    pub fn as_source(&self) -> RawSource {
+        RawSource {
+            name: self.name.clone(),
+            url: MODULE_PLACEHOLDER_URL.into(),
+            method: self.method.clone(),
+            headers: self.headers.clone(),
+            query: self.query.clone(),
+            body: self.body.clone(),
+            basic_auth: self.basic_auth.clone(),
+            bearer_token: self.bearer_token.clone(),
+            bearer_token_file: self.bearer_token_file.clone(),
+            timeout: self.timeout.clone(),
+            schedule: None,
+            every: None,
+            max_body_bytes: self.max_body_bytes,
+            max_series: self.max_series,
+            retries: self.retries,
+            retry_backoff: self.retry_backoff.clone(),
+            max_staleness: None,
+            metrics: self.metrics.clone(),
+        }
+    }
 }
 
 /// One API (or local file) polled on a schedule.
@@ -369,7 +452,24 @@ impl<'de> Deserialize<'de> for RawValue {
     }
 }
 
-const TOP_FIELDS: &[&str] = &["sources"];
+const TOP_FIELDS: &[&str] = &["sources", "modules", "probe"];
+const MODULE_FIELDS: &[&str] = &[
+    "name",
+    "method",
+    "headers",
+    "query",
+    "body",
+    "basic_auth",
+    "bearer_token",
+    "bearer_token_file",
+    "timeout",
+    "max_body_bytes",
+    "max_series",
+    "retries",
+    "retry_backoff",
+    "metrics",
+];
+const PROBE_FIELDS: &[&str] = &["allow_targets"];
 const SOURCE_FIELDS: &[&str] = &[
     "name",
     "url",
@@ -429,9 +529,11 @@ pub fn unknown_field(parent: &str, key: &str) -> String {
     let known: &[&str] = match level.as_slice() {
         [] => TOP_FIELDS,
         ["sources"] => SOURCE_FIELDS,
-        ["sources", "metrics"] => METRIC_FIELDS,
-        ["sources", "metrics", "values", _] => OUTPUT_FIELDS,
-        ["sources", "basic_auth"] => BASIC_AUTH_FIELDS,
+        ["modules"] => MODULE_FIELDS,
+        ["probe"] => PROBE_FIELDS,
+        ["sources" | "modules", "metrics"] => METRIC_FIELDS,
+        ["sources" | "modules", "metrics", "values", _] => OUTPUT_FIELDS,
+        ["sources" | "modules", "basic_auth"] => BASIC_AUTH_FIELDS,
         _ => &[],
     };
     let closest = known

@@ -184,7 +184,9 @@ async fn metrics(State(x): State<Arc<Exposer>>, headers: HeaderMap) -> Response 
 
 #[derive(serde::Deserialize)]
 struct ProbeParams {
-    source: String,
+    source: Option<String>,
+    module: Option<String>,
+    target: Option<String>,
 }
 
 /// Polls one configured source now and answers its exposition, leaving the cached snapshot,
@@ -196,20 +198,71 @@ async fn probe(
     axum::extract::Query(p): axum::extract::Query<ProbeParams>,
 ) -> Response {
     let config = x.store.config();
-    let Some(source) = config.sources.iter().find(|s| s.name == p.source).cloned() else {
-        return (
-            StatusCode::NOT_FOUND,
-            format!("no source named {:?}\n", p.source),
-        )
-            .into_response();
+    let source = match (&p.source, &p.module, &p.target) {
+        (Some(name), None, None) => match config.sources.iter().find(|s| &s.name == name) {
+            Some(s) => s.clone(),
+            None => {
+                return (StatusCode::NOT_FOUND, format!("no source named {name:?}\n"))
+                    .into_response();
+            }
+        },
+        (None, Some(module), Some(target)) => {
+            let Some(m) = config.modules.iter().find(|m| &m.name == module) else {
+                return (
+                    StatusCode::NOT_FOUND,
+                    format!("no module named {module:?}\n"),
+                )
+                    .into_response();
+            };
+            let url = match reqwest::Url::parse(target) {
+                Ok(u) if matches!(u.scheme(), "http" | "https") => u,
+                _ => {
+                    return (StatusCode::BAD_REQUEST, "target must be an http(s) URL\n")
+                        .into_response();
+                }
+            };
+            // No open proxy: only targets the config allows.
+            if !config.probe_allow.iter().any(|r| r.allows(&url)) {
+                return (
+                    StatusCode::FORBIDDEN,
+                    "target not allowed by probe.allow_targets in the config\n",
+                )
+                    .into_response();
+            }
+            let mut s = (**m).clone();
+            let query = match &s.request.target {
+                crate::config::Target::Http { query, .. } => query.clone(),
+                crate::config::Target::File(_) => Vec::new(),
+            };
+            let Ok(url) = crate::config::Templated::parse(url.as_str()) else {
+                return (StatusCode::BAD_REQUEST, "target cannot be used\n").into_response();
+            };
+            s.request.target = crate::config::Target::Http { url, query };
+            Arc::new(s)
+        }
+        _ => {
+            return (
+                StatusCode::BAD_REQUEST,
+                "use /probe?source=NAME or /probe?module=NAME&target=URL\n",
+            )
+                .into_response();
+        }
+    };
+    let label = p.source.clone().or(p.module.clone()).unwrap_or_default();
+    // One client per source or module (keyed by kind and name; a reload that changes the
+    // request builds a new one), so on-demand polls reuse connections.
+    let key = if p.module.is_some() {
+        format!("module/{}", source.name)
+    } else {
+        format!("source/{}", source.name)
     };
     let fetcher = {
         let mut probes = x.probes.lock().unwrap_or_else(|e| e.into_inner());
-        match probes.get(&source.name) {
-            Some((s, f)) if Arc::ptr_eq(s, &source) => f.clone(),
+        match probes.get(&key) {
+            Some((s, f)) if s.request.same_client_settings(&source.request) => f.clone(),
             _ => match crate::fetch::Fetcher::new(&source.request) {
                 Ok(f) => {
-                    probes.insert(source.name.clone(), (source.clone(), f.clone()));
+                    probes.insert(key, (source.clone(), f.clone()));
                     f
                 }
                 Err(e) => return (StatusCode::BAD_GATEWAY, format!("{e}\n")).into_response(),
@@ -232,7 +285,7 @@ async fn probe(
         // Poll errors never hold secrets (see `fetch`).
         Err(e) => (
             StatusCode::BAD_GATEWAY,
-            format!("polling {} failed ({}): {e}\n", p.source, e.kind()),
+            format!("polling {label} failed ({}): {e}\n", e.kind()),
         )
             .into_response(),
     }

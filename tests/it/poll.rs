@@ -491,3 +491,68 @@ async fn probe_polls_now_without_touching_the_snapshot() {
     assert!(body.contains("(http_status): HTTP status 500"), "{body}");
     b.stop().await;
 }
+
+#[tokio::test]
+async fn module_probes_only_reach_allowed_targets() {
+    let up = Upstream::start(Reply::json(PODS_AB)).await;
+    let config = format!(
+        r#"
+sources:
+  - name: self
+    url: file://self.json
+    every: 1h
+    metrics: [{{name: self_value, help: S., value: 1}}]
+modules:
+  - name: energy
+    timeout: 5s
+    headers: {{Accept: application/json}}
+    metrics:
+      - name: pod_energy_consumed
+        help: Energy.
+        each: "$.apps.{{app}}.{{namespace}}[*]"
+        labels: {{app: "{{app}}", namespace: "{{namespace}}", pod: "{{@.name}}"}}
+        value: "@.energy_consumed[-1]"
+probe:
+  allow_targets: ["{}/allowed/", "regex:http://127\\.0\\.0\\.1:[0-9]+/also/[a-z]+"]
+"#,
+        up.base
+    );
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("self.json"), "{}").unwrap();
+    let cfg = dir.path().join("jsonbridge.yaml");
+    std::fs::write(&cfg, config).unwrap();
+    let b = Bridge::start_at(dir, cfg).await;
+    let enc = |s: &str| s.replace(':', "%3A").replace('/', "%2F");
+    for ok in [
+        format!("{}/allowed/energy", up.base),
+        format!("{}/also/x", up.base),
+    ] {
+        let (status, body) = b
+            .get(&format!("/probe?module=energy&target={}", enc(&ok)))
+            .await;
+        assert_eq!(status, 200, "{ok}: {body}");
+        assert_eq!(sample(&body, A), Some(3.0));
+    }
+    assert_eq!(up.seen()[0].headers["accept"], "application/json");
+    let port = up.base.rsplit(':').next().unwrap();
+    for denied in [
+        format!("{}/other", up.base),
+        format!("{}/allowedx", up.base),
+        format!("http://localhost:{port}/allowed/x"),
+        format!("{}/also/x/y", up.base),
+    ] {
+        let (status, body) = b
+            .get(&format!("/probe?module=energy&target={}", enc(&denied)))
+            .await;
+        assert_eq!(status, 403, "{denied}: {body}");
+    }
+    let (status, _) = b.get("/probe?module=nope&target=http%3A%2F%2Fx").await;
+    assert_eq!(status, 404);
+    let (status, _) = b.get("/probe?module=energy").await;
+    assert_eq!(status, 400);
+    let (status, _) = b
+        .get("/probe?module=energy&target=file%3A%2F%2F%2Fetc%2Fpasswd")
+        .await;
+    assert_eq!(status, 400);
+    b.stop().await;
+}
