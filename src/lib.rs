@@ -24,6 +24,7 @@ pub mod config;
 pub mod expose;
 pub mod extract;
 pub mod fetch;
+pub mod import;
 pub mod inspect;
 pub mod logging;
 pub mod reload;

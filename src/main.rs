@@ -94,6 +94,16 @@ enum Command {
     },
     /// Print the JSON Schema of the config file (for editors: see the README).
     Schema,
+    /// Translate a json_exporter config to jsonbridge YAML (stdout); what cannot be
+    /// translated is listed on stderr.
+    ImportJsonExporter {
+        /// The json_exporter config file.
+        file: PathBuf,
+        /// Poll this URL with every module (each becomes a source); without it the modules
+        /// serve /probe?module=NAME&target=URL.
+        #[arg(long)]
+        target: Option<String>,
+    },
     /// Print a shell completion script: `jsonbridge completions bash > /etc/bash_completion.d/jsonbridge`.
     Completions {
         #[arg(value_enum)]
@@ -134,6 +144,7 @@ fn main() -> ExitCode {
             );
             ExitCode::SUCCESS
         }
+        Some(Command::ImportJsonExporter { file, target }) => import(&file, target.as_deref()),
         Some(Command::Schema) => {
             print!("{}", config::raw::schema());
             ExitCode::SUCCESS
@@ -265,5 +276,38 @@ fn normalize_listen(addr: &str) -> String {
     match addr.strip_prefix(':') {
         Some(port) => format!("0.0.0.0:{port}"),
         None => addr.to_string(),
+    }
+}
+
+fn import(file: &std::path::Path, target: Option<&str>) -> ExitCode {
+    let text = match std::fs::read_to_string(file) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("cannot read {}: {e}", file.display());
+            return ExitCode::FAILURE;
+        }
+    };
+    let out = match jsonbridge::import::json_exporter(&text, target) {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("{}: {e}", file.display());
+            return ExitCode::FAILURE;
+        }
+    };
+    print!("{}", out.yaml);
+    for w in &out.warnings {
+        eprintln!("warning: {w}");
+    }
+    // The translation must be a valid jsonbridge config; say so if it is not.
+    let origin = config::Origin {
+        name: "the converted config".into(),
+        base_dir: ".".into(),
+    };
+    match config::parse(&out.yaml, &origin, &|_| Some(String::new())) {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::FAILURE
+        }
     }
 }

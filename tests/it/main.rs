@@ -5,6 +5,7 @@ mod cli;
 mod faults;
 mod golden;
 mod http;
+mod import;
 mod load;
 mod packaging;
 mod poll;

@@ -1,0 +1,419 @@
+//! `jsonbridge import-json-exporter`: a json_exporter config translated to jsonbridge YAML.
+//!
+//! json_exporter modules become jsonbridge sources (with `--target`) or modules for `/probe`
+//! (without). Its Kubernetes-style JSONPath (`{ .a.b[?(@.x == "y")] }`) becomes RFC 9535
+//! (`$.a.b[?(@.x == "y")]`, which RFC 9535 also accepts); `type: object` metrics become
+//! blocks with one value per `values` key, named `<name>_<key>` as json_exporter names them;
+//! label templates with text around `{...}` keep it. What cannot be translated (CEL, TLS
+//! settings, templated bodies...) is reported, never silently dropped.
+
+use indexmap::IndexMap;
+use serde::Serialize;
+use serde_norway::Value;
+
+/// The translated YAML and what could not be translated.
+pub struct Imported {
+    pub yaml: String,
+    pub warnings: Vec<String>,
+}
+
+#[derive(Serialize)]
+struct OutConfig {
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    sources: Vec<OutSource>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    modules: Vec<OutSource>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    probe: Option<OutProbe>,
+}
+
+#[derive(Serialize)]
+struct OutProbe {
+    allow_targets: Vec<String>,
+}
+
+#[derive(Serialize)]
+struct OutSource {
+    name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    url: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    every: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    method: Option<String>,
+    #[serde(skip_serializing_if = "IndexMap::is_empty")]
+    headers: IndexMap<String, String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    body: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    basic_auth: Option<IndexMap<String, String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    bearer_token: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    bearer_token_file: Option<String>,
+    metrics: Vec<OutMetric>,
+}
+
+#[derive(Serialize)]
+struct OutMetric {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    help: Option<String>,
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+    kind: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    each: Option<String>,
+    #[serde(skip_serializing_if = "IndexMap::is_empty")]
+    labels: IndexMap<String, String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    value: Option<OutValue>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    mapping: Option<IndexMap<String, f64>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    values: Option<IndexMap<String, OutEntry>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    timestamp: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    timestamp_format: Option<String>,
+}
+
+#[derive(Serialize)]
+#[serde(untagged)]
+enum OutValue {
+    Number(f64),
+    Path(String),
+}
+
+#[derive(Serialize)]
+struct OutEntry {
+    value: OutValue,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    help: Option<String>,
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+    kind: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    mapping: Option<IndexMap<String, f64>>,
+}
+
+/// `{ .a.b }` -> `$.a.b` (or `@.a.b` when `relative`). `Err` explains what is not JSONPath.
+fn path(k8s: &str, relative: bool) -> Result<String, String> {
+    let t = k8s.trim();
+    let inner = t
+        .strip_prefix('{')
+        .and_then(|r| r.strip_suffix('}'))
+        .unwrap_or(t)
+        .trim();
+    if inner.contains("range") || inner.contains("{") {
+        return Err(format!(
+            "{k8s:?}: templates (range/end, nested braces) have no JSONPath equivalent"
+        ));
+    }
+    let root = if relative { "@" } else { "$" };
+    Ok(if let Some(rest) = inner.strip_prefix('$') {
+        if relative {
+            format!("@{rest}")
+        } else {
+            format!("${rest}")
+        }
+    } else if inner.starts_with('.') || inner.starts_with('[') {
+        format!("{root}{inner}")
+    } else if inner.is_empty() {
+        root.to_string()
+    } else {
+        format!("{root}.{inner}")
+    })
+}
+
+/// A label: literal text with `{...}` parts, each becoming a `{$...}`/`{@...}` lookup.
+fn label(text: &str, relative: bool) -> Result<String, String> {
+    let mut out = String::new();
+    let mut rest = text;
+    while let Some(open) = rest.find('{') {
+        let close = rest[open..]
+            .find('}')
+            .map(|c| open + c)
+            .ok_or_else(|| format!("{text:?}: unclosed '{{'"))?;
+        out.push_str(&rest[..open]);
+        out.push('{');
+        out.push_str(&path(&rest[open..=close], relative)?);
+        out.push('}');
+        rest = &rest[close + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+fn value(v: &Value, relative: bool) -> Result<OutValue, String> {
+    match v {
+        Value::Number(n) => Ok(OutValue::Number(n.as_f64().unwrap_or(0.0))),
+        Value::String(s) if s.trim().parse::<f64>().is_ok() => {
+            Ok(OutValue::Number(s.trim().parse().unwrap_or(0.0)))
+        }
+        Value::String(s) => Ok(OutValue::Path(path(s, relative)?)),
+        other => Err(format!("value {other:?} is neither a number nor a path")),
+    }
+}
+
+fn str_of(v: &Value, key: &str) -> Option<String> {
+    v.get(key).and_then(Value::as_str).map(str::to_string)
+}
+
+fn kind(v: &Value) -> Option<String> {
+    match str_of(v, "valuetype").as_deref() {
+        Some("counter") => Some("counter".into()),
+        _ => None,
+    }
+}
+
+/// `valueconverter: {'{.state}': {ACTIVE: 1}}`: the mapping for the value at `value_path`.
+fn converter(m: &Value, value_path: &str) -> Option<IndexMap<String, f64>> {
+    let conv = m.get("valueconverter")?.as_mapping()?;
+    for (k, map) in conv {
+        let Some(k) = k.as_str() else { continue };
+        if path(k, true).ok()? == value_path || path(k, false).ok()? == value_path {
+            let mut out = IndexMap::new();
+            for (from, to) in map.as_mapping()? {
+                if let (Some(f), Some(t)) = (from.as_str(), to.as_f64()) {
+                    out.insert(f.to_string(), t);
+                }
+            }
+            return Some(out);
+        }
+    }
+    None
+}
+
+fn metric(module: &str, m: &Value, warnings: &mut Vec<String>) -> Option<OutMetric> {
+    let name = str_of(m, "name").unwrap_or_default();
+    let at = format!("modules.{module}.metrics[{name}]");
+    let warn = |w: &mut Vec<String>, msg: String| w.push(format!("{at}: {msg}"));
+    if str_of(m, "engine").as_deref() == Some("cel") {
+        warn(
+            warnings,
+            "CEL expressions are not translated; metric skipped".into(),
+        );
+        return None;
+    }
+    for unsupported in ["allow_missing_key", "ignore_missing_values", "valuetype"] {
+        if unsupported != "valuetype" && m.get(unsupported).is_some() {
+            warn(
+                warnings,
+                format!("{unsupported}: jsonbridge skips and counts missing values instead"),
+            );
+        }
+    }
+    let help = str_of(m, "help");
+    let object = str_of(m, "type").as_deref() == Some("object");
+    let mut labels = IndexMap::new();
+    if let Some(ls) = m.get("labels").and_then(Value::as_mapping) {
+        for (k, v) in ls {
+            let (Some(k), Some(v)) = (k.as_str(), v.as_str()) else {
+                continue;
+            };
+            match label(v, object) {
+                Ok(t) => {
+                    labels.insert(k.to_string(), t);
+                }
+                Err(e) => warn(warnings, format!("label {k}: {e}")),
+            }
+        }
+    }
+    let raw_path = str_of(m, "path").unwrap_or_default();
+    let (timestamp, timestamp_format) = match str_of(m, "epochTimestamp") {
+        Some(t) => match path(&t, object) {
+            Ok(p) => (Some(p), Some("unix_ms".to_string())),
+            Err(e) => {
+                warn(warnings, format!("epochTimestamp: {e}"));
+                (None, None)
+            }
+        },
+        None => (None, None),
+    };
+    if object {
+        let each = match path(&raw_path, false) {
+            Ok(p) => p,
+            Err(e) => {
+                warn(warnings, format!("path: {e}; metric skipped"));
+                return None;
+            }
+        };
+        let mut values = IndexMap::new();
+        for (k, v) in m
+            .get("values")
+            .and_then(Value::as_mapping)
+            .into_iter()
+            .flatten()
+        {
+            let Some(k) = k.as_str() else { continue };
+            match value(v, true) {
+                Ok(val) => {
+                    let mapping = match &val {
+                        OutValue::Path(p) => converter(m, p),
+                        OutValue::Number(_) => None,
+                    };
+                    values.insert(
+                        format!("{name}_{k}"),
+                        OutEntry {
+                            value: val,
+                            help: help.clone(),
+                            kind: kind(m),
+                            mapping,
+                        },
+                    );
+                }
+                Err(e) => warn(warnings, format!("values.{k}: {e}")),
+            }
+        }
+        if values.is_empty() {
+            warn(warnings, "no values; metric skipped".into());
+            return None;
+        }
+        Some(OutMetric {
+            name: None,
+            help: None,
+            kind: None,
+            each: Some(each),
+            labels,
+            value: None,
+            mapping: None,
+            values: Some(values),
+            timestamp,
+            timestamp_format,
+        })
+    } else {
+        let value = match path(&raw_path, false) {
+            Ok(p) => p,
+            Err(e) => {
+                warn(warnings, format!("path: {e}; metric skipped"));
+                return None;
+            }
+        };
+        let mapping = converter(m, &value);
+        Some(OutMetric {
+            name: Some(name),
+            help,
+            kind: kind(m),
+            each: None,
+            labels,
+            value: Some(OutValue::Path(value)),
+            mapping,
+            values: None,
+            timestamp,
+            timestamp_format,
+        })
+    }
+}
+
+fn module(name: &str, m: &Value, target: Option<&str>, warnings: &mut Vec<String>) -> OutSource {
+    let mut headers = IndexMap::new();
+    for (k, v) in m
+        .get("headers")
+        .and_then(Value::as_mapping)
+        .into_iter()
+        .flatten()
+    {
+        if let (Some(k), Some(v)) = (k.as_str(), v.as_str()) {
+            headers.insert(k.to_string(), v.to_string());
+        }
+    }
+    let (mut basic_auth, mut bearer_token, mut bearer_token_file) = (None, None, None);
+    if let Some(h) = m.get("http_client_config") {
+        if let Some(b) = h.get("basic_auth") {
+            let mut a = IndexMap::new();
+            for key in ["username", "password", "password_file"] {
+                if let Some(v) = str_of(b, key) {
+                    a.insert(key.to_string(), v);
+                }
+            }
+            basic_auth = Some(a);
+        }
+        bearer_token = str_of(h, "bearer_token");
+        bearer_token_file = str_of(h, "bearer_token_file");
+        for (k, _) in h.as_mapping().into_iter().flatten() {
+            if let Some(k) = k.as_str()
+                && !matches!(k, "basic_auth" | "bearer_token" | "bearer_token_file")
+            {
+                warnings.push(format!(
+                    "modules.{name}.http_client_config.{k}: not supported by jsonbridge; dropped"
+                ));
+            }
+        }
+    }
+    let mut method = None;
+    let body = m.get("body").and_then(|b| {
+        if b.get("templatize").and_then(Value::as_bool) == Some(true) {
+            warnings.push(format!(
+                "modules.{name}.body.templatize: Go templates are not translated (jsonbridge has {{now - 5m | rfc3339}}); the body is copied as text"
+            ));
+        }
+        method = Some("POST".to_string());
+        str_of(b, "content")
+    });
+    if m.get("valid_status_codes").is_some() {
+        warnings.push(format!(
+            "modules.{name}.valid_status_codes: jsonbridge accepts 2xx only; dropped"
+        ));
+    }
+    let metrics = m
+        .get("metrics")
+        .and_then(Value::as_sequence)
+        .into_iter()
+        .flatten()
+        .filter_map(|mm| metric(name, mm, warnings))
+        .collect();
+    OutSource {
+        name: name.to_string(),
+        url: target.map(str::to_string),
+        every: target.map(|_| "1m".to_string()),
+        method,
+        headers,
+        body,
+        basic_auth,
+        bearer_token,
+        bearer_token_file,
+        metrics,
+    }
+}
+
+/// Translates a json_exporter config. With `target`, each module becomes a source polling
+/// it every minute; without, modules for `/probe?module=&target=`.
+pub fn json_exporter(text: &str, target: Option<&str>) -> Result<Imported, String> {
+    let doc: Value = serde_norway::from_str(text).map_err(|e| format!("not YAML: {e}"))?;
+    let modules = doc
+        .get("modules")
+        .and_then(Value::as_mapping)
+        .ok_or("no `modules:` map: is this a json_exporter config (0.5 or later)?")?;
+    let mut warnings = Vec::new();
+    let mut out: Vec<OutSource> = Vec::new();
+    for (k, m) in modules {
+        let Some(name) = k.as_str() else { continue };
+        out.push(module(name, m, target, &mut warnings));
+    }
+    let config = match target {
+        Some(_) => OutConfig {
+            sources: out,
+            modules: Vec::new(),
+            probe: None,
+        },
+        None => {
+            warnings.push(
+                "no --target: the modules serve /probe?module=NAME&target=URL; list the URLs Prometheus may probe under probe.allow_targets".into(),
+            );
+            OutConfig {
+                sources: Vec::new(),
+                modules: out,
+                probe: Some(OutProbe {
+                    allow_targets: Vec::new(),
+                }),
+            }
+        }
+    };
+    let body = serde_norway::to_string(&config).map_err(|e| e.to_string())?;
+    Ok(Imported {
+        yaml: format!(
+            "# Converted from a json_exporter config by `jsonbridge import-json-exporter`.\n{body}"
+        ),
+        warnings,
+    })
+}

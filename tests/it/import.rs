@@ -1,0 +1,115 @@
+//! `jsonbridge import-json-exporter`: a config in json_exporter's documented format becomes a
+//! jsonbridge config that yields the series json_exporter yields on the same JSON
+//! (object metrics named `<name>_<value key>`).
+
+use std::process::Command;
+
+fn import(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_jsonbridge"))
+        .arg("import-json-exporter")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/json_exporter/config.yml"
+        ))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap(),
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+    )
+}
+
+#[test]
+fn converted_config_yields_json_exporters_series() {
+    let (code, yaml, stderr) = import(&["--target", "file://data.json"]);
+    assert_eq!(code, 0, "{stderr}");
+    // Reported, not silently dropped.
+    assert!(
+        stderr.contains("modules.default.http_client_config.tls_config: not supported"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("modules.default.metrics[ship_cel]: CEL expressions are not translated"),
+        "{stderr}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let data = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/json_exporter/data.json"
+    ))
+    .unwrap();
+    std::fs::write(dir.path().join("data.json"), &data).unwrap();
+    let cfg = dir.path().join("jsonbridge.yaml");
+    std::fs::write(&cfg, &yaml).unwrap();
+    let config = jsonbridge::config::load(&cfg).unwrap_or_else(|e| panic!("{e}\n{yaml}"));
+    let source = jsonbridge::inspect::pick(&config, Some("default")).unwrap();
+    let out =
+        jsonbridge::inspect::run(&config, source, &data, jsonbridge::expose::Format::Text).unwrap();
+    let mut got: Vec<&str> = out
+        .exposition
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .collect();
+    got.sort();
+    // What json_exporter exposes for this config and document.
+    let want = [
+        r#"fleet_total_ships{region="eu",home="port-rotterdam"} 3.0"#,
+        r#"ship_cargo_tonnes{ship="aurora",class="static-A"} 340.5"#,
+        r#"ship_cargo_tonnes{ship="cygnus",class="static-A"} 120.0"#,
+        r#"ship_crew{ship="aurora",class="static-A"} 12.0"#,
+        r#"ship_crew{ship="cygnus",class="static-A"} 9.0"#,
+        r#"ship_sailing{ship="aurora",class="static-A"} 1.0"#,
+        r#"ship_sailing{ship="cygnus",class="static-A"} 1.0"#,
+        r#"ship_state_code{ship="aurora"} 1.0"#,
+        r#"ship_state_code{ship="borealis"} 2.0"#,
+        r#"ship_state_code{ship="cygnus"} 1.0"#,
+    ];
+    assert_eq!(got, want, "{}", out.exposition);
+    // Headers, auth and the POST body came along.
+    let default = &config.sources[0];
+    assert!(default.request.headers.iter().any(|(k, _)| k == "x-team"));
+    assert!(default.request.auth.is_some());
+    assert_eq!(config.sources[1].request.method, "POST");
+}
+
+#[test]
+fn without_a_target_modules_serve_probe() {
+    let (code, yaml, stderr) = import(&[]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(yaml.contains("\nmodules:\n"), "{yaml}");
+    assert!(yaml.contains("allow_targets: []"), "{yaml}");
+    assert!(stderr.contains("list the URLs Prometheus may probe under probe.allow_targets"));
+    let c = jsonbridge::config::parse(
+        &yaml,
+        &jsonbridge::config::Origin {
+            name: "converted".into(),
+            base_dir: "/".into(),
+        },
+        &|_| None,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert!(c.sources.is_empty());
+    assert_eq!(
+        c.modules
+            .iter()
+            .map(|m| m.name.as_str())
+            .collect::<Vec<_>>(),
+        ["default", "archive"]
+    );
+}
+
+#[test]
+fn not_a_json_exporter_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("x.yml");
+    std::fs::write(&f, "sources: []\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_jsonbridge"))
+        .arg("import-json-exporter")
+        .arg(&f)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no `modules:` map"));
+}
