@@ -9,10 +9,11 @@ COPY src ./src
 COPY benches ./benches
 RUN cargo build --release --locked && strip target/release/jsonbridge
 
-# distroless/cc: glibc and CA certificates, no shell, no package manager; uid 65532.
+# distroless/cc: glibc and CA certificates, no shell, no package manager; 65532 is its
+# "nonroot" user.
 FROM gcr.io/distroless/cc-debian12:nonroot
 COPY --from=build /src/target/release/jsonbridge /usr/local/bin/jsonbridge
-USER nonroot:nonroot
+USER 65532:65532
 EXPOSE 10795
 ENTRYPOINT ["/usr/local/bin/jsonbridge"]
 CMD ["--config.file=/etc/jsonbridge/jsonbridge.yaml", "--web.listen-address=:10795"]

