@@ -29,15 +29,12 @@ use crate::telemetry::{PollOutcome, Telemetry};
 pub enum ScheduleError {
     #[error("scheduler: {0}")]
     Scheduler(String),
-    #[error("HTTP client for source {name}: {error}")]
-    Client { name: String, error: FetchError },
 }
 
 impl ScheduleError {
     pub fn kind(&self) -> &'static str {
         match self {
             ScheduleError::Scheduler(_) => "scheduler",
-            ScheduleError::Client { .. } => "client",
         }
     }
 }
@@ -63,6 +60,8 @@ pub enum PollError {
     Extract(#[from] ExtractError),
     #[error("extraction task failed: {0}")]
     Internal(String),
+    #[error("no HTTP client: {0}")]
+    Client(String),
 }
 
 impl PollError {
@@ -74,13 +73,16 @@ impl PollError {
             PollError::NothingExtracted(_) => "no_series",
             PollError::Extract(e) => e.kind(),
             PollError::Internal(_) => "internal",
+            PollError::Client(_) => "client",
         }
     }
 }
 
 struct Runner {
     source: Arc<Source>,
-    fetcher: Fetcher,
+    /// `Err`: the HTTP client could not be built (e.g. no CA certificates on the system);
+    /// every poll then fails with kind `client` instead of jsonbridge refusing to start.
+    fetcher: Result<Fetcher, String>,
     /// Held for the whole poll: a tick that finds it taken is an overlap.
     busy: tokio::sync::Mutex<()>,
     /// Polls started so far (log lines carry the number).
@@ -108,7 +110,10 @@ impl Runner {
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
             + 1;
         let started = Instant::now();
-        let result = poll_once(&self.fetcher, &self.source).await;
+        let result = match &self.fetcher {
+            Ok(f) => poll_once(f, &self.source).await,
+            Err(e) => Err(PollError::Client(e.clone())),
+        };
         let elapsed = started.elapsed();
         let name = &self.source.name;
         match result {
@@ -265,10 +270,10 @@ impl Scheduler {
     /// stopped first.
     pub async fn start(&self, source: Arc<Source>) -> Result<(), ScheduleError> {
         self.stop(&source.name).await;
-        let fetcher = Fetcher::new(&source.request).map_err(|error| ScheduleError::Client {
-            name: source.name.clone(),
-            error,
-        })?;
+        let fetcher = Fetcher::new(&source.request).map_err(|e| {
+            tracing::error!(source = %source.name, error = %e, "cannot build the HTTP client; polls will fail");
+            e.to_string()
+        });
         let runner = Arc::new(Runner {
             source: source.clone(),
             fetcher,

@@ -83,6 +83,16 @@ fn the_dockerfile_runs_as_non_root_and_lints_clean() {
     let docker = std::fs::read_to_string(root().join("Dockerfile")).unwrap();
     assert!(docker.contains("USER 65532:65532"));
     assert!(docker.contains("cargo build --release --locked"));
+    assert!(docker.contains("+crt-static") && docker.contains("distroless/static"));
+    // Everything cargo needs to build is copied into the build stage.
+    for needed in ["Cargo.toml", "Cargo.lock", "build.rs", "src", "benches"] {
+        assert!(
+            docker
+                .lines()
+                .any(|l| l.starts_with("COPY ") && l.contains(needed)),
+            "the Dockerfile does not copy {needed}"
+        );
+    }
     let out = std::process::Command::new("hadolint")
         .arg(root().join("Dockerfile"))
         .output()

@@ -556,3 +556,17 @@ probe:
     assert_eq!(status, 400);
     b.stop().await;
 }
+
+/// Sidecars poll `localhost`: the resolver (hickory) must honour /etc/hosts.
+#[tokio::test]
+async fn localhost_urls_resolve() {
+    let up = Upstream::start(Reply::json(r#"{"n": 4}"#)).await;
+    let url = up.base.replace("127.0.0.1", "localhost");
+    let b = Bridge::start(&format!(
+        "sources:\n  - name: l\n    url: {url}/x\n    every: 1h\n    metrics: [{{name: n, help: N., value: $.n}}]\n"
+    ))
+    .await;
+    b.wait_metrics(10, "a poll through localhost", |m| m.contains("\nn 4"))
+        .await;
+    b.stop().await;
+}
