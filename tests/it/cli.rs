@@ -3,7 +3,7 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::support::{Daemon, Reply, Upstream, client};
+use crate::support::{Daemon, Reply, Upstream, client, get_text};
 
 fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_jsonbridge"))
@@ -159,14 +159,7 @@ async fn logs_never_contain_secrets_and_json_format_works() {
     d.wait_log(15, "\"kind\":\"http_status\"");
     d.wait_log(15, "\"kind\":\"connect\"");
     for page in ["/", "/metrics"] {
-        let body = client()
-            .get(format!("http://{}{page}", d.addr))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let body = get_text(&format!("http://{}{page}", d.addr)).await;
         assert!(!body.contains(token), "{page} leaks the token");
     }
     let (code, log) = d.terminate();
@@ -204,14 +197,7 @@ async fn shards_poll_disjoint_sources_that_cover_the_config() {
             assert!(Instant::now() < deadline);
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        let body = client()
-            .get(format!("http://{}/metrics", d.addr))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let body = get_text(&format!("http://{}/metrics", d.addr)).await;
         let mine: Vec<String> = body
             .lines()
             .filter_map(|l| l.strip_prefix("n{src=\""))

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::support::{Daemon, Reply, Upstream, client, sample};
+use crate::support::{Daemon, Reply, Upstream, client, get_text, sample};
 
 fn two_sources(stable: &str, changing: &str, metric: &str) -> String {
     format!(
@@ -24,14 +24,8 @@ async fn two_hundred_reloads_under_continuous_scrapes() {
     let d = Daemon::start(&cfg, &["--web.enable-lifecycle", "--config.no-watch"], &[]);
     let base = format!("http://{}", d.addr);
     let deadline = Instant::now() + Duration::from_secs(20);
-    while !client()
-        .get(format!("{base}/metrics"))
-        .send()
+    while !get_text(&format!("{base}/metrics"))
         .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
         .contains("\nstable_value 1")
     {
         assert!(Instant::now() < deadline, "no first poll");
@@ -99,14 +93,7 @@ async fn two_hundred_reloads_under_continuous_scrapes() {
             // Let the polls of the restarted source finish, then take the baseline.
             tokio::time::sleep(Duration::from_millis(500)).await;
             rss_after_warmup = d.rss_kib();
-            let m = client()
-                .get(format!("{base}/metrics"))
-                .send()
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap();
+            let m = get_text(&format!("{base}/metrics")).await;
             tasks_after_warmup = sample(&m, "jsonbridge_runtime_alive_tasks").unwrap();
         }
     }
@@ -121,14 +108,7 @@ async fn two_hundred_reloads_under_continuous_scrapes() {
             failures[0]
         );
     }
-    let m = client()
-        .get(format!("{base}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let m = get_text(&format!("{base}/metrics")).await;
     assert_eq!(
         sample(&m, r#"jsonbridge_config_reloads_total{result="invalid"}"#),
         Some((reloads / 2) as f64)
@@ -245,14 +225,7 @@ async fn a_thousand_sources_and_a_ten_megabyte_config() {
     assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let m = client()
-            .get(format!("{base}/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let m = get_text(&format!("{base}/metrics")).await;
         if m.matches("\nn{i=").count() == 1000 {
             assert!(
                 !m.contains("source=\"first\""),
@@ -277,14 +250,7 @@ async fn a_thousand_sources_and_a_ten_megabyte_config() {
             .unwrap()
             .contains("duplicate source name \"s998\"")
     );
-    let m = client()
-        .get(format!("{base}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let m = get_text(&format!("{base}/metrics")).await;
     assert_eq!(m.matches("\nn{i=").count(), 1000);
     let (code, _) = d.terminate();
     assert_eq!(code, Some(0));

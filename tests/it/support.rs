@@ -202,6 +202,18 @@ impl Bridge {
     }
 }
 
+/// GET `url` and return the body (panics on any failure: for tests only).
+pub async fn get_text(url: &str) -> String {
+    client()
+        .get(url)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
 pub fn client() -> reqwest::Client {
     reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
