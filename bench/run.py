@@ -155,6 +155,8 @@ def jsonbridge_case(binary, data_port, name, scrapes):
     url: http://127.0.0.1:{data_port}/{name}.json
     every: 1h
     timeout: 120s
+    max_body_bytes: 1073741824
+    max_series: 2000000
     metrics:
       - name: energy_consumed
         help: Energy consumed at the latest time point.
@@ -170,6 +172,9 @@ def jsonbridge_case(binary, data_port, name, scrapes):
     try:
         wait_http(port, "/-/ready")
         body = wait_http(port, "/metrics").decode()
+        if 'jsonbridge_source_up{source="energy"} 1' not in body:
+            raise SystemExit("jsonbridge's poll failed:\n" + "\n".join(
+                l for l in body.splitlines() if "polls_total" in l))
         poll = next(float(l.split()[-1]) for l in body.splitlines()
                     if l.startswith('jsonbridge_source_last_poll_duration_seconds{source="energy"}'))
         peak_poll = sampler.peak
