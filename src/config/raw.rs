@@ -40,6 +40,10 @@ pub struct RawProbe {
     pub allow_targets: Vec<String>,
 }
 
+// The fields repeat `RawSource`'s on purpose: a shared struct would need `#[serde(flatten)]`,
+// which hides unknown fields from the unknown-field report, or an optional `url`, which would
+// take "url is required" out of the published schema. `as_source` maps it onto `RawSource`,
+// so validation and compilation are shared. (Plain comments: doc comments become the schema.)
 /// A source without URL and schedule: the request settings and metrics of a module.
 #[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
 #[schemars(deny_unknown_fields)]
