@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use crate::config::{Config, Source};
 use crate::expose::{Format, encode};
-use crate::extract::{Extraction, extract};
+use crate::extract::Extraction;
 use crate::store::{Snapshot, View};
 
 #[derive(Debug, thiserror::Error)]
@@ -61,9 +61,11 @@ pub fn run(
     input: &[u8],
     format: Format,
 ) -> Result<Outcome, InspectError> {
-    let doc = crate::schedule::parse(input, None)
-        .map_err(|e| InspectError::InvalidJson(e.to_string()))?;
-    let mut x = extract(&doc, &source.metrics)?;
+    // The daemon's own reader, so what this shows is what a poll would give.
+    let mut x = crate::schedule::read(input, None, source).map_err(|e| match e {
+        crate::schedule::PollError::Extract(e) => InspectError::Extract(e),
+        e => InspectError::InvalidJson(e.to_string()),
+    })?;
     x.truncate(source.max_series);
     let exposition = exposition(config, source, &x, format);
     let report = report(source, &x);
@@ -106,10 +108,11 @@ fn report(source: &Source, x: &Extraction) -> String {
     let mut r = String::new();
     let _ = writeln!(
         r,
-        "source {}: {} series from {} metrics",
+        "source {}: {} series from {} metrics (read: {})",
         source.name,
         x.series_count(),
-        x.reports.len()
+        x.reports.len(),
+        source.plan.describe()
     );
     let width = x.reports.iter().map(|m| m.metric.len()).max().unwrap_or(0);
     for m in &x.reports {

@@ -20,7 +20,7 @@ use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
 use crate::config::{Schedule, Source};
-use crate::extract::{ExtractError, Extraction, extract};
+use crate::extract::{ExtractError, Extraction, ReadError, extract_bytes};
 use crate::fetch::{FetchError, Fetcher};
 use crate::store::{Snapshot, Store};
 use crate::telemetry::{PollOutcome, Telemetry};
@@ -114,7 +114,6 @@ impl Runner {
             Ok(f) => poll_once(f, &self.source).await,
             Err(e) => Err(PollError::Client(e.clone())),
         };
-        let elapsed = started.elapsed();
         let name = &self.source.name;
         match result {
             Ok(Polled {
@@ -127,7 +126,10 @@ impl Runner {
                     taken_at: std::time::SystemTime::now(),
                     families: x.families,
                 };
-                if self.store.publish(&self.source, snapshot) {
+                let published = self.store.publish(&self.source, snapshot);
+                // Fetch, parse, extract and swap.
+                let elapsed = started.elapsed();
+                if published {
                     self.telemetry.poll_finished(
                         name,
                         poll,
@@ -147,7 +149,7 @@ impl Runner {
                 self.telemetry.poll_finished(
                     name,
                     poll,
-                    elapsed,
+                    started.elapsed(),
                     PollOutcome::Failure {
                         kind: e.kind(),
                         message: e.to_string(),
@@ -182,16 +184,24 @@ pub struct Polled {
     pub bytes: usize,
 }
 
-/// Parses a response body, with errors that say what was wrong with it.
-pub fn parse(body: &[u8], content_type: Option<&str>) -> Result<serde_json::Value, PollError> {
+/// Parses a response body and extracts the source's metrics from it, building only the parts
+/// of the document they read (see [`crate::extract::plan`]).
+pub fn read(
+    body: &[u8],
+    content_type: Option<&str>,
+    source: &Source,
+) -> Result<Extraction, PollError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Err(PollError::EmptyBody);
     }
-    serde_json::from_slice(body).map_err(|e| PollError::InvalidJson {
-        error: e.to_string(),
-        content_type: content_type
-            .filter(|c| !c.contains("json"))
-            .map(str::to_string),
+    extract_bytes(body, &source.metrics, &source.plan).map_err(|e| match e {
+        ReadError::Extract(e) => PollError::Extract(e),
+        e => PollError::InvalidJson {
+            error: e.to_string(),
+            content_type: content_type
+                .filter(|c| !c.contains("json"))
+                .map(str::to_string),
+        },
     })
 }
 
@@ -202,10 +212,8 @@ pub async fn poll_once(fetcher: &Fetcher, source: &Arc<Source>) -> Result<Polled
     let bytes = fetched.body.len();
     let source = source.clone();
     let extraction = tokio::task::spawn_blocking(move || {
-        let doc = parse(&fetched.body, fetched.content_type.as_deref())?;
-        let mut x = extract(&doc, &source.metrics)?;
-        // Dropping a large document is slow too: it happens here, off the async workers.
-        drop(doc);
+        let mut x = read(&fetched.body, fetched.content_type.as_deref(), &source)?;
+        drop(fetched);
         release_free_memory();
         if x.series_count() == 0 && !x.problems.is_empty() {
             let summary: Vec<String> = x

@@ -81,12 +81,15 @@ impl Store {
     pub fn publish(&self, source: &Arc<Source>, snapshot: Snapshot) -> bool {
         let mut inner = self.inner.write().unwrap_or_else(|e| e.into_inner());
         let current = inner.config.sources.iter().any(|s| Arc::ptr_eq(s, source));
-        if current {
+        // The replaced snapshot is freed after the lock is released (100k series take a few
+        // milliseconds to free, and scrapes wait on this lock).
+        let replaced = current.then(|| {
             inner
                 .snapshots
-                .insert(source.name.clone(), Arc::new(snapshot));
-        }
+                .insert(source.name.clone(), Arc::new(snapshot))
+        });
         drop(inner);
+        drop(replaced);
         if current {
             self.touch();
         }

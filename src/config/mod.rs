@@ -22,8 +22,8 @@ use reqwest::header::{HeaderName, HeaderValue};
 use reqwest::{Method, Url};
 
 use crate::extract::{
-    Conversion, Each, Lookup, MetricKind, MetricSpec, OnDuplicate, Output, OutputKind, Template,
-    TimestampFormat, TimestampSpec, ValueSpec,
+    Conversion, Each, Lookup, MetricKind, MetricSpec, OnDuplicate, Output, OutputKind, ReadPlan,
+    Template, TimestampFormat, TimestampSpec, ValueSpec,
 };
 pub use locate::{Locator, Position};
 use raw::{RawConfig, RawMetric, RawMetricKind, RawSource, RawValue};
@@ -162,6 +162,8 @@ pub struct Source {
     pub request: Request,
     pub schedule: Schedule,
     pub metrics: Vec<MetricSpec>,
+    /// What polls read of a response, worked out from `metrics`.
+    pub plan: ReadPlan,
     /// Most series one poll may produce; beyond, the snapshot is truncated deterministically.
     pub max_series: usize,
     /// After failed polls, a snapshot older than this is dropped (its series vanish) instead
@@ -767,6 +769,7 @@ impl Compiler<'_> {
             name: rs.name.clone(),
             request: request?,
             schedule: schedule?,
+            plan: ReadPlan::new(&mut metrics),
             metrics,
             max_series,
             max_staleness,

@@ -16,7 +16,7 @@ use prometheus_client::encoding::{
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
-use crate::extract::{FamilySamples, MetricKind};
+use crate::extract::{FamilySamples, Labels, MetricKind};
 use crate::store::View;
 use crate::telemetry::{SourceStats, State};
 
@@ -115,13 +115,13 @@ fn add_timestamps(text: &str, timestamps: &[Option<i64>], format: Format) -> Str
 /// Labels of one series: the family's names zipped with the series' values.
 struct Pairs<'a> {
     names: &'a [String],
-    values: &'a [String],
+    values: &'a Labels,
 }
 
 impl EncodeLabelSet for Pairs<'_> {
     fn encode(&self, encoder: &mut LabelSetEncoder) -> Result<(), std::fmt::Error> {
-        for (n, v) in self.names.iter().zip(self.values) {
-            (n.as_str(), v.as_str()).encode(encoder.encode_label())?;
+        for (n, v) in self.names.iter().zip(self.values.iter()) {
+            (n.as_str(), v).encode(encoder.encode_label())?;
         }
         Ok(())
     }
@@ -181,7 +181,7 @@ impl prometheus_client::collector::Collector for Samples {
                             .label_names
                             .iter()
                             .map(String::as_str)
-                            .zip(s.labels.iter().map(String::as_str))
+                            .zip(s.labels.iter())
                             .collect();
                         key.sort_unstable();
                         if !seen.insert(key) {
@@ -244,7 +244,7 @@ impl prometheus_client::collector::Collector for SelfMetrics {
             ),
             (
                 "jsonbridge_source_last_poll_duration_seconds",
-                "Duration of the last poll (fetch, parse and extract).",
+                "Duration of the last poll (fetch, parse, extract and swap).",
                 |s| s.last_duration.as_secs_f64(),
             ),
             (

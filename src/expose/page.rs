@@ -162,6 +162,7 @@ fn render_source(x: &Exposer, name: &str) -> Option<String> {
     if let Some(b) = st.and_then(|t| t.last_response_bytes) {
         let _ = write!(h, "{b} bytes");
     }
+    let _ = write!(h, "</td></tr><tr><th>Read as</th><td>{}", s.plan.describe());
     let _ = write!(
         h,
         "</td></tr><tr><th>Series served</th><td>{}</td></tr></tbody></table>",

@@ -6,18 +6,23 @@
 //! and counted by kind; it never fails the other items or the source. The one exception is a
 //! block that asks for it (`on_duplicate: error`).
 
+pub mod labels;
+pub mod plan;
 pub mod selector;
 pub mod spec;
+pub mod stream;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use serde_json::Value;
 
+pub use labels::{Labels, LabelsBuilder};
+pub use plan::ReadPlan;
 pub use selector::{Selected, Selector};
 pub use spec::{
-    Aggregate, Bound, Conversion, Each, Lookup, MetricKind, MetricSpec, OnDuplicate, Output,
-    OutputKind, Part, Scope, Template, TimestampFormat, TimestampSpec, ValueSpec,
+    Aggregate, Binding, Bound, Conversion, Each, Item, Lookup, MetricKind, MetricSpec, OnDuplicate,
+    Output, OutputKind, Part, Scope, Template, TimestampFormat, TimestampSpec, ValueSpec,
 };
 
 /// Why one item gave no sample. `kind()` is the stable label of
@@ -102,7 +107,7 @@ impl ExtractError {
 /// One series of one family: label values in the order of the family's label names.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Series {
-    pub labels: Box<[String]>,
+    pub labels: Labels,
     pub value: f64,
     /// Milliseconds since the epoch, when the block declares `timestamp`.
     pub timestamp_ms: Option<i64>,
@@ -178,35 +183,109 @@ fn note(problems: &mut Problems, output: usize, err: &ItemError, item: &dyn Fn()
 pub fn extract(doc: &Value, blocks: &[MetricSpec]) -> Result<Extraction, ExtractError> {
     let mut out = Extraction::default();
     for block in blocks {
-        extract_block(doc, block, &mut out)?;
+        let mut run = BlockRun::new(block);
+        block
+            .each
+            .for_each(doc, &mut |item, caps| run.item(Item::Node(item), doc, caps));
+        run.finish(&mut out)?;
     }
     Ok(out)
 }
 
-fn extract_block(
-    doc: &Value,
-    block: &MetricSpec,
-    out: &mut Extraction,
-) -> Result<(), ExtractError> {
-    let n = block.outputs.len();
-    let mut problems: Problems = BTreeMap::new();
-    let mut series: Vec<Vec<Series>> = vec![Vec::new(); n];
-    let mut items = 0usize;
-    block.each.for_each(doc, &mut |item, caps| {
-        items += 1;
-        let ordinal = items;
+/// Why a document gave no extraction.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error("{0}")]
+    Json(#[from] serde_json::Error),
+    /// JSON is UTF-8 (RFC 8259); the whole body is checked once, before parsing.
+    #[error("invalid UTF-8 at line {line} column {column}")]
+    NotUtf8 { line: usize, column: usize },
+    #[error(transparent)]
+    Extract(#[from] ExtractError),
+}
+
+/// Parses `body` and runs every metric block over it, building only what `plan` (made from
+/// the same `blocks`) reads. Gives what [`extract`] gives on the fully parsed document.
+pub fn extract_bytes(
+    body: &[u8],
+    blocks: &[MetricSpec],
+    plan: &ReadPlan,
+) -> Result<Extraction, ReadError> {
+    let body = std::str::from_utf8(body).map_err(|e| {
+        let before = &body[..e.valid_up_to()];
+        let line_start = before
+            .iter()
+            .rposition(|b| *b == b'\n')
+            .map_or(0, |p| p + 1);
+        ReadError::NotUtf8 {
+            line: before.iter().filter(|b| **b == b'\n').count() + 1,
+            column: before.len() - line_start + 1,
+        }
+    })?;
+    if !plan.streamed {
+        let doc = stream::parse_pruned(body, plan)?;
+        return Ok(extract(&doc, blocks)?);
+    }
+    let mut runs: Vec<BlockRun> = blocks.iter().map(BlockRun::new).collect();
+    // Streamed plans read nothing from the root or a captured node (see `plan`).
+    let none = Value::Null;
+    stream::parse_streamed(body, plan, &mut |b, item, path| {
+        let caps: Vec<Bound<'_>> = plan.capture_depths[b]
+            .iter()
+            .map(|d| Bound {
+                key: path.key(*d),
+                node: &none,
+            })
+            .collect();
+        runs[b].item(item, &none, &caps);
+    })?;
+    let mut out = Extraction::default();
+    for run in runs {
+        run.finish(&mut out)?;
+    }
+    Ok(out)
+}
+
+/// One block's extraction in progress: items go in one at a time, in document order.
+struct BlockRun<'b> {
+    block: &'b MetricSpec,
+    problems: Problems,
+    /// Per output.
+    series: Vec<Vec<Series>>,
+    items: usize,
+    labels: LabelsBuilder,
+}
+
+impl<'b> BlockRun<'b> {
+    fn new(block: &'b MetricSpec) -> Self {
+        Self {
+            block,
+            problems: BTreeMap::new(),
+            series: vec![Vec::new(); block.outputs.len()],
+            items: 0,
+            labels: LabelsBuilder::default(),
+        }
+    }
+
+    fn item(&mut self, item: Item<'_>, doc: &Value, caps: &[Bound<'_>]) {
+        let block = self.block;
+        let n = block.outputs.len();
+        let problems = &mut self.problems;
+        let series = &mut self.series;
+        self.items += 1;
+        let ordinal = self.items;
         let describe = || describe_item(&block.each.captures, caps, ordinal);
-        let prepared = labels_of(block, doc, item, caps).and_then(|labels| {
+        let prepared = labels_of(block, doc, item, caps, &mut self.labels).and_then(|labels| {
             let ts = match &block.timestamp {
                 Some(t) => Some(timestamp_of(t, item, doc, caps)?),
                 None => None,
             };
             Ok((labels, ts))
         });
-        let (labels, ts) = match prepared {
+        let (mut labels, ts) = match prepared {
             Ok(p) => p,
             Err(e) => {
-                (0..n).for_each(|k| note(&mut problems, k, &e, &describe));
+                (0..n).for_each(|k| note(problems, k, &e, &describe));
                 return;
             }
         };
@@ -219,83 +298,96 @@ fn extract_block(
                                 path: value_path(&output.value),
                                 found: format!("{current:?}"),
                             };
-                            note(&mut problems, k, &e, &describe);
+                            note(problems, k, &e, &describe);
                         }
                         for s in states {
-                            let mut l = labels.to_vec();
-                            l.push(s.clone());
                             series[k].push(Series {
-                                labels: l.into(),
+                                labels: labels.with(s),
                                 value: if *s == current { 1.0 } else { 0.0 },
                                 timestamp_ms: ts,
                             });
                         }
                     }
-                    Err(e) => note(&mut problems, k, &e, &describe),
+                    Err(e) => note(problems, k, &e, &describe),
                 },
                 kind => match value_of(output, item, doc, caps) {
                     Ok(v) if *kind == OutputKind::Counter && v < 0.0 => {
                         note(
-                            &mut problems,
+                            problems,
                             k,
                             &ItemError::CounterNegative { value: v },
                             &describe,
                         );
                     }
                     Ok(value) => series[k].push(Series {
-                        labels: labels.clone(),
+                        // The last output takes the labels instead of a copy.
+                        labels: if k + 1 == n {
+                            std::mem::take(&mut labels)
+                        } else {
+                            labels.clone()
+                        },
                         value,
                         timestamp_ms: ts,
                     }),
-                    Err(e) => note(&mut problems, k, &e, &describe),
+                    Err(e) => note(problems, k, &e, &describe),
                 },
             }
         }
-    });
-    for (k, (output, mut s)) in block.outputs.iter().zip(series).enumerate() {
-        let label_names = output_label_names(block, output);
-        let dups = resolve_duplicates(&mut s, block.on_duplicate);
-        if let Some((labels, count)) = dups.first_example {
-            let err = ItemError::DuplicateSeries {
-                labels: render_labels(&label_names, &labels),
-                count,
-                policy: match block.on_duplicate {
-                    OnDuplicate::First => "the first one is kept",
-                    OnDuplicate::Last => "the last one is kept",
-                    OnDuplicate::Sum => "their values are summed",
-                    OnDuplicate::Error => "on_duplicate: error fails the poll",
-                },
-            };
-            if block.on_duplicate == OnDuplicate::Error {
-                return Err(ExtractError {
-                    metric: output.name.clone(),
-                    error: err,
-                });
-            }
-            problems.insert((k, err.kind()), (dups.dropped, err.to_string()));
-        }
-        out.reports.push(MetricReport {
-            metric: output.name.clone(),
-            items,
-            series: s.len(),
-        });
-        out.families.push(FamilySamples {
-            family: output.family.clone(),
-            label_names,
-            series: s,
-        });
     }
-    out.problems.extend(
-        problems
-            .into_iter()
-            .map(|((k, kind), (count, example))| Problem {
-                metric: block.outputs[k].name.clone(),
-                kind,
-                count,
-                example,
-            }),
-    );
-    Ok(())
+
+    fn finish(self, out: &mut Extraction) -> Result<(), ExtractError> {
+        let BlockRun {
+            block,
+            mut problems,
+            series,
+            items,
+            labels: _,
+        } = self;
+        for (k, (output, mut s)) in block.outputs.iter().zip(series).enumerate() {
+            let label_names = output_label_names(block, output);
+            let dups = resolve_duplicates(&mut s, block.on_duplicate);
+            if let Some((labels, count)) = dups.first_example {
+                let err = ItemError::DuplicateSeries {
+                    labels: render_labels(&label_names, &labels),
+                    count,
+                    policy: match block.on_duplicate {
+                        OnDuplicate::First => "the first one is kept",
+                        OnDuplicate::Last => "the last one is kept",
+                        OnDuplicate::Sum => "their values are summed",
+                        OnDuplicate::Error => "on_duplicate: error fails the poll",
+                    },
+                };
+                if block.on_duplicate == OnDuplicate::Error {
+                    return Err(ExtractError {
+                        metric: output.name.clone(),
+                        error: err,
+                    });
+                }
+                problems.insert((k, err.kind()), (dups.dropped, err.to_string()));
+            }
+            out.reports.push(MetricReport {
+                metric: output.name.clone(),
+                items,
+                series: s.len(),
+            });
+            out.families.push(FamilySamples {
+                family: output.family.clone(),
+                label_names,
+                series: s,
+            });
+        }
+        out.problems.extend(
+            problems
+                .into_iter()
+                .map(|((k, kind), (count, example))| Problem {
+                    metric: block.outputs[k].name.clone(),
+                    kind,
+                    count,
+                    example,
+                }),
+        );
+        Ok(())
+    }
 }
 
 fn output_label_names(block: &MetricSpec, output: &Output) -> Arc<[String]> {
@@ -311,7 +403,7 @@ fn output_label_names(block: &MetricSpec, output: &Output) -> Arc<[String]> {
 
 struct Duplicates {
     dropped: u64,
-    first_example: Option<(Box<[String]>, usize)>,
+    first_example: Option<(Labels, usize)>,
 }
 
 /// Sorts by labels and merges equal label sets by `policy` (stable sort: document order is
@@ -319,26 +411,24 @@ struct Duplicates {
 fn resolve_duplicates(series: &mut Vec<Series>, policy: OnDuplicate) -> Duplicates {
     series.sort_by(|a, b| a.labels.cmp(&b.labels));
     let before = series.len();
-    let mut first_example: Option<(Box<[String]>, usize)> = None;
-    let mut merged: Vec<Series> = Vec::with_capacity(series.len());
-    for s in series.drain(..) {
-        match merged.last_mut() {
-            Some(prev) if prev.labels == s.labels => {
-                match &mut first_example {
-                    Some((l, c)) if *l == s.labels => *c += 1,
-                    None => first_example = Some((s.labels.clone(), 2)),
-                    _ => {}
-                }
-                match policy {
-                    OnDuplicate::First | OnDuplicate::Error => {}
-                    OnDuplicate::Last => *prev = s,
-                    OnDuplicate::Sum => prev.value += s.value,
-                }
-            }
-            _ => merged.push(s),
+    let mut first_example: Option<(Labels, usize)> = None;
+    // `next` is dropped when this returns true; `prev` stays.
+    series.dedup_by(|next, prev| {
+        if next.labels != prev.labels {
+            return false;
         }
-    }
-    *series = merged;
+        match &mut first_example {
+            Some((l, c)) if *l == next.labels => *c += 1,
+            None => first_example = Some((next.labels.clone(), 2)),
+            _ => {}
+        }
+        match policy {
+            OnDuplicate::First | OnDuplicate::Error => {}
+            OnDuplicate::Last => std::mem::swap(prev, next),
+            OnDuplicate::Sum => prev.value += next.value,
+        }
+        true
+    });
     Duplicates {
         dropped: (before - series.len()) as u64,
         first_example,
@@ -357,10 +447,10 @@ fn describe_item(names: &[String], caps: &[Bound<'_>], ordinal: usize) -> String
     format!("item #{ordinal} ({})", caps.join(", "))
 }
 
-fn render_labels(names: &[String], values: &[String]) -> String {
+fn render_labels(names: &[String], values: &Labels) -> String {
     names
         .iter()
-        .zip(values)
+        .zip(values.iter())
         .map(|(n, v)| format!("{n}={v:?}"))
         .collect::<Vec<_>>()
         .join(",")
@@ -369,15 +459,18 @@ fn render_labels(names: &[String], values: &[String]) -> String {
 fn labels_of(
     block: &MetricSpec,
     root: &Value,
-    item: &Value,
+    item: Item<'_>,
     caps: &[Bound<'_>],
-) -> Result<Box<[String]>, ItemError> {
-    block
-        .labels
-        .iter()
-        .zip(block.label_names.iter())
-        .map(|(t, name)| render(t, name, root, item, caps))
-        .collect()
+    b: &mut LabelsBuilder,
+) -> Result<Labels, ItemError> {
+    for (t, name) in block.labels.iter().zip(block.label_names.iter()) {
+        if let Err(e) = render(t, name, root, item, caps, b.value()) {
+            b.clear();
+            return Err(e);
+        }
+        b.commit();
+    }
+    Ok(b.finish())
 }
 
 fn value_path(v: &ValueSpec) -> String {
@@ -390,7 +483,7 @@ fn value_path(v: &ValueSpec) -> String {
 
 fn value_of(
     output: &Output,
-    item: &Value,
+    item: Item<'_>,
     root: &Value,
     caps: &[Bound<'_>],
 ) -> Result<f64, ItemError> {
@@ -426,7 +519,7 @@ fn value_of(
 /// The current state of a state-set output, as text.
 fn state_of(
     output: &Output,
-    item: &Value,
+    item: Item<'_>,
     root: &Value,
     caps: &[Bound<'_>],
 ) -> Result<String, ItemError> {
@@ -461,7 +554,7 @@ fn state_of(
 fn aggregate(
     func: Aggregate,
     l: &Lookup,
-    item: &Value,
+    item: Item<'_>,
     root: &Value,
     caps: &[Bound<'_>],
 ) -> Result<f64, ItemError> {
@@ -537,7 +630,7 @@ fn convert(v: &Value, conv: &Conversion, path: &str) -> Result<f64, ItemError> {
 
 fn timestamp_of(
     t: &TimestampSpec,
-    item: &Value,
+    item: Item<'_>,
     root: &Value,
     caps: &[Bound<'_>],
 ) -> Result<i64, ItemError> {
@@ -634,13 +727,10 @@ fn render(
     t: &Template,
     label: &str,
     root: &Value,
-    item: &Value,
+    item: Item<'_>,
     caps: &[Bound<'_>],
-) -> Result<String, ItemError> {
-    if let [Part::Literal(s)] = t.parts.as_slice() {
-        return Ok(s.clone());
-    }
-    let mut out = String::new();
+    out: &mut String,
+) -> Result<(), ItemError> {
     for part in &t.parts {
         match part {
             Part::Literal(s) => out.push_str(s),
@@ -680,7 +770,7 @@ fn render(
             },
         }
     }
-    Ok(out)
+    Ok(())
 }
 
 #[cfg(test)]

@@ -11,6 +11,9 @@ use serde_json::Value;
 pub struct Selector {
     source: String,
     plan: Plan,
+    /// The leading names, indexes and wildcards of the path (all of it for a direct plan):
+    /// what [`super::plan`] can follow without reading whole subtrees.
+    prefix: Vec<Step>,
 }
 
 #[derive(Debug, Clone)]
@@ -19,8 +22,8 @@ enum Plan {
     General(JpQuery),
 }
 
-#[derive(Debug, Clone)]
-enum Step {
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Step {
     Name(String),
     Index(i64),
     Wildcard,
@@ -30,24 +33,35 @@ impl Selector {
     /// Compiles a path that starts with `$`. The error is jsonpath-rust's message.
     pub fn compile(path: &str) -> Result<Self, String> {
         let query = jsonpath_rust::parser::parse_json_path(path).map_err(|e| e.to_string())?;
-        let steps: Option<Vec<Step>> = query
+        let prefix: Vec<Step> = query
             .segments
             .iter()
-            .map(|seg| match seg {
+            .map_while(|seg| match seg {
                 Segment::Selector(JpSelector::Name(n)) => Some(Step::Name(n.clone())),
                 Segment::Selector(JpSelector::Index(i)) => Some(Step::Index(*i)),
                 Segment::Selector(JpSelector::Wildcard) => Some(Step::Wildcard),
                 _ => None,
             })
             .collect();
-        let plan = match steps {
-            Some(steps) => Plan::Direct(steps),
-            None => Plan::General(query),
+        let plan = if prefix.len() == query.segments.len() {
+            Plan::Direct(prefix.clone())
+        } else {
+            Plan::General(query)
         };
         Ok(Self {
             source: path.to_string(),
             plan,
+            prefix,
         })
+    }
+
+    /// The path made of `steps` (what is left of a path after a reader followed its start).
+    pub(crate) fn from_steps(steps: Vec<Step>) -> Self {
+        Self {
+            source: String::new(),
+            plan: Plan::Direct(steps.clone()),
+            prefix: steps,
+        }
     }
 
     /// The identity selector (`$`).
@@ -55,12 +69,19 @@ impl Selector {
         Self {
             source: "$".into(),
             plan: Plan::Direct(Vec::new()),
+            prefix: Vec::new(),
         }
     }
 
     /// The path as written (after `@` was turned into `$`).
     pub fn as_str(&self) -> &str {
         &self.source
+    }
+
+    /// The steps a reader can follow from the start node, and whether they are the whole path
+    /// (`false`: the rest needs the whole subtree where they end).
+    pub(crate) fn steps(&self) -> (&[Step], bool) {
+        (&self.prefix, matches!(self.plan, Plan::Direct(_)))
     }
 
     /// Appends every node selected from `value` to `out`, in document order.

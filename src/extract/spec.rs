@@ -128,11 +128,32 @@ pub struct Bound<'a> {
     pub node: &'a Value,
 }
 
+/// The item a block reads: a node of a built tree, or (streamed plans, see
+/// [`super::plan`]) the nodes its lookups lead to, filled in while the item was parsed.
+#[derive(Debug, Clone, Copy)]
+pub enum Item<'a> {
+    Node(&'a Value),
+    Slots {
+        values: &'a [Option<Value>],
+        /// Indexed by [`Lookup::id`].
+        bindings: &'a [Binding],
+    },
+}
+
+/// Where a lookup's node is among an item's slots: the slot, then the path left to walk.
+#[derive(Debug, Clone)]
+pub struct Binding {
+    pub(crate) slot: usize,
+    pub(crate) rest: Selector,
+}
+
 /// A JSONPath that must select exactly one node.
 #[derive(Debug, Clone)]
 pub struct Lookup {
     pub scope: Scope,
     pub selector: Selector,
+    /// Position among the block's lookups (numbered by [`super::ReadPlan::new`]).
+    pub(crate) id: usize,
     /// As written, for messages.
     text: String,
 }
@@ -162,31 +183,50 @@ impl Lookup {
         Ok(Self {
             scope,
             selector,
+            id: 0,
             text: path.to_string(),
         })
     }
 
-    fn start<'a>(&self, item: &'a Value, root: &'a Value, caps: &[Bound<'a>]) -> &'a Value {
-        match self.scope {
-            Scope::Item => item,
-            Scope::Root => root,
-            Scope::Capture(i) => caps[i].node,
+    /// Where to start, and the path from there.
+    fn start<'a, 's>(
+        &'s self,
+        item: Item<'a>,
+        root: &'a Value,
+        caps: &[Bound<'a>],
+    ) -> Option<(&'a Value, &'s Selector)>
+    where
+        'a: 's,
+    {
+        match (self.scope, item) {
+            (Scope::Item, Item::Node(v)) => Some((v, &self.selector)),
+            (Scope::Item, Item::Slots { values, bindings }) => {
+                let b = &bindings[self.id];
+                values[b.slot].as_ref().map(|v| (v, &b.rest))
+            }
+            (Scope::Root, _) => Some((root, &self.selector)),
+            (Scope::Capture(i), _) => Some((caps[i].node, &self.selector)),
         }
     }
 
-    pub fn select<'a>(&self, item: &'a Value, root: &'a Value, caps: &[Bound<'a>]) -> Selected<'a> {
-        self.selector.select_one(self.start(item, root, caps))
+    pub fn select<'a>(&self, item: Item<'a>, root: &'a Value, caps: &[Bound<'a>]) -> Selected<'a> {
+        match self.start(item, root, caps) {
+            Some((v, sel)) => sel.select_one(v),
+            None => Selected::None,
+        }
     }
 
     /// Every node selected (for aggregates).
     pub fn select_all<'a>(
         &self,
-        item: &'a Value,
+        item: Item<'a>,
         root: &'a Value,
         caps: &[Bound<'a>],
         out: &mut Vec<&'a Value>,
     ) {
-        self.selector.select_into(self.start(item, root, caps), out);
+        if let Some((v, sel)) = self.start(item, root, caps) {
+            sel.select_into(v, out);
+        }
     }
 
     /// The path as the user wrote it.
@@ -458,6 +498,11 @@ impl Each {
             fragments,
             captures,
         })
+    }
+
+    /// The path fragments between the captures (`captures.len() + 1` of them).
+    pub(crate) fn fragments(&self) -> &[Selector] {
+        &self.fragments
     }
 
     /// Calls `f` for every item with the nodes bound by the captures, in document order.

@@ -599,3 +599,133 @@ fn max_series_truncates_deterministically() {
         ]
     );
 }
+
+mod reading {
+    //! `extract_bytes`: what each plan builds, and that it agrees with the tree (the property
+    //! test in tests/it/props.rs compares them on random documents).
+    use super::*;
+
+    fn plan_of(specs: &mut [MetricSpec]) -> ReadPlan {
+        ReadPlan::new(specs)
+    }
+
+    fn read(body: &str, specs: &[MetricSpec], plan: &ReadPlan) -> Result<Extraction, ReadError> {
+        extract_bytes(body.as_bytes(), specs, plan)
+    }
+
+    fn energy() -> MetricSpec {
+        gauge(
+            Some("$.apps.{app}.{namespace}[*]"),
+            &[("app", "{app}"), ("pod", "{@.name}")],
+            "@.energy_consumed[-1]",
+        )
+    }
+
+    #[test]
+    fn each_plan_reads_what_it_must() {
+        let mut specs = vec![energy()];
+        assert_eq!(
+            plan_of(&mut specs).describe(),
+            "streamed, items read into slots"
+        );
+        let mut specs = vec![gauge(
+            Some("$.apps.{app}.{namespace}[*]"),
+            &[("pod", "{@.name}")],
+            "max(@.points[?@.ok == true].v)",
+        )];
+        assert_eq!(plan_of(&mut specs).describe(), "streamed, items built");
+        for (each, label) in [
+            ("$.apps.{app}.{namespace}[*]", "{$.region}"),
+            ("$.apps.{app}.{namespace}[*]", "{app.owner}"),
+            ("$.apps..pods[*]", "{@.name}"),
+        ] {
+            let mut specs = vec![gauge(Some(each), &[("l", label)], "@.v")];
+            assert_eq!(
+                plan_of(&mut specs).describe(),
+                "pruned tree",
+                "{each} {label}"
+            );
+        }
+    }
+
+    #[test]
+    fn energy_shape_reads_like_the_tree() {
+        let body = r#"{"apps": {"billing": {"prod": [
+            {"name": "a", "energy_consumed": [1, 2, 3], "co2": [9], "phase": "x"},
+            {"name": "b", "energy_consumed": []},
+            {"name": "c", "energy_consumed": [5e-324]},
+            {"energy_consumed": [4]}
+        ]}, "web": {"dev": [7, "text", {"name": "d", "energy_consumed": {"x": 1}}]}}}"#;
+        let mut specs = vec![energy()];
+        let plan = plan_of(&mut specs);
+        let doc: Value = serde_json::from_str(body).unwrap();
+        let tree = run(&doc, &specs);
+        let got = read(body, &specs, &plan).unwrap();
+        assert_eq!(series(&got), series(&tree));
+        assert_eq!(got.problems, tree.problems);
+        assert_eq!(got.reports, tree.reports);
+        assert_eq!(
+            series(&got),
+            vec![
+                (vec!["billing".into(), "a".into()], 3.0),
+                (vec!["billing".into(), "c".into()], 5e-324)
+            ]
+        );
+    }
+
+    #[test]
+    fn a_repeated_member_replaces_the_first_one_whole() {
+        // serde_json keeps the last of repeated members; a slot filled by the first must not
+        // survive when the last one has nothing there.
+        let body = r#"{"apps": {"a": {"n": [
+            {"name": "x", "energy_consumed": [1, 2], "energy_consumed": "none"},
+            {"name": "y", "energy_consumed": [1], "energy_consumed": [7]}
+        ]}}}"#;
+        let mut specs = vec![energy()];
+        let plan = plan_of(&mut specs);
+        let doc: Value = serde_json::from_str(body).unwrap();
+        let tree = run(&doc, &specs);
+        let got = read(body, &specs, &plan).unwrap();
+        assert_eq!(series(&got), vec![(vec!["a".into(), "y".into()], 7.0)]);
+        assert_eq!(series(&got), series(&tree));
+        assert_eq!(kinds(&got), vec![("value_missing", 1)]);
+    }
+
+    #[test]
+    fn unread_parts_are_checked_but_not_built() {
+        let mut specs = vec![energy()];
+        let plan = plan_of(&mut specs);
+        let pod = r#"{"name": "a", "energy_consumed": [1]}"#;
+        // Deeper than serde_json builds (128), but nobody reads it: skipped without recursion.
+        let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
+        let body = format!(r#"{{"other": {deep}, "apps": {{"a": {{"n": [{pod}]}}}}}}"#);
+        assert_eq!(read(&body, &specs, &plan).unwrap().series_count(), 1);
+        // Where it is read, the limit holds.
+        let body = format!(r#"{{"apps": {{"a": {{"n": [{{"name": {deep}}}]}}}}}}"#);
+        let err = read(&body, &specs, &plan).unwrap_err().to_string();
+        assert!(err.contains("recursion limit"), "{err}");
+        for (body, what) in [
+            (
+                r#"{"other": [1, 2,], "apps": {}}"#.to_string(),
+                "expected value",
+            ),
+            (
+                format!(r#"{{"apps": {{"a": {{"n": [{pod}]}}}}}} x"#),
+                "trailing characters",
+            ),
+            (
+                format!(r#"{{"apps": {{"a": {{"n": [{pod}, ]}}}}}}"#),
+                "trailing comma",
+            ),
+            (format!(r#"{{"apps": {{"a": {{"n": [{pod}"#), "EOF"),
+        ] {
+            let err = read(&body, &specs, &plan).unwrap_err().to_string();
+            assert!(err.contains(what), "{body}: {err}");
+        }
+        // Not UTF-8, even where nobody reads: refused, saying where.
+        let mut body = b"{\n \"other\": \"caf".to_vec();
+        body.extend_from_slice(&[0xe9, b'"', b'}']);
+        let err = extract_bytes(&body, &specs, &plan).unwrap_err().to_string();
+        assert_eq!(err, "invalid UTF-8 at line 2 column 15");
+    }
+}

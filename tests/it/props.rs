@@ -1,8 +1,10 @@
-//! Property tests: the extractor and the config loader never panic, whatever the input.
+//! Property tests: the extractor and the config loader never panic, whatever the input, and
+//! reading a body with a source's plan (streamed, slotted or pruned) gives what extraction
+//! gives on the fully parsed document.
 //! (`PROPTEST_CASES=100000 cargo test --test it props` runs them longer.)
 
-use jsonbridge::config::{self, Origin};
-use jsonbridge::extract::extract;
+use jsonbridge::config::{self, Origin, Source};
+use jsonbridge::extract::{Extraction, extract, extract_bytes};
 use proptest::prelude::*;
 use serde_json::Value;
 
@@ -41,9 +43,36 @@ fn json() -> impl Strategy<Value = Value> {
     })
 }
 
-/// Specs that exercise every extraction feature.
-fn specs() -> Vec<jsonbridge::extract::MetricSpec> {
-    let text = include_str!("../../fuzz/specs.yaml");
+/// Documents in the shape the specs walk: apps -> namespaces -> pods, and a pod list, with
+/// fields of any type.
+fn shaped() -> impl Strategy<Value = Value> {
+    let field = prop_oneof![
+        json(),
+        prop::collection::vec(json(), 0..5).prop_map(Value::Array),
+        any::<u8>().prop_map(Value::from),
+    ];
+    let pod = prop::collection::btree_map(
+        prop_oneof![
+            Just("name".to_string()),
+            Just("v".to_string()),
+            Just("t".to_string()),
+            Just("pods".to_string()),
+        ],
+        field,
+        0..4,
+    )
+    .prop_map(|m| Value::Object(m.into_iter().collect()));
+    let pods = prop::collection::vec(pod, 0..4).prop_map(Value::Array);
+    let namespaces = prop::collection::btree_map("[a-c]{1,2}", pods.clone(), 0..3)
+        .prop_map(|m| Value::Object(m.into_iter().collect()));
+    let apps = prop::collection::btree_map("[a-c]{1,2}", namespaces, 0..3)
+        .prop_map(|m| Value::Object(m.into_iter().collect()));
+    (apps, pods, json()).prop_map(
+        |(apps, pods, name)| serde_json::json!({"apps": apps, "pods": pods, "name": name}),
+    )
+}
+
+fn source(text: &str) -> Source {
     let c = config::parse(
         text,
         &Origin {
@@ -53,7 +82,97 @@ fn specs() -> Vec<jsonbridge::extract::MetricSpec> {
         &|_| None,
     )
     .unwrap();
-    c.sources[0].metrics.clone()
+    (*c.sources[0]).clone()
+}
+
+/// Specs that exercise every extraction feature (read through a pruned tree: they look up
+/// the root and captured nodes, and filter).
+fn specs() -> Vec<jsonbridge::extract::MetricSpec> {
+    source(include_str!("../../fuzz/specs.yaml")).metrics
+}
+
+/// Only item lookups made of names, indexes and wildcards: streamed, items read into slots.
+const SLOTTED: &str = r#"
+sources:
+  - name: s
+    url: file:///x
+    metrics:
+      - each: "$.apps.{app}.{ns}[*]"
+        labels: {app: "{app}", ns: "{ns}", pod: "{@.name}", first: "x{@.pods[0].name}"}
+        on_duplicate: last
+        timestamp: "@.t"
+        values:
+          a: "@.v"
+          b: {value: "@.v[-1]", mapping: {x: 1}, default: 0}
+          c: {value: "@.name", type: stateset, states: [a, b]}
+          d: "count(@.pods[*])"
+          e: "sum(@.pods[*].v)"
+          f: "length(@.name)"
+          g: "@.pods[-2].v"
+          h: "@.v[1]"
+      - name: i
+        each: "$.pods[{i}]"
+        labels: {i: "{i}"}
+        value: "@.v[-1]"
+      - name: j
+        each: "$.pods[*].v"
+        value: "@"
+        on_duplicate: sum
+"#;
+
+/// Streamed, with items inside other items and lookups that filter: items built as trees.
+const NESTED: &str = r#"
+sources:
+  - name: s
+    url: file:///x
+    metrics:
+      - name: k
+        each: "$.apps.{app}"
+        labels: {app: "{app}"}
+        value: "length(@)"
+      - each: "$.apps.{app}.{ns}[{n}]"
+        labels: {app: "{app}", ns: "{ns}", n: "{n}"}
+        values:
+          l_v: "@.v"
+          l_f: "max(@.pods[?@.v > 1].v)"
+      - name: m
+        each: "$.apps.*.*[-1]"
+        labels: {pod: "{@.name}"}
+        value: "@..v"
+"#;
+
+/// What two extractions must agree on, comparable (NaN included).
+fn comparable(x: &Extraction) -> String {
+    let mut out = String::new();
+    for f in &x.families {
+        out += &format!("{} {:?}\n", f.family, f.label_names);
+        for s in &f.series {
+            out += &format!(
+                "  {:?} {:x} {:?}\n",
+                s.labels,
+                s.value.to_bits(),
+                s.timestamp_ms
+            );
+        }
+    }
+    out + &format!("{:?}\n{:?}\n{}", x.problems, x.reports, x.dropped)
+}
+
+fn agree(source: &Source, doc: &Value) -> Result<(), TestCaseError> {
+    let body = serde_json::to_vec(doc).unwrap();
+    let tree = extract(doc, &source.metrics);
+    let read = extract_bytes(&body, &source.metrics, &source.plan);
+    match (tree, read) {
+        (Ok(a), Ok(b)) => prop_assert_eq!(comparable(&a), comparable(&b)),
+        (Err(a), Err(jsonbridge::extract::ReadError::Extract(b))) => prop_assert_eq!(a, b),
+        (a, b) => prop_assert!(
+            false,
+            "tree: {:?}\nread: {:?}",
+            a.map(|x| comparable(&x)),
+            b.map(|x| comparable(&x))
+        ),
+    }
+    Ok(())
 }
 
 proptest! {
@@ -67,6 +186,20 @@ proptest! {
                     prop_assert_eq!(s.labels.len(), f.label_names.len());
                 }
             }
+        }
+    }
+
+    #[test]
+    fn reading_with_a_plan_gives_what_the_tree_gives(
+        doc in prop_oneof![json(), shaped()],
+    ) {
+        let pruned = source(include_str!("../../fuzz/specs.yaml"));
+        let slotted = source(SLOTTED);
+        let nested = source(NESTED);
+        prop_assert!(!pruned.plan.is_streamed());
+        prop_assert!(slotted.plan.is_streamed() && nested.plan.is_streamed());
+        for s in [&pruned, &slotted, &nested] {
+            agree(s, &doc)?;
         }
     }
 

@@ -110,7 +110,7 @@ fn test_subcommand_prints_exposition_and_explains_skips() {
         std::fs::read_to_string(root().join("tests/fixtures/expected/bad-items.prom")).unwrap(),
         "stdout is exactly what /metrics would serve"
     );
-    let want = "source pods: 2 series from 1 metrics
+    let want = "source pods: 2 series from 1 metrics (read: streamed, items read into slots)
   pod_cpu_cores  8 items matched, 2 series, 5 items skipped
       duplicate_series x1: 2 items produced the series {pod=\"ok\"}; the first one is kept
       label_missing x1: item #5: label pod: @.name not found

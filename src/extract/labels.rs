@@ -1,0 +1,188 @@
+//! The label values of one series in one allocation.
+//!
+//! A snapshot holds one of these per series, so their size is most of jsonbridge's resident
+//! memory between polls, and building and freeing them is a good part of a poll. Values are
+//! stored one after another, each after its length in bytes, written in ASCII bytes of 6 bits
+//! each (0x40 set on all but the last): the text stays valid UTF-8, a length under 64 takes
+//! one byte, and the encoding is unambiguous whatever the values contain.
+
+use std::cmp::Ordering;
+use std::fmt;
+
+#[derive(Clone, Default, PartialEq, Eq, Hash)]
+pub struct Labels(Box<str>);
+
+impl Labels {
+    /// The values in order.
+    pub fn iter(&self) -> Values<'_> {
+        Values(&self.0)
+    }
+
+    pub fn len(&self) -> usize {
+        self.iter().count()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn to_vec(&self) -> Vec<String> {
+        self.iter().map(str::to_string).collect()
+    }
+
+    /// These values followed by `last`.
+    pub fn with(&self, last: &str) -> Labels {
+        let mut b = LabelsBuilder::default();
+        b.buf.push_str(&self.0);
+        b.push(last);
+        b.finish()
+    }
+}
+
+impl<S: AsRef<str>> FromIterator<S> for Labels {
+    fn from_iter<I: IntoIterator<Item = S>>(iter: I) -> Self {
+        let mut b = LabelsBuilder::default();
+        for v in iter {
+            b.push(v.as_ref());
+        }
+        b.finish()
+    }
+}
+
+impl From<Vec<String>> for Labels {
+    fn from(v: Vec<String>) -> Self {
+        v.iter().collect()
+    }
+}
+
+/// Compares value by value, as a tuple of strings would (not by the encoded text).
+impl Ord for Labels {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.iter().cmp(other.iter())
+    }
+}
+
+impl PartialOrd for Labels {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl fmt::Debug for Labels {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.iter()).finish()
+    }
+}
+
+pub struct Values<'a>(&'a str);
+
+impl<'a> Iterator for Values<'a> {
+    type Item = &'a str;
+
+    fn next(&mut self) -> Option<&'a str> {
+        let bytes = self.0.as_bytes();
+        let mut len = 0usize;
+        let mut at = 0;
+        loop {
+            let b = *bytes.get(at)?;
+            len = (len << 6) | usize::from(b & 0x3f);
+            at += 1;
+            if b & 0x40 == 0 {
+                break;
+            }
+        }
+        let value = &self.0[at..at + len];
+        self.0 = &self.0[at + len..];
+        Some(value)
+    }
+}
+
+/// Builds [`Labels`] value by value; reusable, so a poll allocates once per series.
+#[derive(Default)]
+pub struct LabelsBuilder {
+    buf: String,
+    /// A value being written in pieces (see [`LabelsBuilder::value`]).
+    scratch: String,
+}
+
+impl LabelsBuilder {
+    pub fn push(&mut self, value: &str) {
+        let len = value.len();
+        let groups = (usize::BITS - len.leading_zeros()).div_ceil(6).max(1);
+        for g in (0..groups).rev() {
+            let bits = ((len >> (6 * g)) & 0x3f) as u8;
+            let more = if g > 0 { 0x40 } else { 0 };
+            self.buf.push(char::from(bits | more));
+        }
+        self.buf.push_str(value);
+    }
+
+    /// An empty buffer to write the next value into, in pieces; [`LabelsBuilder::commit`]
+    /// then adds it.
+    pub fn value(&mut self) -> &mut String {
+        self.scratch.clear();
+        &mut self.scratch
+    }
+
+    pub fn commit(&mut self) {
+        let value = std::mem::take(&mut self.scratch);
+        self.push(&value);
+        self.scratch = value;
+    }
+
+    /// The labels pushed so far; the builder is empty again.
+    pub fn finish(&mut self) -> Labels {
+        let l = Labels(self.buf.as_str().into());
+        self.buf.clear();
+        l
+    }
+
+    /// Forgets the values pushed so far (an item that failed half-way).
+    pub fn clear(&mut self) {
+        self.buf.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_round_trip_whatever_they_hold() {
+        let long = "x".repeat(70_000);
+        let vals = [
+            "",
+            "a",
+            "10:x",
+            ":",
+            "é漢",
+            "\0\n\"",
+            "1",
+            &"y".repeat(64),
+            &long,
+        ];
+        let l: Labels = vals.iter().collect();
+        assert_eq!(l.iter().collect::<Vec<_>>(), vals);
+        assert_eq!(l.len(), vals.len());
+        assert_eq!(l.with("z").to_vec().last().unwrap(), "z");
+        assert!(Labels::default().is_empty());
+        assert_eq!(Labels::default().iter().count(), 0);
+    }
+
+    #[test]
+    fn order_and_equality_are_those_of_the_values() {
+        let l = |v: &[&str]| v.iter().collect::<Labels>();
+        // Encoded, "2:ab" > "10:..." would flip these; tuple order must win.
+        assert!(l(&["ab", "x"]) < l(&["abcdefghijk", "a"]));
+        assert!(l(&["a", "b\u{0}c"]) != l(&["a\u{0}b", "c"]));
+        assert!(l(&["b"]) > l(&["a", "z"]));
+        assert!(l(&["a"]) < l(&["a", ""]));
+        let mut b = LabelsBuilder::default();
+        let v = b.value();
+        v.push_str("x-");
+        v.push('1');
+        b.commit();
+        b.push("y");
+        assert_eq!(b.finish(), l(&["x-1", "y"]));
+    }
+}

@@ -1,0 +1,383 @@
+//! What the metric blocks of a source read from a document, worked out once from the
+//! compiled specs, so that [`super::stream`] builds only those parts.
+//!
+//! A [`Need`] mirrors the document: which members and elements lead to something a block
+//! reads, and where whole subtrees are needed (the end of every lookup, and wherever a path
+//! turns into a filter, slice, union or descendant search). Everything else is skipped by the
+//! parser without being built: on the energy API's shape that is most of the document.
+//!
+//! When every block reads only its item and the keys of its captures, the plan is *streamed*:
+//! items are handed to extraction as the parser reaches them, so no document tree exists at
+//! all. A lookup from the root (`$.x`) or from a captured node (`pod.x`) needs nodes that may
+//! come later in the document; such sources get a pruned tree instead, then the usual walk.
+
+use super::selector::{Selector, Step};
+use super::spec::{Binding, Lookup, MetricSpec, Part, Scope, ValueSpec};
+
+/// The parts of one node (and below) that some block reads.
+#[derive(Debug, Clone, Default)]
+pub struct Need {
+    /// The whole subtree is read.
+    pub(crate) all: bool,
+    /// Members of an object, by name (each already merged with `any`).
+    pub(crate) keys: Vec<(String, Need)>,
+    /// Elements of an array by index, negative ones from the end (each merged with `any`).
+    pub(crate) indexes: Vec<(i64, Need)>,
+    /// What every member or element needs.
+    pub(crate) any: Option<Box<Need>>,
+    /// Blocks whose items are the nodes here (streamed plans only).
+    pub(crate) items: Vec<usize>,
+    /// Items here or below.
+    pub(crate) has_items: bool,
+    /// Some index counts from the end: the array's length must be known first.
+    pub(crate) from_end: bool,
+    /// Every index counts from the end and there is no wildcard: only this many elements at
+    /// the end of the array can be read.
+    pub(crate) tail: Option<usize>,
+    /// Slots of the enclosing slotted item that this node fills (see [`Slotted`]).
+    pub(crate) slots: Vec<usize>,
+    /// Set on item nodes whose items are read into slots.
+    pub(crate) slotted: Option<Slotted>,
+}
+
+/// An item read without building it: only the nodes its blocks' lookups lead to are built,
+/// each into a slot, as the parser meets them. Used where every lookup of the blocks there is
+/// made of names, indexes and wildcards, and no other block's items lie below.
+#[derive(Debug, Clone)]
+pub struct Slotted {
+    pub(crate) count: usize,
+    /// Per block of `items`, in that order: the bindings of its lookups, by lookup id.
+    pub(crate) bindings: Vec<Vec<Binding>>,
+}
+
+impl Need {
+    /// The node reached by `steps` from here, created as needed.
+    fn at(&mut self, steps: &[Step]) -> &mut Need {
+        let Some((first, rest)) = steps.split_first() else {
+            return self;
+        };
+        let next = match first {
+            Step::Wildcard => &mut **self.any.get_or_insert_with(Default::default),
+            Step::Name(n) => {
+                let pos = match self.keys.iter().position(|(k, _)| k == n) {
+                    Some(p) => p,
+                    None => {
+                        self.keys.push((n.clone(), Need::default()));
+                        self.keys.len() - 1
+                    }
+                };
+                &mut self.keys[pos].1
+            }
+            Step::Index(i) => {
+                let pos = match self.indexes.iter().position(|(j, _)| j == i) {
+                    Some(p) => p,
+                    None => {
+                        self.indexes.push((*i, Need::default()));
+                        self.indexes.len() - 1
+                    }
+                };
+                &mut self.indexes[pos].1
+            }
+        };
+        next.at(rest)
+    }
+
+    fn merge(&mut self, other: &Need) {
+        self.all |= other.all;
+        for (k, n) in &other.keys {
+            self.at(&[Step::Name(k.clone())]).merge(n);
+        }
+        for (i, n) in &other.indexes {
+            self.at(&[Step::Index(*i)]).merge(n);
+        }
+        if let Some(n) = &other.any {
+            self.at(&[Step::Wildcard]).merge(n);
+        }
+        for b in &other.items {
+            if !self.items.contains(b) {
+                self.items.push(*b);
+            }
+        }
+        for s in &other.slots {
+            if !self.slots.contains(s) {
+                self.slots.push(*s);
+            }
+        }
+    }
+
+    fn child(&self, step: &Step) -> Option<&Need> {
+        match step {
+            Step::Name(n) => self.keys.iter().find(|(k, _)| k == n).map(|(_, c)| c),
+            Step::Index(i) => self.indexes.iter().find(|(j, _)| j == i).map(|(_, c)| c),
+            Step::Wildcard => self.any.as_deref(),
+        }
+    }
+
+    fn children_mut(&mut self) -> impl Iterator<Item = &mut Need> {
+        let keys = self.keys.iter_mut().map(|(_, n)| n);
+        keys.chain(self.indexes.iter_mut().map(|(_, n)| n))
+            .chain(self.any.as_deref_mut())
+    }
+
+    fn children(&self) -> impl Iterator<Item = &Need> {
+        let keys = self.keys.iter().map(|(_, n)| n);
+        keys.chain(self.indexes.iter().map(|(_, n)| n))
+            .chain(self.any.as_deref())
+    }
+
+    /// Every slot filled at or below this node.
+    pub(crate) fn slots_below(&self, out: &mut Vec<usize>) {
+        out.extend_from_slice(&self.slots);
+        self.children().for_each(|c| c.slots_below(out));
+    }
+
+    /// Gives a slot to each outermost node read whole, at or below this one.
+    fn assign_slots(&mut self, count: &mut usize) {
+        if self.all {
+            self.slots = vec![*count];
+            *count += 1;
+            return;
+        }
+        self.children_mut().for_each(|c| c.assign_slots(count));
+    }
+
+    /// Makes item nodes slotted where they can be (see [`Slotted`]), all the way down.
+    fn slot_items(&mut self, blocks: &[MetricSpec]) {
+        let below = self.children().any(|c| c.has_items);
+        if !self.items.is_empty() && !below {
+            let exact = self.items.iter().all(|b| {
+                lookups(&blocks[*b]).all(|l| l.scope == Scope::Item && l.selector.steps().1)
+            });
+            if exact {
+                let mut count = 0;
+                self.assign_slots(&mut count);
+                let bindings = self
+                    .items
+                    .iter()
+                    .map(|b| lookups(&blocks[*b]).map(|l| self.binding(l)).collect())
+                    .collect();
+                self.slotted = Some(Slotted { count, bindings });
+                return;
+            }
+        }
+        self.children_mut().for_each(|c| c.slot_items(blocks));
+    }
+
+    /// The slot an item lookup's node is in, from this (slotted item) node.
+    fn binding(&self, l: &Lookup) -> Binding {
+        let (steps, _) = l.selector.steps();
+        let mut node = self;
+        let mut used = 0;
+        while !node.all {
+            // `new` marked a node read whole on this path, so the walk ends on one.
+            node = node
+                .child(&steps[used])
+                .expect("every lookup path ends on a node read whole");
+            used += 1;
+        }
+        Binding {
+            slot: node.slots[0],
+            rest: Selector::from_steps(steps[used..].to_vec()),
+        }
+    }
+
+    /// Folds `any` into the named members and indexes (so a lookup finds one entry), and
+    /// works out `has_items` and `from_end`, all the way down.
+    fn finish(&mut self) {
+        if let Some(any) = self.any.as_deref() {
+            let any = any.clone();
+            let children = self.keys.iter_mut().map(|(_, n)| n);
+            for n in children.chain(self.indexes.iter_mut().map(|(_, n)| n)) {
+                n.merge(&any);
+            }
+        }
+        let mut below = false;
+        let children = self.keys.iter_mut().map(|(_, n)| n);
+        for n in children.chain(self.indexes.iter_mut().map(|(_, n)| n)) {
+            n.finish();
+            below |= n.has_items;
+        }
+        if let Some(n) = self.any.as_deref_mut() {
+            n.finish();
+            below |= n.has_items;
+        }
+        self.has_items = below || !self.items.is_empty();
+        self.from_end = self.indexes.iter().any(|(i, _)| *i < 0);
+        self.tail = (self.any.is_none() && self.indexes.iter().all(|(i, _)| *i < 0))
+            .then(|| {
+                self.indexes
+                    .iter()
+                    .map(|(i, _)| i.unsigned_abs() as usize)
+                    .max()
+            })
+            .flatten();
+    }
+
+    /// What member `key` of an object needs, if anything.
+    pub(crate) fn member(&self, key: &str) -> Option<&Need> {
+        match self.keys.iter().find(|(k, _)| k == key) {
+            Some((_, n)) => Some(n),
+            None => self.any.as_deref(),
+        }
+    }
+
+    /// What element `i` of an array of `len` elements needs (`len` is only looked at when
+    /// `from_end`).
+    pub(crate) fn element(&self, i: usize, len: usize) -> Option<std::borrow::Cow<'_, Need>> {
+        use std::borrow::Cow;
+        let i = i as i64;
+        let len = len as i64;
+        let mut found = self
+            .indexes
+            .iter()
+            .filter(|(j, _)| *j == i || (*j < 0 && len + *j == i));
+        match (found.next(), found.next()) {
+            (Some((_, a)), Some((_, b))) => {
+                let mut m = a.clone();
+                m.merge(b);
+                Some(Cow::Owned(m))
+            }
+            (Some((_, a)), None) => Some(Cow::Borrowed(a)),
+            _ => self.any.as_deref().map(Cow::Borrowed),
+        }
+    }
+}
+
+/// How a source's documents are read: what to build, and whether items are streamed.
+#[derive(Debug, Clone)]
+pub struct ReadPlan {
+    pub(crate) root: Need,
+    pub(crate) streamed: bool,
+    /// Streamed plans: per block, the depth of each capture's key in the item's path.
+    pub(crate) capture_depths: Vec<Vec<usize>>,
+}
+
+/// Every lookup of a block: labels, values, timestamp.
+fn lookups(block: &MetricSpec) -> impl Iterator<Item = &Lookup> {
+    let labels = block.labels.iter().flat_map(|t| {
+        t.parts.iter().filter_map(|p| match p {
+            Part::Lookup(l) => Some(l),
+            _ => None,
+        })
+    });
+    let values = block.outputs.iter().filter_map(|o| match &o.value {
+        ValueSpec::Constant(_) => None,
+        ValueSpec::Lookup(l) | ValueSpec::Aggregate(_, l) => Some(l),
+    });
+    labels
+        .chain(values)
+        .chain(block.timestamp.iter().map(|t| &t.lookup))
+}
+
+/// The steps from the root to a block's items, the depth of each capture, and whether the
+/// whole path is made of steps (no filter or the like).
+fn item_path(block: &MetricSpec) -> (Vec<Step>, Vec<usize>, bool) {
+    let mut path = Vec::new();
+    let mut depths = Vec::new();
+    let fragments = block.each.fragments();
+    for (k, fragment) in fragments.iter().enumerate() {
+        let (steps, exact) = fragment.steps();
+        path.extend_from_slice(steps);
+        if !exact {
+            return (path, depths, false);
+        }
+        if k + 1 < fragments.len() {
+            depths.push(path.len());
+            path.push(Step::Wildcard);
+        }
+    }
+    (path, depths, true)
+}
+
+/// The same lookups as [`lookups`], in the same order, to number them.
+fn lookups_mut(block: &mut MetricSpec) -> impl Iterator<Item = &mut Lookup> {
+    let labels = block.labels.iter_mut().flat_map(|t| {
+        t.parts.iter_mut().filter_map(|p| match p {
+            Part::Lookup(l) => Some(l),
+            _ => None,
+        })
+    });
+    let values = block.outputs.iter_mut().filter_map(|o| match &mut o.value {
+        ValueSpec::Constant(_) => None,
+        ValueSpec::Lookup(l) | ValueSpec::Aggregate(_, l) => Some(l),
+    });
+    labels
+        .chain(values)
+        .chain(block.timestamp.iter_mut().map(|t| &mut t.lookup))
+}
+
+impl ReadPlan {
+    /// Works out what `blocks` read. Numbers their lookups, which the plan refers to.
+    pub fn new(blocks: &mut [MetricSpec]) -> Self {
+        for block in blocks.iter_mut() {
+            for (id, l) in lookups_mut(block).enumerate() {
+                l.id = id;
+            }
+        }
+        let blocks = &*blocks;
+        let paths: Vec<_> = blocks.iter().map(item_path).collect();
+        let streamed = blocks
+            .iter()
+            .zip(&paths)
+            .all(|(b, (_, _, exact))| *exact && lookups(b).all(|l| l.scope == Scope::Item));
+        let mut root = Need::default();
+        for (b, (block, (path, depths, exact))) in blocks.iter().zip(&paths).enumerate() {
+            let item = root.at(path);
+            if !exact {
+                // A filter or the like runs on the whole subtree where the steps end.
+                item.all = true;
+            } else if streamed {
+                item.items.push(b);
+            }
+            for l in lookups(block) {
+                let (steps, _) = l.selector.steps();
+                let base: Vec<Step> = match l.scope {
+                    Scope::Root => Vec::new(),
+                    Scope::Item if *exact => path.clone(),
+                    Scope::Capture(i) if i < depths.len() => path[..=depths[i]].to_vec(),
+                    // Under a filter: inside the subtree read whole anyway.
+                    Scope::Item | Scope::Capture(_) => continue,
+                };
+                let mut full = base;
+                // Up to the first wildcard: what is below is read whole, since the lookup's
+                // nodes are then many (an aggregate) and one slot holds them all.
+                full.extend(steps.iter().take_while(|s| **s != Step::Wildcard).cloned());
+                // The node found is read whole: it may be an array to count, an object to
+                // describe in an error, a string, a number.
+                root.at(&full).all = true;
+            }
+        }
+        root.finish();
+        if streamed {
+            root.slot_items(blocks);
+        }
+        let capture_depths = if streamed {
+            paths.into_iter().map(|(_, d, _)| d).collect()
+        } else {
+            Vec::new()
+        };
+        Self {
+            root,
+            streamed,
+            capture_depths,
+        }
+    }
+
+    /// Whether items reach extraction while the document is parsed (no tree is built).
+    pub fn is_streamed(&self) -> bool {
+        self.streamed
+    }
+
+    /// How documents are read, in a few words (for `check` and the status page).
+    pub fn describe(&self) -> &'static str {
+        fn all_slotted(n: &Need) -> bool {
+            (n.items.is_empty() || n.slotted.is_some())
+                && (n.slotted.is_some() || n.children().all(all_slotted))
+        }
+        match (self.streamed, all_slotted(&self.root)) {
+            (false, _) => "pruned tree",
+            (true, true) => "streamed, items read into slots",
+            (true, false) => "streamed, items built",
+        }
+    }
+}

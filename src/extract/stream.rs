@@ -1,0 +1,535 @@
+//! Parsing with a [`ReadPlan`]: only what the plan needs is built; the rest of the document is
+//! checked for syntax and skipped. Streamed plans hand each item to a sink as soon as it is
+//! parsed, and the item is dropped before the next one is read.
+//!
+//! Both readers give the same nodes a full parse would give wherever the plan reads: members
+//! in document order (a repeated member keeps its first position and last value, as
+//! `serde_json` does), and arrays whose elements are looked up by index keep their length,
+//! with `null` standing for the elements nobody reads.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use serde::Deserialize;
+use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde_json::value::RawValue;
+use serde_json::{Map, Number, Value};
+
+use super::plan::{Need, ReadPlan};
+use super::spec::Item;
+
+/// A member name or an array position on the way from the root to an item.
+#[derive(Debug, Clone)]
+pub(crate) enum Key<'a> {
+    Name(Cow<'a, str>),
+    Index(usize),
+}
+
+impl Key<'_> {
+    /// As a capture binds it: the name, or the index in decimal.
+    pub(crate) fn text(&self) -> Cow<'_, str> {
+        match self {
+            Key::Name(n) => Cow::Borrowed(n),
+            Key::Index(i) => Cow::Owned(i.to_string()),
+        }
+    }
+}
+
+/// The keys from the root to an item: those read by the streaming parser, then those inside
+/// the subtree that was built around the item.
+pub(crate) struct ItemPath<'p, 'de, 'v> {
+    outer: &'p [Key<'de>],
+    inner: &'p [Key<'v>],
+}
+
+impl ItemPath<'_, '_, '_> {
+    pub(crate) fn key(&self, depth: usize) -> Cow<'_, str> {
+        match self.outer.get(depth) {
+            Some(k) => k.text(),
+            None => self.inner[depth - self.outer.len()].text(),
+        }
+    }
+}
+
+/// Receives every item of a streamed plan: the block, the item, its path.
+pub(crate) type Sink<'s> = dyn FnMut(usize, Item<'_>, &ItemPath<'_, '_, '_>) + 's;
+
+/// Parses a whole document, building only what `plan` reads.
+pub fn parse_pruned(text: &str, plan: &ReadPlan) -> Result<Value, serde_json::Error> {
+    let mut de = serde_json::Deserializer::from_str(text);
+    let v = Pruned(&plan.root).deserialize(&mut de)?;
+    de.end()?;
+    Ok(v)
+}
+
+/// Parses a whole document with a streamed plan, calling `sink` for every item in document
+/// order. On a syntax error the items already handed over must be discarded by the caller.
+pub(crate) fn parse_streamed(
+    text: &str,
+    plan: &ReadPlan,
+    sink: &mut Sink<'_>,
+) -> Result<(), serde_json::Error> {
+    debug_assert!(plan.streamed);
+    let mut de = serde_json::Deserializer::from_str(text);
+    let mut ctx = Ctx {
+        path: Vec::new(),
+        sink,
+        values: Vec::new(),
+    };
+    Streamed {
+        need: &plan.root,
+        ctx: &mut ctx,
+    }
+    .deserialize(&mut de)?;
+    de.end()
+}
+
+/// Builds the part of a node that `need` reads.
+#[derive(Clone, Copy)]
+struct Pruned<'n>(&'n Need);
+
+impl<'de> DeserializeSeed<'de> for Pruned<'_> {
+    type Value = Value;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        if self.0.all {
+            Value::deserialize(d)
+        } else {
+            d.deserialize_any(self)
+        }
+    }
+}
+
+/// Re-reads an element kept as raw text once its array's length was known.
+fn reparse<'de, S, E>(raw: &'de RawValue, seed: S) -> Result<S::Value, E>
+where
+    S: DeserializeSeed<'de>,
+    E: de::Error,
+{
+    let mut de = serde_json::Deserializer::from_str(raw.get());
+    seed.deserialize(&mut de).map_err(E::custom)
+}
+
+impl<'de> Visitor<'de> for Pruned<'_> {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::Number(v.into()))
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::Number(v.into()))
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+        Ok(Number::from_f64(v).map_or(Value::Null, Value::Number))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_string()))
+    }
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_none<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut out = Map::new();
+        while let Some(key) = map.next_key_seed(KeySeed)? {
+            match self.0.member(&key) {
+                Some(n) => {
+                    let v = map.next_value_seed(Pruned(n))?;
+                    out.insert(key.into_owned(), v);
+                }
+                None => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(Value::Object(out))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let need = self.0;
+        let mut out = Vec::new();
+        if need.from_end {
+            let mut next = 0;
+            counted_elements(&mut seq, need.tail, |i, len, raw| {
+                // Left-out elements before this one keep their places as nulls.
+                out.resize(i - next + out.len(), Value::Null);
+                next = i + 1;
+                out.push(match need.element(i, len) {
+                    Some(n) => reparse(raw, Pruned(&n))?,
+                    None => Value::Null,
+                });
+                Ok(())
+            })?;
+            return Ok(Value::Array(out));
+        }
+        // Without indexes an element nobody reads is left out; with them it keeps its place.
+        let placeholders = !need.indexes.is_empty();
+        let mut i = 0;
+        loop {
+            let more = match need.element(i, 0) {
+                Some(n) => match seq.next_element_seed(Pruned(&n))? {
+                    Some(v) => {
+                        out.push(v);
+                        true
+                    }
+                    None => false,
+                },
+                None => {
+                    let skipped = seq.next_element::<IgnoredAny>()?.is_some();
+                    if skipped && placeholders {
+                        out.push(Value::Null);
+                    }
+                    skipped
+                }
+            };
+            if !more {
+                break;
+            }
+            i += 1;
+        }
+        Ok(Value::Array(out))
+    }
+}
+
+/// A member name, borrowed from the input when it has no escapes.
+struct KeySeed;
+
+impl<'de> DeserializeSeed<'de> for KeySeed {
+    type Value = Cow<'de, str>;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for KeySeed {
+    type Value = Cow<'de, str>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a member name")
+    }
+    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+        Ok(Cow::Borrowed(v))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(Cow::Owned(v.to_string()))
+    }
+    fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
+        Ok(Cow::Owned(v))
+    }
+}
+
+/// The streaming parser's state: where it is, where items go, the current item's slots.
+struct Ctx<'a, 'de, 's> {
+    path: Vec<Key<'de>>,
+    sink: &'a mut Sink<'s>,
+    values: Vec<Option<Value>>,
+}
+
+/// Walks towards items without building anything; at an item, reads it (into slots, or as a
+/// built subtree) and hands it, and any items below it, to the sink.
+struct Streamed<'n, 'c, 'a, 'de, 's> {
+    need: &'n Need,
+    ctx: &'c mut Ctx<'a, 'de, 's>,
+}
+
+impl<'de> DeserializeSeed<'de> for Streamed<'_, '_, '_, 'de, '_> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        let Streamed { need, ctx } = self;
+        if let Some(slotted) = &need.slotted {
+            ctx.values.clear();
+            ctx.values.resize(slotted.count, None);
+            Filler {
+                need,
+                values: &mut ctx.values,
+            }
+            .deserialize(d)?;
+            let path = ItemPath {
+                outer: &ctx.path,
+                inner: &[],
+            };
+            for (b, bindings) in need.items.iter().zip(&slotted.bindings) {
+                let item = Item::Slots {
+                    values: &ctx.values,
+                    bindings,
+                };
+                (ctx.sink)(*b, item, &path);
+            }
+            Ok(())
+        } else if !need.items.is_empty() || need.all {
+            let v = Pruned(need).deserialize(d)?;
+            dispatch(need, &v, &ctx.path, &mut Vec::new(), ctx.sink);
+            Ok(())
+        } else {
+            d.deserialize_any(Streamed { need, ctx })
+        }
+    }
+}
+
+/// Hands the items in an already built subtree to the sink, in document order.
+fn dispatch<'v>(
+    need: &Need,
+    v: &'v Value,
+    outer: &[Key<'_>],
+    inner: &mut Vec<Key<'v>>,
+    sink: &mut Sink<'_>,
+) {
+    for b in &need.items {
+        sink(*b, Item::Node(v), &ItemPath { outer, inner });
+    }
+    match v {
+        Value::Object(m) => {
+            for (k, child) in m {
+                if let Some(n) = need.member(k).filter(|n| n.has_items) {
+                    inner.push(Key::Name(Cow::Borrowed(k)));
+                    dispatch(n, child, outer, inner, sink);
+                    inner.pop();
+                }
+            }
+        }
+        Value::Array(a) => {
+            for (i, child) in a.iter().enumerate() {
+                if let Some(n) = need.element(i, a.len()).filter(|n| n.has_items) {
+                    inner.push(Key::Index(i));
+                    dispatch(&n, child, outer, inner, sink);
+                    inner.pop();
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Visitors that only look at arrays and objects.
+macro_rules! ignore_scalars {
+    () => {
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("any JSON value")
+        }
+        fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_str<E>(self, _: &str) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_unit<E>(self) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_none<E>(self) -> Result<(), E> {
+            Ok(())
+        }
+    };
+}
+
+impl<'de> Visitor<'de> for Streamed<'_, '_, '_, 'de, '_> {
+    type Value = ();
+
+    ignore_scalars!();
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        while let Some(key) = map.next_key_seed(KeySeed)? {
+            match self.need.member(&key).filter(|n| n.has_items) {
+                Some(need) => {
+                    self.ctx.path.push(Key::Name(key));
+                    map.next_value_seed(Streamed {
+                        need,
+                        ctx: self.ctx,
+                    })?;
+                    self.ctx.path.pop();
+                }
+                None => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        let need = self.need;
+        if need.from_end {
+            let ctx = self.ctx;
+            return counted_elements(&mut seq, need.tail, |i, len, raw| {
+                if let Some(n) = need.element(i, len).filter(|n| n.has_items) {
+                    ctx.path.push(Key::Index(i));
+                    reparse::<_, A::Error>(raw, Streamed { need: &n, ctx })?;
+                    ctx.path.pop();
+                }
+                Ok(())
+            });
+        }
+        let mut i = 0;
+        loop {
+            let more = match need.element(i, 0).filter(|n| n.has_items) {
+                Some(n) => {
+                    self.ctx.path.push(Key::Index(i));
+                    let got = seq.next_element_seed(Streamed {
+                        need: &n,
+                        ctx: self.ctx,
+                    })?;
+                    self.ctx.path.pop();
+                    got.is_some()
+                }
+                None => seq.next_element::<IgnoredAny>()?.is_some(),
+            };
+            if !more {
+                return Ok(());
+            }
+            i += 1;
+        }
+    }
+}
+
+/// Longest tail kept without allocating.
+const TAIL_MAX: usize = 8;
+
+/// Reads an array whose reader counts from the end: every element is kept as raw text (only
+/// the last `tail` when that is all that can be read), then `f` gets each kept element with
+/// its index and the array's length, in order.
+fn counted_elements<'de, A, F>(seq: &mut A, tail: Option<usize>, mut f: F) -> Result<(), A::Error>
+where
+    A: SeqAccess<'de>,
+    F: FnMut(usize, usize, &'de RawValue) -> Result<(), A::Error>,
+{
+    match tail {
+        Some(k) if (1..=TAIL_MAX).contains(&k) => {
+            let mut ring: [Option<&'de RawValue>; TAIL_MAX] = [None; TAIL_MAX];
+            let mut len = 0;
+            while let Some(r) = seq.next_element()? {
+                ring[len % k] = Some(r);
+                len += 1;
+            }
+            for i in len.saturating_sub(k)..len {
+                if let Some(r) = ring[i % k] {
+                    f(i, len, r)?;
+                }
+            }
+        }
+        _ => {
+            let mut raw: Vec<&'de RawValue> = Vec::new();
+            while let Some(r) = seq.next_element()? {
+                raw.push(r);
+            }
+            let len = raw.len();
+            for (i, r) in raw.into_iter().enumerate() {
+                f(i, len, r)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Reads a slotted item: builds each node a lookup leads to into its slot, skips the rest.
+struct Filler<'n, 'v> {
+    need: &'n Need,
+    values: &'v mut [Option<Value>],
+}
+
+impl<'de> DeserializeSeed<'de> for Filler<'_, '_> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        if !self.need.all {
+            return d.deserialize_any(self);
+        }
+        let v = Value::deserialize(d)?;
+        if let Some((last, others)) = self.need.slots.split_last() {
+            for s in others {
+                self.values[*s] = Some(v.clone());
+            }
+            self.values[*last] = Some(v);
+        }
+        Ok(())
+    }
+}
+
+impl<'de> Visitor<'de> for Filler<'_, '_> {
+    type Value = ();
+
+    ignore_scalars!();
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        // A repeated member replaces the earlier one whole, as in a built tree: what the
+        // earlier one filled is emptied first.
+        let mut seen = 0u64;
+        while let Some(key) = map.next_key_seed(KeySeed)? {
+            let found = self.need.keys.iter().position(|(k, _)| *k == *key);
+            let need = match found {
+                Some(p) => {
+                    let need = &self.need.keys[p].1;
+                    let bit = 1u64.checked_shl(p as u32).unwrap_or(0);
+                    if seen & bit != 0 {
+                        let mut filled = Vec::new();
+                        need.slots_below(&mut filled);
+                        filled.into_iter().for_each(|s| self.values[s] = None);
+                    }
+                    seen |= bit;
+                    Some(need)
+                }
+                None => self.need.any.as_deref(),
+            };
+            match need {
+                Some(need) => map.next_value_seed(Filler {
+                    need,
+                    values: self.values,
+                })?,
+                None => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        let need = self.need;
+        if need.from_end {
+            let values = self.values;
+            return counted_elements(&mut seq, need.tail, |i, len, raw| {
+                if let Some(n) = need.element(i, len) {
+                    reparse::<_, A::Error>(raw, Filler { need: &n, values })?;
+                }
+                Ok(())
+            });
+        }
+        let mut i = 0;
+        loop {
+            let more = match need.element(i, 0) {
+                Some(n) => seq
+                    .next_element_seed(Filler {
+                        need: &n,
+                        values: self.values,
+                    })?
+                    .is_some(),
+                None => seq.next_element::<IgnoredAny>()?.is_some(),
+            };
+            if !more {
+                return Ok(());
+            }
+            i += 1;
+        }
+    }
+}
