@@ -274,7 +274,7 @@ def main():
             else:
                 ratio = f"{(p / j) if better == 'lower' else (j / p):.1f}x"
             print(f"| {size} | {mb:.1f} MB | {label} | {fmt(j)} | {fmt(p) if p is not None else '-'} | {ratio} |")
-        row("poll (fetch+parse+extract)", "poll", lambda v: f"{v * 1000:.1f} ms")
+        row("poll (fetch+parse+extract+swap)", "poll", lambda v: f"{v * 1000:.1f} ms")
         row("/metrics median", "med", fmt_ms)
         row("/metrics p99", "p99", fmt_ms)
         row("/metrics gzip median", "gmed", fmt_ms)

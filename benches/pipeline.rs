@@ -1,5 +1,7 @@
 //! Micro-benchmarks of the poll and scrape paths on the energy API's shape (deterministic
-//! data built here, 10k pods by default): parse, extract, encode. Run with
+//! data built here, 10k pods): what a poll does (`read`: parse and extract in one pass, on
+//! one thread or two), the same through a full `serde_json::Value` tree (`parse` then
+//! `extract`, as `jsonbridge test` did before plans), and encoding. Run with
 //! `cargo bench --bench pipeline`; compare runs on the same machine only.
 
 use std::sync::Arc;
@@ -7,7 +9,7 @@ use std::sync::Arc;
 use criterion::{Criterion, Throughput, black_box, criterion_group, criterion_main};
 use jsonbridge::config::{self, Origin};
 use jsonbridge::expose::{Format, encode};
-use jsonbridge::extract::extract;
+use jsonbridge::extract::{extract, extract_bytes_in};
 use jsonbridge::store::{Snapshot, View};
 
 /// `{"apps": {APP: {NS: [{name, energy_consumed[4], co2_emitted[4], phase}]}}}`.
@@ -81,6 +83,29 @@ fn bench(c: &mut Criterion) {
 
     let mut g = c.benchmark_group("poll");
     g.throughput(Throughput::Elements(pods as u64));
+    assert!(source.plan.is_slotted());
+    g.bench_function("read", |b| {
+        b.iter(|| {
+            extract_bytes_in(
+                black_box(text.as_bytes()),
+                &source.metrics,
+                &source.plan,
+                false,
+            )
+            .unwrap()
+        })
+    });
+    g.bench_function("read_two_threads", |b| {
+        b.iter(|| {
+            extract_bytes_in(
+                black_box(text.as_bytes()),
+                &source.metrics,
+                &source.plan,
+                true,
+            )
+            .unwrap()
+        })
+    });
     g.bench_function("parse", |b| {
         b.iter(|| serde_json::from_str::<serde_json::Value>(black_box(&text)).unwrap())
     });

@@ -12,10 +12,12 @@ pub mod selector;
 pub mod spec;
 pub mod stream;
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use serde_json::Value;
+use serde_json::value::RawValue;
 
 pub use labels::{Labels, LabelsBuilder};
 pub use plan::ReadPlan;
@@ -197,6 +199,14 @@ pub fn extract(doc: &Value, blocks: &[MetricSpec]) -> Result<Extraction, Extract
 pub enum ReadError {
     #[error("{0}")]
     Json(#[from] serde_json::Error),
+    /// Valid JSON that cannot be built where a lookup reads it (a number out of range,
+    /// nesting deeper than 128), found after the parse moved on.
+    #[error("{message} at line {line} column {column}")]
+    Value {
+        message: String,
+        line: usize,
+        column: usize,
+    },
     /// JSON is UTF-8 (RFC 8259); the whole body is checked once, before parsing.
     #[error("invalid UTF-8 at line {line} column {column}")]
     NotUtf8 { line: usize, column: usize },
@@ -210,6 +220,21 @@ pub fn extract_bytes(
     body: &[u8],
     blocks: &[MetricSpec],
     plan: &ReadPlan,
+) -> Result<Extraction, ReadError> {
+    // Below this, a second thread costs more than it saves.
+    const PIPELINE_MIN_BYTES: usize = 256 * 1024;
+    let pipelined = body.len() >= PIPELINE_MIN_BYTES
+        && std::thread::available_parallelism().is_ok_and(|n| n.get() > 1);
+    extract_bytes_in(body, blocks, plan, pipelined)
+}
+
+/// [`extract_bytes`], choosing whether the items of a slotted plan are extracted on a second
+/// thread while the first one parses (same results; tests compare both).
+pub fn extract_bytes_in(
+    body: &[u8],
+    blocks: &[MetricSpec],
+    plan: &ReadPlan,
+    pipelined: bool,
 ) -> Result<Extraction, ReadError> {
     let body = std::str::from_utf8(body).map_err(|e| {
         let before = &body[..e.valid_up_to()];
@@ -226,24 +251,301 @@ pub fn extract_bytes(
         let doc = stream::parse_pruned(body, plan)?;
         return Ok(extract(&doc, blocks)?);
     }
-    let mut runs: Vec<BlockRun> = blocks.iter().map(BlockRun::new).collect();
-    // Streamed plans read nothing from the root or a captured node (see `plan`).
-    let none = Value::Null;
-    stream::parse_streamed(body, plan, &mut |b, item, path| {
-        let caps: Vec<Bound<'_>> = plan.capture_depths[b]
-            .iter()
-            .map(|d| Bound {
-                key: path.key(*d),
-                node: &none,
-            })
-            .collect();
-        runs[b].item(item, &none, &caps);
-    })?;
+    let runs = if pipelined && plan.is_slotted() {
+        pipeline::run(body, blocks, plan)?
+    } else {
+        let mut inline = Inline {
+            runs: blocks.iter().map(BlockRun::new).collect(),
+            plan,
+            body,
+            values: Vec::new(),
+            failed: None,
+        };
+        let parsed = stream::parse_streamed(body, plan, &mut inline);
+        if let Some(e) = inline.failed {
+            return Err(e);
+        }
+        parsed?;
+        inline.runs
+    };
     let mut out = Extraction::default();
     for run in runs {
         run.finish(&mut out)?;
     }
     Ok(out)
+}
+
+// Streamed plans read nothing from the root or a captured node (see `plan`): those get null.
+static NONE: Value = Value::Null;
+
+/// The captures of block `b`'s item, from the keys on its path.
+fn captures<'k>(plan: &ReadPlan, b: usize, key: impl Fn(usize) -> Cow<'k, str>) -> Vec<Bound<'k>> {
+    plan.capture_depths[b]
+        .iter()
+        .map(|d| Bound {
+            key: key(*d),
+            node: &NONE,
+        })
+        .collect()
+}
+
+/// A slot's raw JSON that `serde_json` could not build, placed in the whole body.
+fn value_error(body: &str, raw: &RawValue, e: serde_json::Error) -> ReadError {
+    let text = e.to_string();
+    let message = match text.rfind(" at line ") {
+        Some(cut) => text[..cut].to_string(),
+        None => text,
+    };
+    // The raw text is a slice of the body: its offset, then serde_json's line and column
+    // (from 1) within it.
+    let start = raw.get().as_ptr() as usize - body.as_ptr() as usize;
+    let within: usize = raw
+        .get()
+        .split_inclusive('\n')
+        .take(e.line().saturating_sub(1))
+        .map(str::len)
+        .sum();
+    let before = &body.as_bytes()[..start + within + e.column().saturating_sub(1)];
+    let line_start = before
+        .iter()
+        .rposition(|b| *b == b'\n')
+        .map_or(0, |p| p + 1);
+    ReadError::Value {
+        message,
+        line: before.iter().filter(|b| **b == b'\n').count() + 1,
+        column: before.len() - line_start + 1,
+    }
+}
+
+/// Extracts each item as the parser hands it over.
+struct Inline<'b, 'p, 'de> {
+    runs: Vec<BlockRun<'b>>,
+    plan: &'p ReadPlan,
+    body: &'de str,
+    /// The current item's slots, built.
+    values: Vec<Option<Value>>,
+    failed: Option<ReadError>,
+}
+
+impl<'de> stream::Items<'de> for Inline<'_, '_, 'de> {
+    fn node(&mut self, b: usize, item: &Value, path: &stream::ItemPath<'_, '_, '_>) {
+        let caps = captures(self.plan, b, |d| path.key(d));
+        self.runs[b].item(Item::Node(item), &NONE, &caps);
+    }
+
+    fn slotted(
+        &mut self,
+        id: usize,
+        slots: &mut Vec<Option<&'de RawValue>>,
+        path: &[stream::Key<'de>],
+    ) -> Result<(), stream::Stop> {
+        if let Err((e, raw)) = stream::build_slots(slots, &mut self.values) {
+            self.failed = Some(value_error(self.body, raw, e));
+            return Err(stream::Stop);
+        }
+        let slotted = &self.plan.slotted[id];
+        for (b, bindings) in slotted.items.iter().zip(&slotted.bindings) {
+            let caps = captures(self.plan, *b, |d| path[d].text());
+            let item = Item::Slots {
+                values: &self.values,
+                bindings,
+            };
+            self.runs[*b].item(item, &NONE, &caps);
+        }
+        Ok(())
+    }
+}
+
+mod pipeline {
+    //! Parsing on one thread, extraction on another: the parser finds each item's slots
+    //! (raw JSON, borrowed from the body) and sends them in batches, in document order,
+    //! through a bounded channel; the other thread builds the values and extracts. Emptied
+    //! batches go back to the parser to be filled again.
+
+    use std::sync::mpsc;
+
+    use serde_json::Value;
+    use serde_json::value::RawValue;
+
+    use super::plan::ReadPlan;
+    use super::stream::{self, ItemPath, Items, Key, Stop};
+    use super::{BlockRun, Bound, Item, MetricSpec, NONE, ReadError, captures, value_error};
+
+    /// Items per batch: enough to make the channel's cost negligible.
+    const BATCH: usize = 1024;
+
+    enum Entry {
+        /// An item of slotted node `id`; its slots and keys start at these offsets.
+        Slotted {
+            id: usize,
+            slots: usize,
+            keys: usize,
+        },
+        /// An item built as a tree (rare in slotted plans: an array element that two index
+        /// lookups share), with its captures' keys.
+        Node {
+            block: usize,
+            value: Value,
+            keys: Vec<String>,
+        },
+    }
+
+    #[derive(Default)]
+    struct Batch<'de> {
+        entries: Vec<Entry>,
+        slots: Vec<Option<&'de RawValue>>,
+        keys: Vec<Key<'de>>,
+    }
+
+    impl Batch<'_> {
+        fn clear(&mut self) {
+            self.entries.clear();
+            self.slots.clear();
+            self.keys.clear();
+        }
+    }
+
+    struct Sender<'de, 'p> {
+        batch: Batch<'de>,
+        tx: mpsc::SyncSender<Batch<'de>>,
+        /// Batches the extractor is done with.
+        empty: mpsc::Receiver<Batch<'de>>,
+        plan: &'p ReadPlan,
+    }
+
+    impl Sender<'_, '_> {
+        fn sent(&mut self) -> Result<(), Stop> {
+            if self.batch.entries.len() < BATCH {
+                return Ok(());
+            }
+            let next = self.empty.try_recv().unwrap_or_default();
+            // Fails only if the extractor stopped (a value it could not build, or a panic):
+            // its result says why.
+            self.tx
+                .send(std::mem::replace(&mut self.batch, next))
+                .map_err(|_| Stop)
+        }
+    }
+
+    impl<'de> Items<'de> for Sender<'de, '_> {
+        fn node(&mut self, block: usize, item: &Value, path: &ItemPath<'_, '_, '_>) {
+            let keys = self.plan.capture_depths[block]
+                .iter()
+                .map(|d| path.key(*d).into_owned())
+                .collect();
+            self.batch.entries.push(Entry::Node {
+                block,
+                value: item.clone(),
+                keys,
+            });
+            // A stopped extractor is seen at the next slotted item.
+            let _ = self.sent();
+        }
+
+        fn slotted(
+            &mut self,
+            id: usize,
+            slots: &mut Vec<Option<&'de RawValue>>,
+            path: &[Key<'de>],
+        ) -> Result<(), Stop> {
+            let b = &mut self.batch;
+            b.entries.push(Entry::Slotted {
+                id,
+                slots: b.slots.len(),
+                keys: b.keys.len(),
+            });
+            b.slots.append(slots);
+            b.keys.extend_from_slice(path);
+            self.sent()
+        }
+    }
+
+    /// Where the slots and keys of the slotted entry after `i` start.
+    fn next_offsets(batch: &Batch<'_>, i: usize) -> (usize, usize) {
+        batch.entries[i + 1..]
+            .iter()
+            .find_map(|e| match e {
+                Entry::Slotted { slots, keys, .. } => Some((*slots, *keys)),
+                Entry::Node { .. } => None,
+            })
+            .unwrap_or((batch.slots.len(), batch.keys.len()))
+    }
+
+    fn extract_batch(
+        runs: &mut [BlockRun<'_>],
+        plan: &ReadPlan,
+        body: &str,
+        batch: &Batch<'_>,
+        values: &mut Vec<Option<Value>>,
+    ) -> Result<(), ReadError> {
+        for (i, e) in batch.entries.iter().enumerate() {
+            match e {
+                Entry::Slotted { id, slots, keys } => {
+                    let (slots_end, keys_end) = next_offsets(batch, i);
+                    stream::build_slots(&batch.slots[*slots..slots_end], values)
+                        .map_err(|(e, raw)| value_error(body, raw, e))?;
+                    let path = &batch.keys[*keys..keys_end];
+                    let slotted = &plan.slotted[*id];
+                    for (b, bindings) in slotted.items.iter().zip(&slotted.bindings) {
+                        let caps = captures(plan, *b, |d| path[d].text());
+                        let item = Item::Slots { values, bindings };
+                        runs[*b].item(item, &NONE, &caps);
+                    }
+                }
+                Entry::Node { block, value, keys } => {
+                    let caps: Vec<Bound> = keys
+                        .iter()
+                        .map(|k| Bound {
+                            key: k.as_str().into(),
+                            node: &NONE,
+                        })
+                        .collect();
+                    runs[*block].item(Item::Node(value), &NONE, &caps);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) fn run<'b>(
+        body: &str,
+        blocks: &'b [MetricSpec],
+        plan: &ReadPlan,
+    ) -> Result<Vec<BlockRun<'b>>, ReadError> {
+        std::thread::scope(|scope| {
+            let (tx, rx) = mpsc::sync_channel::<Batch>(4);
+            let (empty_tx, empty_rx) = mpsc::channel::<Batch>();
+            let extractor = scope.spawn(move || {
+                let mut runs: Vec<BlockRun> = blocks.iter().map(BlockRun::new).collect();
+                let mut values = Vec::new();
+                for mut batch in rx {
+                    extract_batch(&mut runs, plan, body, &batch, &mut values)?;
+                    batch.clear();
+                    let _ = empty_tx.send(batch);
+                }
+                Ok::<_, ReadError>(runs)
+            });
+            let mut sender = Sender {
+                batch: Batch::default(),
+                tx,
+                empty: empty_rx,
+                plan,
+            };
+            let parsed = stream::parse_streamed(body, plan, &mut sender);
+            let Sender { batch, tx, .. } = sender;
+            if parsed.is_ok() && !batch.entries.is_empty() {
+                let _ = tx.send(batch);
+            }
+            drop(tx);
+            let extracted = extractor
+                .join()
+                .unwrap_or_else(|p| std::panic::resume_unwind(p));
+            // The extractor's error first: it is why the parse was stopped, if it was.
+            let runs = extracted?;
+            parsed?;
+            Ok(runs)
+        })
+    }
 }
 
 /// One block's extraction in progress: items go in one at a time, in document order.

@@ -37,7 +37,14 @@ pub struct Need {
     /// Slots of the enclosing slotted item that this node fills (see [`Slotted`]).
     pub(crate) slots: Vec<usize>,
     /// Set on item nodes whose items are read into slots.
-    pub(crate) slotted: Option<Slotted>,
+    pub(crate) slotted: Option<SlotRef>,
+}
+
+/// A slotted item node: its entry in [`ReadPlan`]'s list, and how many slots its items have.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SlotRef {
+    pub(crate) id: usize,
+    pub(crate) count: usize,
 }
 
 /// An item read without building it: only the nodes its blocks' lookups lead to are built,
@@ -45,7 +52,8 @@ pub struct Need {
 /// made of names, indexes and wildcards, and no other block's items lie below.
 #[derive(Debug, Clone)]
 pub struct Slotted {
-    pub(crate) count: usize,
+    /// The blocks whose items these are.
+    pub(crate) items: Vec<usize>,
     /// Per block of `items`, in that order: the bindings of its lookups, by lookup id.
     pub(crate) bindings: Vec<Vec<Binding>>,
 }
@@ -142,7 +150,7 @@ impl Need {
     }
 
     /// Makes item nodes slotted where they can be (see [`Slotted`]), all the way down.
-    fn slot_items(&mut self, blocks: &[MetricSpec]) {
+    fn slot_items(&mut self, blocks: &[MetricSpec], out: &mut Vec<Slotted>) {
         let below = self.children().any(|c| c.has_items);
         if !self.items.is_empty() && !below {
             let exact = self.items.iter().all(|b| {
@@ -156,11 +164,18 @@ impl Need {
                     .iter()
                     .map(|b| lookups(&blocks[*b]).map(|l| self.binding(l)).collect())
                     .collect();
-                self.slotted = Some(Slotted { count, bindings });
+                self.slotted = Some(SlotRef {
+                    id: out.len(),
+                    count,
+                });
+                out.push(Slotted {
+                    items: self.items.clone(),
+                    bindings,
+                });
                 return;
             }
         }
-        self.children_mut().for_each(|c| c.slot_items(blocks));
+        self.children_mut().for_each(|c| c.slot_items(blocks, out));
     }
 
     /// The slot an item lookup's node is in, from this (slotted item) node.
@@ -235,6 +250,9 @@ impl Need {
             (Some((_, a)), Some((_, b))) => {
                 let mut m = a.clone();
                 m.merge(b);
+                // Each node's slots belong to its own items: an element that two index
+                // lookups share is read as a tree.
+                m.slotted = None;
                 Some(Cow::Owned(m))
             }
             (Some((_, a)), None) => Some(Cow::Borrowed(a)),
@@ -248,6 +266,8 @@ impl Need {
 pub struct ReadPlan {
     pub(crate) root: Need,
     pub(crate) streamed: bool,
+    /// The slotted item nodes (see [`SlotRef`]).
+    pub(crate) slotted: Vec<Slotted>,
     /// Streamed plans: per block, the depth of each capture's key in the item's path.
     pub(crate) capture_depths: Vec<Vec<usize>>,
 }
@@ -348,8 +368,9 @@ impl ReadPlan {
             }
         }
         root.finish();
+        let mut slotted = Vec::new();
         if streamed {
-            root.slot_items(blocks);
+            root.slot_items(blocks, &mut slotted);
         }
         let capture_depths = if streamed {
             paths.into_iter().map(|(_, d, _)| d).collect()
@@ -359,6 +380,7 @@ impl ReadPlan {
         Self {
             root,
             streamed,
+            slotted,
             capture_depths,
         }
     }
@@ -368,13 +390,18 @@ impl ReadPlan {
         self.streamed
     }
 
-    /// How documents are read, in a few words (for `check` and the status page).
-    pub fn describe(&self) -> &'static str {
+    /// Every item is read into slots (nothing is built but the nodes lookups lead to).
+    pub fn is_slotted(&self) -> bool {
         fn all_slotted(n: &Need) -> bool {
             (n.items.is_empty() || n.slotted.is_some())
                 && (n.slotted.is_some() || n.children().all(all_slotted))
         }
-        match (self.streamed, all_slotted(&self.root)) {
+        self.streamed && all_slotted(&self.root)
+    }
+
+    /// How documents are read, in a few words (for `check` and the status page).
+    pub fn describe(&self) -> &'static str {
+        match (self.streamed, self.is_slotted()) {
             (false, _) => "pruned tree",
             (true, true) => "streamed, items read into slots",
             (true, false) => "streamed, items built",

@@ -16,7 +16,6 @@ use serde_json::value::RawValue;
 use serde_json::{Map, Number, Value};
 
 use super::plan::{Need, ReadPlan};
-use super::spec::Item;
 
 /// A member name or an array position on the way from the root to an item.
 #[derive(Debug, Clone)]
@@ -51,8 +50,45 @@ impl ItemPath<'_, '_, '_> {
     }
 }
 
-/// Receives every item of a streamed plan: the block, the item, its path.
-pub(crate) type Sink<'s> = dyn FnMut(usize, Item<'_>, &ItemPath<'_, '_, '_>) + 's;
+/// Where a streamed plan's items go, in document order.
+pub(crate) trait Items<'de> {
+    /// An item of block `block` built as a tree.
+    fn node(&mut self, block: usize, item: &Value, path: &ItemPath<'_, '_, '_>);
+    /// An item of the slotted node `id` of the plan: its slots as raw JSON (which may be
+    /// taken), its path. `Err` stops the parse (the receiver keeps the reason).
+    fn slotted(
+        &mut self,
+        id: usize,
+        slots: &mut Vec<Option<&'de RawValue>>,
+        path: &[Key<'de>],
+    ) -> Result<(), Stop>;
+}
+
+/// Parsing was stopped by the receiver of the items.
+#[derive(Debug)]
+pub(crate) struct Stop;
+
+impl std::fmt::Display for Stop {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("stopped")
+    }
+}
+
+/// Builds an item's slots from their raw JSON into `out`. On a value that is valid JSON but
+/// cannot be built (a number out of range, nesting deeper than 128), the raw text that failed.
+pub(crate) fn build_slots<'de>(
+    slots: &[Option<&'de RawValue>],
+    out: &mut Vec<Option<Value>>,
+) -> Result<(), (serde_json::Error, &'de RawValue)> {
+    out.clear();
+    for raw in slots {
+        out.push(match raw {
+            Some(r) => Some(serde_json::from_str(r.get()).map_err(|e| (e, *r))?),
+            None => None,
+        });
+    }
+    Ok(())
+}
 
 /// Parses a whole document, building only what `plan` reads.
 pub fn parse_pruned(text: &str, plan: &ReadPlan) -> Result<Value, serde_json::Error> {
@@ -64,17 +100,17 @@ pub fn parse_pruned(text: &str, plan: &ReadPlan) -> Result<Value, serde_json::Er
 
 /// Parses a whole document with a streamed plan, calling `sink` for every item in document
 /// order. On a syntax error the items already handed over must be discarded by the caller.
-pub(crate) fn parse_streamed(
-    text: &str,
+pub(crate) fn parse_streamed<'de>(
+    text: &'de str,
     plan: &ReadPlan,
-    sink: &mut Sink<'_>,
+    items: &mut dyn Items<'de>,
 ) -> Result<(), serde_json::Error> {
     debug_assert!(plan.streamed);
     let mut de = serde_json::Deserializer::from_str(text);
     let mut ctx = Ctx {
         path: Vec::new(),
-        sink,
-        values: Vec::new(),
+        items,
+        slots: Vec::new(),
     };
     Streamed {
         need: &plan.root,
@@ -232,47 +268,38 @@ impl<'de> Visitor<'de> for KeySeed {
 }
 
 /// The streaming parser's state: where it is, where items go, the current item's slots.
-struct Ctx<'a, 'de, 's> {
+struct Ctx<'a, 'de> {
     path: Vec<Key<'de>>,
-    sink: &'a mut Sink<'s>,
-    values: Vec<Option<Value>>,
+    items: &'a mut dyn Items<'de>,
+    slots: Vec<Option<&'de RawValue>>,
 }
 
 /// Walks towards items without building anything; at an item, reads it (into slots, or as a
 /// built subtree) and hands it, and any items below it, to the sink.
-struct Streamed<'n, 'c, 'a, 'de, 's> {
+struct Streamed<'n, 'c, 'a, 'de> {
     need: &'n Need,
-    ctx: &'c mut Ctx<'a, 'de, 's>,
+    ctx: &'c mut Ctx<'a, 'de>,
 }
 
-impl<'de> DeserializeSeed<'de> for Streamed<'_, '_, '_, 'de, '_> {
+impl<'de> DeserializeSeed<'de> for Streamed<'_, '_, '_, 'de> {
     type Value = ();
 
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
         let Streamed { need, ctx } = self;
-        if let Some(slotted) = &need.slotted {
-            ctx.values.clear();
-            ctx.values.resize(slotted.count, None);
+        if let Some(slots) = need.slotted {
+            ctx.slots.clear();
+            ctx.slots.resize(slots.count, None);
             Filler {
                 need,
-                values: &mut ctx.values,
+                values: &mut ctx.slots,
             }
             .deserialize(d)?;
-            let path = ItemPath {
-                outer: &ctx.path,
-                inner: &[],
-            };
-            for (b, bindings) in need.items.iter().zip(&slotted.bindings) {
-                let item = Item::Slots {
-                    values: &ctx.values,
-                    bindings,
-                };
-                (ctx.sink)(*b, item, &path);
-            }
-            Ok(())
+            ctx.items
+                .slotted(slots.id, &mut ctx.slots, &ctx.path)
+                .map_err(<D::Error as de::Error>::custom)
         } else if !need.items.is_empty() || need.all {
             let v = Pruned(need).deserialize(d)?;
-            dispatch(need, &v, &ctx.path, &mut Vec::new(), ctx.sink);
+            dispatch(need, &v, &ctx.path, &mut Vec::new(), ctx.items);
             Ok(())
         } else {
             d.deserialize_any(Streamed { need, ctx })
@@ -286,17 +313,17 @@ fn dispatch<'v>(
     v: &'v Value,
     outer: &[Key<'_>],
     inner: &mut Vec<Key<'v>>,
-    sink: &mut Sink<'_>,
+    items: &mut dyn Items<'_>,
 ) {
     for b in &need.items {
-        sink(*b, Item::Node(v), &ItemPath { outer, inner });
+        items.node(*b, v, &ItemPath { outer, inner });
     }
     match v {
         Value::Object(m) => {
             for (k, child) in m {
                 if let Some(n) = need.member(k).filter(|n| n.has_items) {
                     inner.push(Key::Name(Cow::Borrowed(k)));
-                    dispatch(n, child, outer, inner, sink);
+                    dispatch(n, child, outer, inner, items);
                     inner.pop();
                 }
             }
@@ -305,7 +332,7 @@ fn dispatch<'v>(
             for (i, child) in a.iter().enumerate() {
                 if let Some(n) = need.element(i, a.len()).filter(|n| n.has_items) {
                     inner.push(Key::Index(i));
-                    dispatch(&n, child, outer, inner, sink);
+                    dispatch(&n, child, outer, inner, items);
                     inner.pop();
                 }
             }
@@ -344,7 +371,7 @@ macro_rules! ignore_scalars {
     };
 }
 
-impl<'de> Visitor<'de> for Streamed<'_, '_, '_, 'de, '_> {
+impl<'de> Visitor<'de> for Streamed<'_, '_, '_, 'de> {
     type Value = ();
 
     ignore_scalars!();
@@ -442,31 +469,35 @@ where
     Ok(())
 }
 
-/// Reads a slotted item: builds each node a lookup leads to into its slot, skips the rest.
-struct Filler<'n, 'v> {
+/// Reads a slotted item: finds each node a lookup leads to and keeps its raw JSON in its
+/// slot (built later, possibly on another thread); skips the rest.
+struct Filler<'n, 'v, 'de> {
     need: &'n Need,
-    values: &'v mut [Option<Value>],
+    values: &'v mut [Option<&'de RawValue>],
 }
 
-impl<'de> DeserializeSeed<'de> for Filler<'_, '_> {
+impl<'de> Filler<'_, '_, 'de> {
+    fn keep(&mut self, raw: &'de RawValue) {
+        for s in &self.need.slots {
+            self.values[*s] = Some(raw);
+        }
+    }
+}
+
+impl<'de> DeserializeSeed<'de> for Filler<'_, '_, 'de> {
     type Value = ();
 
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+    fn deserialize<D: Deserializer<'de>>(mut self, d: D) -> Result<(), D::Error> {
         if !self.need.all {
             return d.deserialize_any(self);
         }
-        let v = Value::deserialize(d)?;
-        if let Some((last, others)) = self.need.slots.split_last() {
-            for s in others {
-                self.values[*s] = Some(v.clone());
-            }
-            self.values[*last] = Some(v);
-        }
+        let raw = <&'de RawValue>::deserialize(d)?;
+        self.keep(raw);
         Ok(())
     }
 }
 
-impl<'de> Visitor<'de> for Filler<'_, '_> {
+impl<'de> Visitor<'de> for Filler<'_, '_, 'de> {
     type Value = ();
 
     ignore_scalars!();
@@ -509,8 +540,11 @@ impl<'de> Visitor<'de> for Filler<'_, '_> {
         if need.from_end {
             let values = self.values;
             return counted_elements(&mut seq, need.tail, |i, len, raw| {
-                if let Some(n) = need.element(i, len) {
-                    reparse::<_, A::Error>(raw, Filler { need: &n, values })?;
+                match need.element(i, len) {
+                    // Read whole: the raw text already is what the slot keeps.
+                    Some(n) if n.all => Filler { need: &n, values }.keep(raw),
+                    Some(n) => reparse::<_, A::Error>(raw, Filler { need: &n, values })?,
+                    None => {}
                 }
                 Ok(())
             });

@@ -674,6 +674,87 @@ mod reading {
     }
 
     #[test]
+    fn extraction_on_a_second_thread_gives_the_same() {
+        // More items than one batch, several blocks on the same items, one block whose item
+        // two index lookups share (built as a tree even in a slotted plan).
+        let mut pods = Vec::new();
+        for i in 0..2500 {
+            pods.push(format!(
+                r#"{{"name": "p{}", "energy_consumed": [{i}, {}]}}"#,
+                i % 2000,
+                i * 2
+            ));
+        }
+        let body = format!(
+            r#"{{"apps": {{"a": {{"n": [{}]}}, "b": {{"m": [{}]}}}}, "one": [{{"v": 1}}]}}"#,
+            pods.join(","),
+            pods[..10].join(",")
+        );
+        let mut specs = vec![
+            energy(),
+            gauge(
+                Some("$.apps.*.*[*]"),
+                &[("pod", "{@.name}")],
+                "@.energy_consumed[0]",
+            ),
+            gauge(Some("$.one[0]"), &[], "@.v"),
+            gauge(Some("$.one[-1]"), &[], "@.v"),
+        ];
+        let plan = plan_of(&mut specs);
+        assert!(plan.is_slotted());
+        let doc: Value = serde_json::from_str(&body).unwrap();
+        let tree = run(&doc, &specs);
+        for pipelined in [false, true] {
+            let got = extract_bytes_in(body.as_bytes(), &specs, &plan, pipelined).unwrap();
+            let counts = |x: &Extraction| {
+                x.families
+                    .iter()
+                    .map(|f| f.series.len())
+                    .collect::<Vec<_>>()
+            };
+            assert_eq!(counts(&got), counts(&tree), "pipelined {pipelined}");
+            for (a, b) in got.families.iter().zip(&tree.families) {
+                assert_eq!(a.series, b.series);
+            }
+            assert_eq!(got.problems, tree.problems);
+            assert_eq!(got.reports, tree.reports);
+        }
+        assert_eq!(tree.series_count(), 2010 + 2000 + 1 + 1);
+    }
+
+    #[test]
+    fn values_that_cannot_be_built_fail_the_read_where_they_are() {
+        let mut specs = vec![energy()];
+        let plan = plan_of(&mut specs);
+        let deep = format!("{}1{}", "[".repeat(200), "]".repeat(200));
+        for (body, want) in [
+            (
+                "{\"apps\": {\"a\": {\"n\": [\n  {\"name\": \"x\",\n   \"energy_consumed\": [1, 1e999]}]}}}",
+                "number out of range at line 3 column 31",
+            ),
+            // Depth counts from the node read (a full parse counts from the root, so it
+            // stops a few levels sooner).
+            (
+                &format!("{{\"apps\": {{\"a\": {{\"n\": [{{\"name\": {deep}}}]}}}}}}"),
+                "recursion limit exceeded at line 1 column 159",
+            ),
+        ] {
+            for pipelined in [false, true] {
+                let err = extract_bytes_in(body.as_bytes(), &specs, &plan, pipelined)
+                    .unwrap_err()
+                    .to_string();
+                assert_eq!(err, want, "pipelined {pipelined}");
+            }
+        }
+        let body = "{\"apps\": {\"a\": {\"n\": [\n  {\"name\": \"x\",\n   \"energy_consumed\": [1, 1e999]}]}}}";
+        assert_eq!(
+            serde_json::from_str::<Value>(body).unwrap_err().to_string(),
+            "number out of range at line 3 column 31",
+            "where a full parse fails too"
+        );
+    }
+
+    #[test]
     fn a_repeated_member_replaces_the_first_one_whole() {
         // serde_json keeps the last of repeated members; a slot filled by the first must not
         // survive when the last one has nothing there.

@@ -4,7 +4,8 @@
 //! (`PROPTEST_CASES=100000 cargo test --test it props` runs them longer.)
 
 use jsonbridge::config::{self, Origin, Source};
-use jsonbridge::extract::{Extraction, extract, extract_bytes};
+use jsonbridge::extract::{Extraction, extract, extract_bytes_in};
+
 use proptest::prelude::*;
 use serde_json::Value;
 
@@ -118,6 +119,13 @@ sources:
         each: "$.pods[*].v"
         value: "@"
         on_duplicate: sum
+      - name: first
+        each: "$.apps.*.*[0]"
+        value: "@.v"
+      - name: last
+        each: "$.apps.*.*[-1]"
+        labels: {n: "{@.name}"}
+        value: "@.t"
 "#;
 
 /// Streamed, with items inside other items and lookups that filter: items built as trees.
@@ -160,17 +168,20 @@ fn comparable(x: &Extraction) -> String {
 
 fn agree(source: &Source, doc: &Value) -> Result<(), TestCaseError> {
     let body = serde_json::to_vec(doc).unwrap();
-    let tree = extract(doc, &source.metrics);
-    let read = extract_bytes(&body, &source.metrics, &source.plan);
-    match (tree, read) {
-        (Ok(a), Ok(b)) => prop_assert_eq!(comparable(&a), comparable(&b)),
-        (Err(a), Err(jsonbridge::extract::ReadError::Extract(b))) => prop_assert_eq!(a, b),
-        (a, b) => prop_assert!(
-            false,
-            "tree: {:?}\nread: {:?}",
-            a.map(|x| comparable(&x)),
-            b.map(|x| comparable(&x))
-        ),
+    // Inline, and with extraction on a second thread.
+    for pipelined in [false, true] {
+        let tree = extract(doc, &source.metrics);
+        let read = extract_bytes_in(&body, &source.metrics, &source.plan, pipelined);
+        match (tree, read) {
+            (Ok(a), Ok(b)) => prop_assert_eq!(comparable(&a), comparable(&b)),
+            (Err(a), Err(jsonbridge::extract::ReadError::Extract(b))) => prop_assert_eq!(a, b),
+            (a, b) => prop_assert!(
+                false,
+                "tree: {:?}\nread: {:?}",
+                a.map(|x| comparable(&x)),
+                b.map(|x| comparable(&x))
+            ),
+        }
     }
     Ok(())
 }
