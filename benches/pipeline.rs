@@ -1,7 +1,8 @@
 //! Micro-benchmarks of the poll and scrape paths on the energy API's shape (deterministic
 //! data built here, 10k pods): what a poll does (`read`: parse and extract in one pass, on
-//! one thread or two), the same through a full `serde_json::Value` tree (`parse` then
-//! `extract`, as `jsonbridge test` did before plans), and encoding. Run with
+//! one thread or two), scanning alone (`skip_only`, the floor for a serde_json reader), the
+//! same work through a full `serde_json::Value` tree (`parse` then `extract`, as polls did
+//! before read plans), and encoding. Run with
 //! `cargo bench --bench pipeline`; compare runs on the same machine only.
 
 use std::sync::Arc;
@@ -105,6 +106,10 @@ fn bench(c: &mut Criterion) {
             )
             .unwrap()
         })
+    });
+    // The floor for any serde_json-based reader: scanning the document without building it.
+    g.bench_function("skip_only", |b| {
+        b.iter(|| serde_json::from_str::<serde::de::IgnoredAny>(black_box(&text)).unwrap())
     });
     g.bench_function("parse", |b| {
         b.iter(|| serde_json::from_str::<serde_json::Value>(black_box(&text)).unwrap())
