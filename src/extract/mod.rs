@@ -390,7 +390,6 @@ mod pipeline {
         },
     }
 
-    #[derive(Default)]
     struct Batch<'de> {
         entries: Vec<Entry>,
         slots: Vec<Option<&'de RawValue>>,
@@ -398,6 +397,16 @@ mod pipeline {
     }
 
     impl Batch<'_> {
+        /// Sized for a batch of the common shapes (a few slots and keys per item), so that
+        /// filling it does not reallocate.
+        fn new() -> Self {
+            Batch {
+                entries: Vec::with_capacity(BATCH),
+                slots: Vec::with_capacity(BATCH * 4),
+                keys: Vec::with_capacity(BATCH * 4),
+            }
+        }
+
         fn clear(&mut self) {
             self.entries.clear();
             self.slots.clear();
@@ -418,7 +427,7 @@ mod pipeline {
             if self.batch.entries.len() < BATCH {
                 return Ok(());
             }
-            let next = self.empty.try_recv().unwrap_or_default();
+            let next = self.empty.try_recv().unwrap_or_else(|_| Batch::new());
             // Fails only if the extractor stopped (a value it could not build, or a panic):
             // its result says why.
             self.tx
@@ -526,7 +535,7 @@ mod pipeline {
                 Ok::<_, ReadError>(runs)
             });
             let mut sender = Sender {
-                batch: Batch::default(),
+                batch: Batch::new(),
                 tx,
                 empty: empty_rx,
                 plan,
