@@ -325,6 +325,7 @@ async fn source_detail_page_shows_size_and_per_metric_matches() {
         "value_not_numeric x1: item #2: value @.n is not numeric: &quot;n/a&quot;",
         "href=\"/probe?source=ok-source\"",
         "every 1m",
+        "<th>Read as</th><td>streamed, items read into slots",
     ] {
         assert!(page.contains(want), "missing {want:?} in\n{page}");
     }
