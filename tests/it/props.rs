@@ -93,40 +93,7 @@ fn specs() -> Vec<jsonbridge::extract::MetricSpec> {
 }
 
 /// Only item lookups made of names, indexes and wildcards: streamed, items read into slots.
-const SLOTTED: &str = r#"
-sources:
-  - name: s
-    url: file:///x
-    metrics:
-      - each: "$.apps.{app}.{ns}[*]"
-        labels: {app: "{app}", ns: "{ns}", pod: "{@.name}", first: "x{@.pods[0].name}"}
-        on_duplicate: last
-        timestamp: "@.t"
-        values:
-          a: "@.v"
-          b: {value: "@.v[-1]", mapping: {x: 1}, default: 0}
-          c: {value: "@.name", type: stateset, states: [a, b]}
-          d: "count(@.pods[*])"
-          e: "sum(@.pods[*].v)"
-          f: "length(@.name)"
-          g: "@.pods[-2].v"
-          h: "@.v[1]"
-      - name: i
-        each: "$.pods[{i}]"
-        labels: {i: "{i}"}
-        value: "@.v[-1]"
-      - name: j
-        each: "$.pods[*].v"
-        value: "@"
-        on_duplicate: sum
-      - name: first
-        each: "$.apps.*.*[0]"
-        value: "@.v"
-      - name: last
-        each: "$.apps.*.*[-1]"
-        labels: {n: "{@.name}"}
-        value: "@.t"
-"#;
+const SLOTTED: &str = include_str!("../../fuzz/specs-slotted.yaml");
 
 /// Streamed, with items inside other items and lookups that filter: items built as trees.
 const NESTED: &str = r#"
