@@ -5,6 +5,12 @@
 //! produce a sample (missing value, non-numeric text, a label that is an object...) is skipped
 //! and counted by kind; it never fails the other items or the source. The one exception is a
 //! block that asks for it (`on_duplicate: error`).
+//!
+//! Two entry points give the same samples: [`extract`] walks a parsed document, and
+//! [`extract_bytes`] (what polls use) reads a response body along the source's [`ReadPlan`]
+//! without building the document: `plan` says what any lookup can reach, `stream` reads it
+//! (items into slots, or as small trees), `labels` stores each series' label values in one
+//! allocation. Large bodies are extracted on a second thread while the first parses.
 
 pub mod labels;
 pub mod plan;
