@@ -81,7 +81,7 @@ impl Fetcher {
         Ok(Self { client })
     }
 
-    /// Fetches the body of `request` (see [`fetch`]).
+    /// Fetches the body of `request`, with retries, within its timeout and size limit.
     pub async fn fetch(&self, request: &Request) -> Result<Fetched, FetchError> {
         fetch(self.client.as_ref(), request).await
     }

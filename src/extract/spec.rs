@@ -135,7 +135,7 @@ pub enum Item<'a> {
     Node(&'a Value),
     Slots {
         values: &'a [Option<Value>],
-        /// Indexed by [`Lookup::id`].
+        /// Indexed by the lookups' ids (numbered by [`super::ReadPlan::new`]).
         bindings: &'a [Binding],
     },
 }
