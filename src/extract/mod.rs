@@ -257,12 +257,18 @@ pub fn extract_bytes_in(
         let doc = stream::parse_pruned(body, plan)?;
         return Ok(extract(&doc, blocks)?);
     }
+    // What lookups from the root read, built first (the items come later).
+    let root = match &plan.first {
+        Some(need) => stream::parse_need(body, need)?,
+        None => Value::Null,
+    };
     let runs = if pipelined && plan.is_slotted() {
-        pipeline::run(body, blocks, plan)?
+        pipeline::run(body, blocks, plan, &root)?
     } else {
         let mut inline = Inline {
             runs: blocks.iter().map(BlockRun::new).collect(),
             plan,
+            root: &root,
             body,
             values: Vec::new(),
             failed: None,
@@ -281,7 +287,7 @@ pub fn extract_bytes_in(
     Ok(out)
 }
 
-// Streamed plans read nothing from the root or a captured node (see `plan`): those get null.
+// Streamed plans read nothing from captured nodes (see `plan`): those are null.
 static NONE: Value = Value::Null;
 
 /// The captures of block `b`'s item, from the keys on its path.
@@ -327,6 +333,8 @@ fn value_error(body: &str, raw: &RawValue, e: serde_json::Error) -> ReadError {
 struct Inline<'b, 'p, 'de> {
     runs: Vec<BlockRun<'b>>,
     plan: &'p ReadPlan,
+    /// What lookups from the root read (see `ReadPlan::first`).
+    root: &'p Value,
     body: &'de str,
     /// The current item's slots, built.
     values: Vec<Option<Value>>,
@@ -336,7 +344,7 @@ struct Inline<'b, 'p, 'de> {
 impl<'de> stream::Items<'de> for Inline<'_, '_, 'de> {
     fn node(&mut self, b: usize, item: &Value, path: &stream::ItemPath<'_, '_, '_>) {
         let caps = captures(self.plan, b, |d| path.key(d));
-        self.runs[b].item(Item::Node(item), &NONE, &caps);
+        self.runs[b].item(Item::Node(item), self.root, &caps);
     }
 
     fn slotted(
@@ -356,7 +364,7 @@ impl<'de> stream::Items<'de> for Inline<'_, '_, 'de> {
                 values: &self.values,
                 bindings,
             };
-            self.runs[*b].item(item, &NONE, &caps);
+            self.runs[*b].item(item, self.root, &caps);
         }
         Ok(())
     }
@@ -489,6 +497,7 @@ mod pipeline {
     fn extract_batch(
         runs: &mut [BlockRun<'_>],
         plan: &ReadPlan,
+        root: &Value,
         body: &str,
         batch: &Batch<'_>,
         values: &mut Vec<Option<Value>>,
@@ -504,7 +513,7 @@ mod pipeline {
                     for (b, bindings) in slotted.items.iter().zip(&slotted.bindings) {
                         let caps = captures(plan, *b, |d| path[d].text());
                         let item = Item::Slots { values, bindings };
-                        runs[*b].item(item, &NONE, &caps);
+                        runs[*b].item(item, root, &caps);
                     }
                 }
                 Entry::Node { block, value, keys } => {
@@ -515,7 +524,7 @@ mod pipeline {
                             node: &NONE,
                         })
                         .collect();
-                    runs[*block].item(Item::Node(value), &NONE, &caps);
+                    runs[*block].item(Item::Node(value), root, &caps);
                 }
             }
         }
@@ -526,6 +535,7 @@ mod pipeline {
         body: &str,
         blocks: &'b [MetricSpec],
         plan: &ReadPlan,
+        root: &Value,
     ) -> Result<Vec<BlockRun<'b>>, ReadError> {
         std::thread::scope(|scope| {
             let (tx, rx) = mpsc::sync_channel::<Batch>(4);
@@ -534,7 +544,7 @@ mod pipeline {
                 let mut runs: Vec<BlockRun> = blocks.iter().map(BlockRun::new).collect();
                 let mut values = Vec::new();
                 for mut batch in rx {
-                    extract_batch(&mut runs, plan, body, &batch, &mut values)?;
+                    extract_batch(&mut runs, plan, root, body, &batch, &mut values)?;
                     batch.clear();
                     let _ = empty_tx.send(batch);
                 }

@@ -6,10 +6,12 @@
 //! turns into a filter, slice, union or descendant search). Everything else is skipped by the
 //! parser without being built: on the energy API's shape that is most of the document.
 //!
-//! When every block reads only its item and the keys of its captures, the plan is *streamed*:
-//! items are handed to extraction as the parser reaches them, so no document tree exists at
-//! all. A lookup from the root (`$.x`) or from a captured node (`pod.x`) needs nodes that may
-//! come later in the document; such sources get a pruned tree instead, then the usual walk.
+//! When every block reads only its item, the keys of its captures and the root, the plan is
+//! *streamed*: items are handed to extraction as the parser reaches them, so no document tree
+//! exists. What lookups from the root (`$.x`) read may come later in the document than the
+//! items, so it is built by a first, pruned pass ([`ReadPlan::first`]). A lookup from a
+//! captured node (`pod.x`) reads around the items themselves, and a filter in `each` needs
+//! whole subtrees: such sources get a pruned tree instead, then the usual walk.
 
 use super::selector::{Selector, Step};
 use super::spec::{Binding, Lookup, MetricSpec, Part, Scope, ValueSpec};
@@ -154,7 +156,8 @@ impl Need {
         let below = self.children().any(|c| c.has_items);
         if !self.items.is_empty() && !below {
             let exact = self.items.iter().all(|b| {
-                lookups(&blocks[*b]).all(|l| l.scope == Scope::Item && l.selector.steps().1)
+                // Lookups from the root are read before (see `ReadPlan::first`).
+                lookups(&blocks[*b]).all(|l| l.scope != Scope::Item || l.selector.steps().1)
             });
             if exact {
                 let mut count = 0;
@@ -162,7 +165,18 @@ impl Need {
                 let bindings = self
                     .items
                     .iter()
-                    .map(|b| lookups(&blocks[*b]).map(|l| self.binding(l)).collect())
+                    .map(|b| {
+                        lookups(&blocks[*b])
+                            .map(|l| match l.scope {
+                                Scope::Item => self.binding(l),
+                                // Not read from slots: a placeholder keeps ids as indexes.
+                                _ => Binding {
+                                    slot: 0,
+                                    rest: Selector::root(),
+                                },
+                            })
+                            .collect()
+                    })
                     .collect();
                 self.slotted = Some(SlotRef {
                     id: out.len(),
@@ -265,6 +279,9 @@ impl Need {
 #[derive(Debug, Clone)]
 pub struct ReadPlan {
     pub(crate) root: Need,
+    /// Streamed plans whose blocks also look up from the root (`$.x`): what a first pass
+    /// builds of the document for those lookups, before items are streamed.
+    pub(crate) first: Option<Need>,
     pub(crate) streamed: bool,
     /// The slotted item nodes (see [`SlotRef`]).
     pub(crate) slotted: Vec<Slotted>,
@@ -336,11 +353,12 @@ impl ReadPlan {
         }
         let blocks = &*blocks;
         let paths: Vec<_> = blocks.iter().map(item_path).collect();
-        let streamed = blocks
-            .iter()
-            .zip(&paths)
-            .all(|(b, (_, _, exact))| *exact && lookups(b).all(|l| l.scope == Scope::Item));
+        let streamed = blocks.iter().zip(&paths).all(|(b, (_, _, exact))| {
+            *exact && lookups(b).all(|l| matches!(l.scope, Scope::Item | Scope::Root))
+        });
         let mut root = Need::default();
+        // Streamed plans read what lookups from the root need in a first pass.
+        let mut first = Need::default();
         for (b, (block, (path, depths, exact))) in blocks.iter().zip(&paths).enumerate() {
             let item = root.at(path);
             if !exact {
@@ -364,10 +382,18 @@ impl ReadPlan {
                 full.extend(steps.iter().take_while(|s| **s != Step::Wildcard).cloned());
                 // The node found is read whole: it may be an array to count, an object to
                 // describe in an error, a string, a number.
-                root.at(&full).all = true;
+                let tree = if streamed && l.scope == Scope::Root {
+                    &mut first
+                } else {
+                    &mut root
+                };
+                tree.at(&full).all = true;
             }
         }
         root.finish();
+        first.finish();
+        let first =
+            (first.all || !first.keys.is_empty() || !first.indexes.is_empty()).then_some(first);
         let mut slotted = Vec::new();
         if streamed {
             root.slot_items(blocks, &mut slotted);
@@ -379,6 +405,7 @@ impl ReadPlan {
         };
         Self {
             root,
+            first,
             streamed,
             slotted,
             capture_depths,
@@ -401,10 +428,12 @@ impl ReadPlan {
 
     /// How documents are read, in a few words (for `check` and the status page).
     pub fn describe(&self) -> &'static str {
-        match (self.streamed, self.is_slotted()) {
-            (false, _) => "pruned tree",
-            (true, true) => "streamed, items read into slots",
-            (true, false) => "streamed, items built",
+        match (self.streamed, self.is_slotted(), self.first.is_some()) {
+            (false, _, _) => "pruned tree",
+            (true, true, false) => "streamed, items read into slots",
+            (true, false, false) => "streamed, items built",
+            (true, true, true) => "root lookups first, then streamed, items read into slots",
+            (true, false, true) => "root lookups first, then streamed, items built",
         }
     }
 }

@@ -92,8 +92,13 @@ pub(crate) fn build_slots<'de>(
 
 /// Parses a whole document, building only what `plan` reads.
 pub fn parse_pruned(text: &str, plan: &ReadPlan) -> Result<Value, serde_json::Error> {
+    parse_need(text, &plan.root)
+}
+
+/// Parses a whole document, building only what `need` (from the root) reads.
+pub(crate) fn parse_need(text: &str, need: &Need) -> Result<Value, serde_json::Error> {
     let mut de = serde_json::Deserializer::from_str(text);
-    let v = Pruned(&plan.root).deserialize(&mut de)?;
+    let v = Pruned(need).deserialize(&mut de)?;
     de.end()?;
     Ok(v)
 }

@@ -634,8 +634,16 @@ mod reading {
             "max(@.points[?@.ok == true].v)",
         )];
         assert_eq!(plan_of(&mut specs).describe(), "streamed, items built");
+        let mut specs = vec![gauge(
+            Some("$.apps.{app}.{namespace}[*]"),
+            &[("region", "{$.region}")],
+            "@.v",
+        )];
+        assert_eq!(
+            plan_of(&mut specs).describe(),
+            "root lookups first, then streamed, items read into slots"
+        );
         for (each, label) in [
-            ("$.apps.{app}.{namespace}[*]", "{$.region}"),
             ("$.apps.{app}.{namespace}[*]", "{app.owner}"),
             ("$.apps..pods[*]", "{@.name}"),
         ] {

@@ -116,6 +116,25 @@ sources:
         value: "@..v"
 "#;
 
+/// Lookups from the root next to item lookups: the root's part is read first, then items
+/// are streamed into slots.
+const ROOTED: &str = r#"
+sources:
+  - name: s
+    url: file:///x
+    metrics:
+      - each: "$.apps.{app}.{ns}[*]"
+        labels: {app: "{app}", pod: "{@.name}", top: "{$.name}", first: "{$.pods[0].name}"}
+        values:
+          r_v: "@.v[-1]"
+          r_count: "count($.pods[*])"
+          r_max: "max($..v)"
+      - name: r_pods
+        each: "$.pods[{i}]"
+        labels: {i: "{i}", top: "{$.name}"}
+        value: "@.t"
+"#;
+
 /// What two extractions must agree on, comparable (NaN included).
 fn comparable(x: &Extraction) -> String {
     let mut out = String::new();
@@ -174,9 +193,11 @@ proptest! {
         let pruned = source(include_str!("../../fuzz/specs.yaml"));
         let slotted = source(SLOTTED);
         let nested = source(NESTED);
+        let rooted = source(ROOTED);
         prop_assert!(!pruned.plan.is_streamed());
         prop_assert!(slotted.plan.is_streamed() && nested.plan.is_streamed());
-        for s in [&pruned, &slotted, &nested] {
+        prop_assert!(rooted.plan.is_slotted());
+        for s in [&pruned, &slotted, &nested, &rooted] {
             agree(s, &doc)?;
         }
     }
