@@ -18,10 +18,11 @@ fn source(text: &str) -> Source {
     (*config::parse(text, &origin, &|_| None).unwrap().sources[0]).clone()
 }
 
-static SOURCES: LazyLock<[Source; 2]> = LazyLock::new(|| {
+static SOURCES: LazyLock<[Source; 3]> = LazyLock::new(|| {
     [
         source(include_str!("../specs.yaml")),
         source(include_str!("../specs-slotted.yaml")),
+        source(include_str!("../specs-rooted.yaml")),
     ]
 });
 

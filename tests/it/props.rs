@@ -118,22 +118,7 @@ sources:
 
 /// Lookups from the root next to item lookups: the root's part is read first, then items
 /// are streamed into slots.
-const ROOTED: &str = r#"
-sources:
-  - name: s
-    url: file:///x
-    metrics:
-      - each: "$.apps.{app}.{ns}[*]"
-        labels: {app: "{app}", pod: "{@.name}", top: "{$.name}", first: "{$.pods[0].name}"}
-        values:
-          r_v: "@.v[-1]"
-          r_count: "count($.pods[*])"
-          r_max: "max($..v)"
-      - name: r_pods
-        each: "$.pods[{i}]"
-        labels: {i: "{i}", top: "{$.name}"}
-        value: "@.t"
-"#;
+const ROOTED: &str = include_str!("../../fuzz/specs-rooted.yaml");
 
 /// What two extractions must agree on, comparable (NaN included).
 fn comparable(x: &Extraction) -> String {
