@@ -1,6 +1,8 @@
-//! Parsing with a [`ReadPlan`]: only what the plan needs is built; the rest of the document is
-//! checked for syntax and skipped. Streamed plans hand each item to a sink as soon as it is
-//! parsed, and the item is dropped before the next one is read.
+//! Parsing with a [`ReadPlan`] (inside `extract`, between the fetched body and the blocks):
+//! only what the plan needs is built; the rest of the document is checked for syntax and
+//! skipped. Streamed plans hand each item to an [`Items`] receiver as soon as it is parsed:
+//! a slotted item as the raw JSON of the nodes its lookups reach (built into values where it
+//! is extracted, possibly on another thread), other items as small trees.
 //!
 //! Both readers give the same nodes a full parse would give wherever the plan reads: members
 //! in document order (a repeated member keeps its first position and last value, as
