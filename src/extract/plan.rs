@@ -9,7 +9,7 @@
 //! When every block reads only its item, the keys of its captures and the root, the plan is
 //! *streamed*: items are handed to extraction as the parser reaches them, so no document tree
 //! exists. What lookups from the root (`$.x`) read may come later in the document than the
-//! items, so it is built by a first, pruned pass ([`ReadPlan::first`]). A lookup from a
+//! items, so it is built by a first, pruned pass. A lookup from a
 //! captured node (`pod.x`) reads around the items themselves, and a filter in `each` needs
 //! whole subtrees: such sources get a pruned tree instead, then the usual walk.
 

@@ -1,6 +1,6 @@
 //! Parsing with a [`ReadPlan`] (inside `extract`, between the fetched body and the blocks):
 //! only what the plan needs is built; the rest of the document is checked for syntax and
-//! skipped. Streamed plans hand each item to an [`Items`] receiver as soon as it is parsed:
+//! skipped. Streamed plans hand each item to an `Items` receiver as soon as it is parsed:
 //! a slotted item as the raw JSON of the nodes its lookups reach (built into values where it
 //! is extracted, possibly on another thread), other items as small trees.
 //!
