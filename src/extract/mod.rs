@@ -229,8 +229,10 @@ pub fn extract_bytes(
 ) -> Result<Extraction, ReadError> {
     // Below this, a second thread costs more than it saves.
     const PIPELINE_MIN_BYTES: usize = 256 * 1024;
-    let pipelined = body.len() >= PIPELINE_MIN_BYTES
-        && std::thread::available_parallelism().is_ok_and(|n| n.get() > 1);
+    // Asked once: the answer reads cgroup files, which a poll should not do each time.
+    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    let cores = *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let pipelined = body.len() >= PIPELINE_MIN_BYTES && cores > 1;
     extract_bytes_in(body, blocks, plan, pipelined)
 }
 
@@ -243,15 +245,8 @@ pub fn extract_bytes_in(
     pipelined: bool,
 ) -> Result<Extraction, ReadError> {
     let body = std::str::from_utf8(body).map_err(|e| {
-        let before = &body[..e.valid_up_to()];
-        let line_start = before
-            .iter()
-            .rposition(|b| *b == b'\n')
-            .map_or(0, |p| p + 1);
-        ReadError::NotUtf8 {
-            line: before.iter().filter(|b| **b == b'\n').count() + 1,
-            column: before.len() - line_start + 1,
-        }
+        let (line, column) = line_column(&body[..e.valid_up_to()]);
+        ReadError::NotUtf8 { line, column }
     })?;
     if !plan.streamed {
         let doc = stream::parse_pruned(body, plan)?;
@@ -317,15 +312,40 @@ fn value_error(body: &str, raw: &RawValue, e: serde_json::Error) -> ReadError {
         .take(e.line().saturating_sub(1))
         .map(str::len)
         .sum();
-    let before = &body.as_bytes()[..start + within + e.column().saturating_sub(1)];
+    let at = start + within + e.column().saturating_sub(1);
+    let (line, column) = line_column(&body.as_bytes()[..at]);
+    ReadError::Value {
+        message,
+        line,
+        column,
+    }
+}
+
+/// Line and column (from 1, in bytes, as serde_json counts) of the position after `before`.
+fn line_column(before: &[u8]) -> (usize, usize) {
     let line_start = before
         .iter()
         .rposition(|b| *b == b'\n')
         .map_or(0, |p| p + 1);
-    ReadError::Value {
-        message,
-        line: before.iter().filter(|b| **b == b'\n').count() + 1,
-        column: before.len() - line_start + 1,
+    (
+        before.iter().filter(|b| **b == b'\n').count() + 1,
+        before.len() - line_start + 1,
+    )
+}
+
+/// Hands an item of slotted node `id`, its slots built, to each of the node's blocks.
+fn slotted_item(
+    runs: &mut [BlockRun<'_>],
+    plan: &ReadPlan,
+    root: &Value,
+    id: usize,
+    values: &[Option<Value>],
+    path: &[stream::Key<'_>],
+) {
+    let slotted = &plan.slotted[id];
+    for (b, bindings) in slotted.items.iter().zip(&slotted.bindings) {
+        let caps = captures(plan, *b, |d| path[d].text());
+        runs[*b].item(Item::Slots { values, bindings }, root, &caps);
     }
 }
 
@@ -357,15 +377,7 @@ impl<'de> stream::Items<'de> for Inline<'_, '_, 'de> {
             self.failed = Some(value_error(self.body, raw, e));
             return Err(stream::Stop);
         }
-        let slotted = &self.plan.slotted[id];
-        for (b, bindings) in slotted.items.iter().zip(&slotted.bindings) {
-            let caps = captures(self.plan, *b, |d| path[d].text());
-            let item = Item::Slots {
-                values: &self.values,
-                bindings,
-            };
-            self.runs[*b].item(item, self.root, &caps);
-        }
+        slotted_item(&mut self.runs, self.plan, self.root, id, &self.values, path);
         Ok(())
     }
 }
@@ -383,7 +395,7 @@ mod pipeline {
 
     use super::plan::ReadPlan;
     use super::stream::{self, ItemPath, Items, Key, Stop};
-    use super::{BlockRun, Bound, Item, MetricSpec, NONE, ReadError, captures, value_error};
+    use super::{BlockRun, Bound, Item, MetricSpec, NONE, ReadError, slotted_item, value_error};
 
     /// Items per batch: enough to make the channel's cost negligible.
     const BATCH: usize = 1024;
@@ -509,12 +521,7 @@ mod pipeline {
                     stream::build_slots(&batch.slots[*slots..slots_end], values)
                         .map_err(|(e, raw)| value_error(body, raw, e))?;
                     let path = &batch.keys[*keys..keys_end];
-                    let slotted = &plan.slotted[*id];
-                    for (b, bindings) in slotted.items.iter().zip(&slotted.bindings) {
-                        let caps = captures(plan, *b, |d| path[d].text());
-                        let item = Item::Slots { values, bindings };
-                        runs[*b].item(item, root, &caps);
-                    }
+                    slotted_item(runs, plan, root, *id, values, path);
                 }
                 Entry::Node { block, value, keys } => {
                     let caps: Vec<Bound> = keys

@@ -219,29 +219,22 @@ impl<'de> Visitor<'de> for Pruned<'_> {
         }
         // Without indexes an element nobody reads is left out; with them it keeps its place.
         let placeholders = !need.indexes.is_empty();
-        let mut i = 0;
-        loop {
-            let more = match need.element(i, 0) {
-                Some(n) => match seq.next_element_seed(Pruned(&n))? {
-                    Some(v) => {
-                        out.push(v);
-                        true
-                    }
-                    None => false,
-                },
-                None => {
-                    let skipped = seq.next_element::<IgnoredAny>()?.is_some();
-                    if skipped && placeholders {
-                        out.push(Value::Null);
-                    }
-                    skipped
+        in_order(&mut seq, |seq, i| match need.element(i, 0) {
+            Some(n) => match seq.next_element_seed(Pruned(&n))? {
+                Some(v) => {
+                    out.push(v);
+                    Ok(true)
                 }
-            };
-            if !more {
-                break;
+                None => Ok(false),
+            },
+            None => {
+                let skipped = seq.next_element::<IgnoredAny>()?.is_some();
+                if skipped && placeholders {
+                    out.push(Value::Null);
+                }
+                Ok(skipped)
             }
-            i += 1;
-        }
+        })?;
         Ok(Value::Array(out))
     }
 }
@@ -415,26 +408,32 @@ impl<'de> Visitor<'de> for Streamed<'_, '_, '_, 'de> {
                 Ok(())
             });
         }
-        let mut i = 0;
-        loop {
-            let more = match need.element(i, 0).filter(|n| n.has_items) {
+        let ctx = self.ctx;
+        in_order(&mut seq, |seq, i| {
+            match need.element(i, 0).filter(|n| n.has_items) {
                 Some(n) => {
-                    self.ctx.path.push(Key::Index(i));
-                    let got = seq.next_element_seed(Streamed {
-                        need: &n,
-                        ctx: self.ctx,
-                    })?;
-                    self.ctx.path.pop();
-                    got.is_some()
+                    ctx.path.push(Key::Index(i));
+                    let got = seq.next_element_seed(Streamed { need: &n, ctx })?;
+                    ctx.path.pop();
+                    Ok(got.is_some())
                 }
-                None => seq.next_element::<IgnoredAny>()?.is_some(),
-            };
-            if !more {
-                return Ok(());
+                None => Ok(seq.next_element::<IgnoredAny>()?.is_some()),
             }
-            i += 1;
-        }
+        })
     }
+}
+
+/// Reads an array front to back: `element(seq, i)` reads element `i` (or meets the end) and
+/// says whether there was one.
+fn in_order<'de, A: SeqAccess<'de>>(
+    seq: &mut A,
+    mut element: impl FnMut(&mut A, usize) -> Result<bool, A::Error>,
+) -> Result<(), A::Error> {
+    let mut i = 0;
+    while element(seq, i)? {
+        i += 1;
+    }
+    Ok(())
 }
 
 /// Longest tail kept without allocating.
@@ -556,21 +555,12 @@ impl<'de> Visitor<'de> for Filler<'_, '_, 'de> {
                 Ok(())
             });
         }
-        let mut i = 0;
-        loop {
-            let more = match need.element(i, 0) {
-                Some(n) => seq
-                    .next_element_seed(Filler {
-                        need: &n,
-                        values: self.values,
-                    })?
-                    .is_some(),
-                None => seq.next_element::<IgnoredAny>()?.is_some(),
-            };
-            if !more {
-                return Ok(());
-            }
-            i += 1;
-        }
+        let values = self.values;
+        in_order(&mut seq, |seq, i| match need.element(i, 0) {
+            Some(n) => Ok(seq
+                .next_element_seed(Filler { need: &n, values })?
+                .is_some()),
+            None => Ok(seq.next_element::<IgnoredAny>()?.is_some()),
+        })
     }
 }
