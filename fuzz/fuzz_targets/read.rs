@@ -1,13 +1,13 @@
 //! Arbitrary bytes as an API response, read the way polls read them (a read plan: pruned
-//! tree, or streamed into slots on one thread or two), against extraction over the fully
-//! parsed document: whatever `serde_json` parses must read without error and give the same
-//! series, problems and counts.
+//! tree, or streamed into slots on one thread or two, or found by a scan and read on two),
+//! against extraction over the fully parsed document: whatever `serde_json` parses must read
+//! without error and give the same series, problems and counts.
 #![no_main]
 
 use std::sync::LazyLock;
 
 use jsonbridge::config::{self, Origin, Source};
-use jsonbridge::extract::{Extraction, extract, extract_bytes_in};
+use jsonbridge::extract::{Extraction, extract, extract_bytes_batched, extract_bytes_in};
 use libfuzzer_sys::fuzz_target;
 
 fn source(text: &str) -> Source {
@@ -18,11 +18,12 @@ fn source(text: &str) -> Source {
     (*config::parse(text, &origin, &|_| None).unwrap().sources[0]).clone()
 }
 
-static SOURCES: LazyLock<[Source; 3]> = LazyLock::new(|| {
+static SOURCES: LazyLock<[Source; 4]> = LazyLock::new(|| {
     [
         source(include_str!("../specs.yaml")),
         source(include_str!("../specs-slotted.yaml")),
         source(include_str!("../specs-rooted.yaml")),
+        source(include_str!("../specs-scanned.yaml")),
     ]
 });
 
@@ -40,8 +41,11 @@ fn comparable(x: &Extraction) -> String {
 fuzz_target!(|data: &[u8]| {
     let doc = serde_json::from_slice::<serde_json::Value>(data).ok();
     for s in SOURCES.iter() {
-        for pipelined in [false, true] {
-            let read = extract_bytes_in(data, &s.metrics, &s.plan, pipelined);
+        for way in 0..3 {
+            let read = match way {
+                2 => extract_bytes_batched(data, &s.metrics, &s.plan, 2),
+                _ => extract_bytes_in(data, &s.metrics, &s.plan, way == 1),
+            };
             let Some(doc) = &doc else { continue };
             match (extract(doc, &s.metrics), read) {
                 (Ok(a), Ok(b)) => assert_eq!(comparable(&a), comparable(&b)),

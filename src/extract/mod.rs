@@ -13,7 +13,9 @@
 //! allocation. Large bodies are extracted on a second thread while the first parses.
 
 pub mod labels;
+mod parallel;
 pub mod plan;
+mod scan;
 pub mod selector;
 pub mod spec;
 pub mod stream;
@@ -236,14 +238,68 @@ pub fn extract_bytes(
     extract_bytes_in(body, blocks, plan, pipelined)
 }
 
-/// [`extract_bytes`], choosing whether the items of a slotted plan are extracted on a second
-/// thread while the first one parses (same results; tests compare both).
+/// [`extract_bytes`], choosing whether a second thread helps: items found by a scan are read
+/// on both (see [`ReadPlan::is_scanned`]), or extracted on the second while the first parses
+/// (other slotted plans). Same results; tests compare all.
 pub fn extract_bytes_in(
     body: &[u8],
     blocks: &[MetricSpec],
     plan: &ReadPlan,
     pipelined: bool,
 ) -> Result<Extraction, ReadError> {
+    read_body(body, blocks, plan, pipelined.then_some(parallel::BATCH))
+}
+
+/// [`extract_bytes_in`] on two threads, with items handed over `batch` at a time. Small
+/// batches let tests cross batch boundaries on small documents.
+#[doc(hidden)]
+pub fn extract_bytes_batched(
+    body: &[u8],
+    blocks: &[MetricSpec],
+    plan: &ReadPlan,
+    batch: usize,
+) -> Result<Extraction, ReadError> {
+    read_body(body, blocks, plan, Some(batch.max(1)))
+}
+
+/// Reads `body` only by scanning for items, on two threads, `batch` items at a time: `None`
+/// where [`extract_bytes_in`] would fall back to its other readers (the plan is not
+/// scannable, the body is not valid JSON, a member on the way to items is repeated, a value
+/// cannot be built). Lets tests check that valid documents do take this way.
+#[doc(hidden)]
+pub fn extract_scanned(
+    body: &str,
+    blocks: &[MetricSpec],
+    plan: &ReadPlan,
+    batch: usize,
+) -> Option<Result<Extraction, ExtractError>> {
+    if !plan.scanned {
+        return None;
+    }
+    let root = match &plan.first {
+        Some(need) => stream::parse_need(body, need).ok()?,
+        None => Value::Null,
+    };
+    let runs = parallel::run(body, blocks, plan, &root, batch.max(1)).ok()?;
+    Some(finish(runs))
+}
+
+fn finish(runs: Vec<BlockRun<'_>>) -> Result<Extraction, ExtractError> {
+    let mut out = Extraction::default();
+    for run in runs {
+        run.finish(&mut out)?;
+    }
+    Ok(out)
+}
+
+/// `batch`: on two threads, with batches of that size; `None`: on this one.
+fn read_body(
+    body: &[u8],
+    blocks: &[MetricSpec],
+    plan: &ReadPlan,
+    batch: Option<usize>,
+) -> Result<Extraction, ReadError> {
+    let pipelined = batch.is_some();
     let body = std::str::from_utf8(body).map_err(|e| {
         let (line, column) = line_column(&body[..e.valid_up_to()]);
         ReadError::NotUtf8 { line, column }
@@ -257,29 +313,34 @@ pub fn extract_bytes_in(
         Some(need) => stream::parse_need(body, need)?,
         None => Value::Null,
     };
-    let runs = if pipelined && plan.is_slotted() {
-        pipeline::run(body, blocks, plan, &root)?
-    } else {
-        let mut inline = Inline {
-            runs: blocks.iter().map(BlockRun::new).collect(),
-            plan,
-            root: &root,
-            body,
-            values: Vec::new(),
-            failed: None,
-        };
-        let parsed = stream::parse_streamed(body, plan, &mut inline);
-        if let Some(e) = inline.failed {
-            return Err(e);
+    let scanned = batch
+        .filter(|_| plan.scanned)
+        .and_then(|batch| parallel::run(body, blocks, plan, &root, batch).ok());
+    let read = match scanned {
+        Some(runs) => Some(runs),
+        None if pipelined && plan.is_slotted() => pipeline::run(body, blocks, plan, &root)?,
+        None => {
+            let mut inline = Inline {
+                runs: blocks.iter().map(BlockRun::new).collect(),
+                plan,
+                root: &root,
+                body,
+                values: Vec::new(),
+                failed: None,
+            };
+            let parsed = stream::parse_streamed(body, plan, &mut inline);
+            if let Some(e) = inline.failed {
+                return Err(e);
+            }
+            (parsed? == stream::Streaming::Done).then_some(inline.runs)
         }
-        parsed?;
-        inline.runs
     };
-    let mut out = Extraction::default();
-    for run in runs {
-        run.finish(&mut out)?;
-    }
-    Ok(out)
+    let Some(runs) = read else {
+        // A repeated member on the way to items: only a tree says which items count.
+        let doc: Value = serde_json::from_str(body)?;
+        return Ok(extract(&doc, blocks)?);
+    };
+    Ok(finish(runs)?)
 }
 
 // Streamed plans read nothing from captured nodes (see `plan`): those are null.
@@ -543,7 +604,7 @@ mod pipeline {
         blocks: &'b [MetricSpec],
         plan: &ReadPlan,
         root: &Value,
-    ) -> Result<Vec<BlockRun<'b>>, ReadError> {
+    ) -> Result<Option<Vec<BlockRun<'b>>>, ReadError> {
         std::thread::scope(|scope| {
             let (tx, rx) = mpsc::sync_channel::<Batch>(4);
             let (empty_tx, empty_rx) = mpsc::channel::<Batch>();
@@ -565,7 +626,7 @@ mod pipeline {
             };
             let parsed = stream::parse_streamed(body, plan, &mut sender);
             let Sender { batch, tx, .. } = sender;
-            if parsed.is_ok() && !batch.entries.is_empty() {
+            if matches!(parsed, Ok(stream::Streaming::Done)) && !batch.entries.is_empty() {
                 let _ = tx.send(batch);
             }
             drop(tx);
@@ -574,8 +635,7 @@ mod pipeline {
                 .unwrap_or_else(|p| std::panic::resume_unwind(p));
             // The extractor's error first: it is why the parse was stopped, if it was.
             let runs = extracted?;
-            parsed?;
-            Ok(runs)
+            Ok((parsed? == stream::Streaming::Done).then_some(runs))
         })
     }
 }
@@ -667,6 +727,17 @@ impl<'b> BlockRun<'b> {
                 },
             }
         }
+    }
+
+    /// Adds what the same block made of the items right after this run's.
+    fn absorb(&mut self, later: BlockRun<'b>) {
+        for (s, l) in self.series.iter_mut().zip(later.series) {
+            s.extend(l);
+        }
+        for (k, (count, example)) in later.problems {
+            self.problems.entry(k).or_insert((0, example)).0 += count;
+        }
+        self.items = later.items;
     }
 
     fn finish(self, out: &mut Extraction) -> Result<(), ExtractError> {

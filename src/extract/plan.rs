@@ -129,7 +129,7 @@ impl Need {
             .chain(self.any.as_deref_mut())
     }
 
-    fn children(&self) -> impl Iterator<Item = &Need> {
+    pub(crate) fn children(&self) -> impl Iterator<Item = &Need> {
         let keys = self.keys.iter().map(|(_, n)| n);
         keys.chain(self.indexes.iter().map(|(_, n)| n))
             .chain(self.any.as_deref())
@@ -287,6 +287,8 @@ pub struct ReadPlan {
     pub(crate) slotted: Vec<Slotted>,
     /// Streamed plans: per block, the depth of each capture's key in the item's path.
     pub(crate) capture_depths: Vec<Vec<usize>>,
+    /// Items can be found by [`super::scan`] and read on several threads.
+    pub(crate) scanned: bool,
 }
 
 /// Every lookup of a block: labels, values, timestamp.
@@ -403,13 +405,16 @@ impl ReadPlan {
         } else {
             Vec::new()
         };
-        Self {
+        let mut plan = Self {
             root,
             first,
             streamed,
             slotted,
             capture_depths,
-        }
+            scanned: false,
+        };
+        plan.scanned = plan.is_slotted() && super::scan::scannable(&plan.root);
+        plan
     }
 
     /// Whether items reach extraction while the document is parsed (no tree is built).
@@ -424,6 +429,12 @@ impl ReadPlan {
                 && (n.slotted.is_some() || n.children().all(all_slotted))
         }
         self.streamed && all_slotted(&self.root)
+    }
+
+    /// Items are found by a scan (counting brackets, not parsing), then parsed and extracted
+    /// on every core when the body is large.
+    pub fn is_scanned(&self) -> bool {
+        self.scanned
     }
 
     /// How documents are read, in a few words (for `check` and the status page).

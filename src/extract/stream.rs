@@ -18,6 +18,7 @@ use serde_json::value::RawValue;
 use serde_json::{Map, Number, Value};
 
 use super::plan::{Need, ReadPlan};
+use super::scan::Seen;
 
 /// A member name or an array position on the way from the root to an item.
 #[derive(Debug, Clone)]
@@ -105,23 +106,57 @@ pub(crate) fn parse_need(text: &str, need: &Need) -> Result<Value, serde_json::E
     Ok(v)
 }
 
+/// How a streamed parse ended without a syntax error.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Streaming {
+    Done,
+    /// A member on the way to items appears twice. A full parse keeps only the last one, so
+    /// the items handed over from the first must be discarded and the document read as a
+    /// tree instead.
+    Repeated,
+}
+
 /// Parses a whole document with a streamed plan, calling `sink` for every item in document
 /// order. On a syntax error the items already handed over must be discarded by the caller.
 pub(crate) fn parse_streamed<'de>(
     text: &'de str,
     plan: &ReadPlan,
     items: &mut dyn Items<'de>,
-) -> Result<(), serde_json::Error> {
+) -> Result<Streaming, serde_json::Error> {
     debug_assert!(plan.streamed);
     let mut de = serde_json::Deserializer::from_str(text);
     let mut ctx = Ctx {
         path: Vec::new(),
         items,
         slots: Vec::new(),
+        repeated: false,
     };
-    Streamed {
+    let parsed = Streamed {
         need: &plan.root,
         ctx: &mut ctx,
+    }
+    .deserialize(&mut de);
+    if ctx.repeated {
+        return Ok(Streaming::Repeated);
+    }
+    parsed?;
+    de.end()?;
+    Ok(Streaming::Done)
+}
+
+/// Reads one slotted item, whose text is exactly `text`, into `slots` (one per slot of
+/// `need`, its node in the plan).
+pub(crate) fn fill_slots<'de>(
+    text: &'de str,
+    need: &Need,
+    slots: &mut Vec<Option<&'de RawValue>>,
+) -> Result<(), serde_json::Error> {
+    slots.clear();
+    slots.resize(need.slotted.map_or(0, |s| s.count), None);
+    let mut de = serde_json::Deserializer::from_str(text);
+    Filler {
+        need,
+        values: slots,
     }
     .deserialize(&mut de)?;
     de.end()
@@ -240,7 +275,7 @@ impl<'de> Visitor<'de> for Pruned<'_> {
 }
 
 /// A member name, borrowed from the input when it has no escapes.
-struct KeySeed;
+pub(crate) struct KeySeed;
 
 impl<'de> DeserializeSeed<'de> for KeySeed {
     type Value = Cow<'de, str>;
@@ -272,6 +307,8 @@ struct Ctx<'a, 'de> {
     path: Vec<Key<'de>>,
     items: &'a mut dyn Items<'de>,
     slots: Vec<Option<&'de RawValue>>,
+    /// Set when parsing stopped at a repeated member (see [`Streaming::Repeated`]).
+    repeated: bool,
 }
 
 /// Walks towards items without building anything; at an item, reads it (into slots, or as a
@@ -377,9 +414,14 @@ impl<'de> Visitor<'de> for Streamed<'_, '_, '_, 'de> {
     ignore_scalars!();
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let mut seen = Seen::default();
         while let Some(key) = map.next_key_seed(KeySeed)? {
             match self.need.member(&key).filter(|n| n.has_items) {
                 Some(need) => {
+                    if !seen.first(self.need, key.clone()) {
+                        self.ctx.repeated = true;
+                        return Err(de::Error::custom("repeated member"));
+                    }
                     self.ctx.path.push(Key::Name(key));
                     map.next_value_seed(Streamed {
                         need,

@@ -780,6 +780,130 @@ mod reading {
         assert_eq!(kinds(&got), vec![("value_missing", 1)]);
     }
 
+    /// Everything an extraction says, comparable.
+    fn whole(x: &Extraction) -> String {
+        format!("{:?}\n{:?}\n{:?}", x.families, x.problems, x.reports)
+    }
+
+    #[test]
+    fn a_member_repeated_on_the_way_to_items_counts_once() {
+        // serde_json keeps the last of repeated members: the items under the first one are
+        // not in the tree, whichever reader streams them.
+        let pod = |n: &str, v: u32| format!(r#"{{"name": "{n}", "energy_consumed": [{v}]}}"#);
+        let bodies = [
+            // Named on the way (`apps`), and under a wildcard (`a`, then `n`).
+            format!(
+                r#"{{"apps": {{"a": {{"n": [{}]}}}}, "apps": {{"b": {{"m": [{}]}}}}}}"#,
+                pod("x", 1),
+                pod("y", 2)
+            ),
+            format!(
+                r#"{{"apps": {{"a": {{"n": [{}]}}, "c": {{}}, "a": {{"n": [{}], "n": [{}]}}}}}}"#,
+                pod("x", 1),
+                pod("y", 2),
+                pod("z", 3)
+            ),
+        ];
+        let mut specs = vec![energy()];
+        let plan = plan_of(&mut specs);
+        assert!(plan.scanned);
+        for body in &bodies {
+            let doc: Value = serde_json::from_str(body).unwrap();
+            let tree = run(&doc, &specs);
+            assert_eq!(tree.series_count(), 1);
+            for got in [
+                extract_bytes_in(body.as_bytes(), &specs, &plan, false),
+                extract_bytes_in(body.as_bytes(), &specs, &plan, true),
+                extract_bytes_batched(body.as_bytes(), &specs, &plan, 1),
+            ] {
+                assert_eq!(whole(&got.unwrap()), whole(&tree), "{body}");
+            }
+            let runs = parallel::run(body, &specs, &plan, &Value::Null, 1);
+            assert_eq!(runs.err(), Some(scan::Bail::Repeated));
+        }
+    }
+
+    #[test]
+    fn items_found_by_a_scan_are_read_on_two_threads_like_on_one() {
+        // Several batches of every size, with skipped items (and so problem examples that
+        // name an item by its number), duplicates across batches, two blocks on the same
+        // items, brackets and escapes inside strings, and a member nobody reads.
+        let mut pods = Vec::new();
+        for i in 0..300 {
+            pods.push(match i % 7 {
+                0 => format!(r#"{{"name": "p{}", "energy_consumed": "none"}}"#, i % 250),
+                1 => format!(r#"{{"name": "p\"{{{i}]", "energy_consumed": [{i}], "x": ["]"]}}"#),
+                _ => format!(
+                    r#"{{"name": "p{}", "energy_consumed": [{i}, {}], "skip": {{"a": [1, {{}}]}}}}"#,
+                    i % 250,
+                    i * 2
+                ),
+            });
+        }
+        let body = format!(
+            r#"{{"other": [1, {{"apps": 2}}], "apps": {{"a": {{"n": [{}]}}, "b": {{"m": [{}], "e": []}}, "c": 7}}}}"#,
+            pods.join(",\n"),
+            pods[..10].join(",")
+        );
+        let mut specs = vec![
+            energy(),
+            gauge(
+                Some("$.apps.*.*[*]"),
+                &[("pod", "{@.name}")],
+                "@.energy_consumed[0]",
+            ),
+        ];
+        let plan = plan_of(&mut specs);
+        assert!(plan.scanned);
+        let doc: Value = serde_json::from_str(&body).unwrap();
+        let tree = run(&doc, &specs);
+        assert!(tree.problems.iter().any(|p| p.count > 1));
+        for batch in [1, 2, 7, 64, 1024] {
+            // The scan itself succeeds: the result is not the fallback's.
+            let runs = parallel::run(&body, &specs, &plan, &Value::Null, batch).unwrap();
+            let mut got = Extraction::default();
+            for r in runs {
+                r.finish(&mut got).unwrap();
+            }
+            assert_eq!(whole(&got), whole(&tree), "batch {batch}");
+            let got = extract_bytes_batched(body.as_bytes(), &specs, &plan, batch).unwrap();
+            assert_eq!(whole(&got), whole(&tree), "batch {batch}");
+        }
+    }
+
+    #[test]
+    fn where_the_scan_gives_up_the_usual_reader_says_why() {
+        let mut specs = vec![energy()];
+        let plan = plan_of(&mut specs);
+        let pod = r#"{"name": "a", "energy_consumed": [1]}"#;
+        for body in [
+            format!(r#"{{"apps": {{"a": {{"n": [{pod}, {{"name": "b", "energy_consumed": [1,]}}]}}}}}}"#),
+            format!(r#"{{"apps": {{"a": {{"n": [{pod} {pod}]}}}}}}"#),
+            format!(r#"{{"apps": {{"a": {{"n": [{pod}]}}}}}} x"#),
+            format!(r#"{{"apps": {{"a": {{"n": [{pod}, ]}}}}}}"#),
+            format!(r#"{{"apps": {{"a": {{"n": [{pod}"#),
+            format!(r#"{{"apps": {{"a": {{"n": [{pod}], "skip": [01]}}}}}}"#),
+            format!(r#"{{"apps": {{"a\x": {{"n": [{pod}]}}}}}}"#),
+            r#"{"apps": {"a": {"n": [{"name": "\u12", "energy_consumed": [1]}]}}}"#.to_string(),
+            "{\"apps\": {\"a\": {\"n\": [\n  {\"name\": \"x\",\n   \"energy_consumed\": [1, 1e999]}]}}}".to_string(),
+            format!(r#"{{"apps": {{"a": {{"n": [{pod}, "unclosed]}}}}}}"#),
+            format!(r#"{{"apps": {{"a": {{"n": [{pod}, tru]}}}}}}"#),
+        ] {
+            assert!(
+                parallel::run(&body, &specs, &plan, &Value::Null, 1).is_err(),
+                "{body}"
+            );
+            let one = read(&body, &specs, &plan).unwrap_err().to_string();
+            assert!(serde_json::from_str::<Value>(&body).is_err(), "{body}");
+            for batch in [1, 1024] {
+                let two = extract_bytes_batched(body.as_bytes(), &specs, &plan, batch)
+                    .unwrap_err()
+                    .to_string();
+                assert_eq!(two, one, "{body}");
+            }
+        }
+    }
+
     #[test]
     fn unread_parts_are_checked_but_not_built() {
         let mut specs = vec![energy()];

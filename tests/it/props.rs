@@ -4,7 +4,9 @@
 //! (`PROPTEST_CASES=100000 cargo test --test it props` runs them longer.)
 
 use jsonbridge::config::{self, Origin, Source};
-use jsonbridge::extract::{Extraction, extract, extract_bytes_in};
+use jsonbridge::extract::{
+    Extraction, extract, extract_bytes_batched, extract_bytes_in, extract_scanned,
+};
 
 use proptest::prelude::*;
 use serde_json::Value;
@@ -120,6 +122,10 @@ sources:
 /// are streamed into slots.
 const ROOTED: &str = include_str!("../../fuzz/specs-rooted.yaml");
 
+/// Slotted, with nothing on the way to items that needs an array's length: large bodies are
+/// scanned for items, which both threads read.
+const SCANNED: &str = include_str!("../../fuzz/specs-scanned.yaml");
+
 /// What two extractions must agree on, comparable (NaN included).
 fn comparable(x: &Extraction) -> String {
     let mut out = String::new();
@@ -139,10 +145,26 @@ fn comparable(x: &Extraction) -> String {
 
 fn agree(source: &Source, doc: &Value) -> Result<(), TestCaseError> {
     let body = serde_json::to_vec(doc).unwrap();
-    // Inline, and with extraction on a second thread.
-    for pipelined in [false, true] {
+    if source.plan.is_scanned() {
+        // A valid document is read by the scan itself, not by the readers it falls back to
+        // (which would hide a wrong scan behind right results).
+        let text = std::str::from_utf8(&body).unwrap();
+        let scanned = extract_scanned(text, &source.metrics, &source.plan, 2);
+        prop_assert!(scanned.is_some(), "the scan gave up on a valid document");
+        match (extract(doc, &source.metrics), scanned.unwrap()) {
+            (Ok(a), Ok(b)) => prop_assert_eq!(comparable(&a), comparable(&b)),
+            (Err(a), Err(b)) => prop_assert_eq!(a, b),
+            (a, b) => prop_assert!(false, "tree: {:?}\nscan: {:?}", a.is_ok(), b.err()),
+        }
+    }
+    // Inline, with extraction on a second thread, and with items found by a scan and read
+    // on two threads two at a time (so that batches meet even in small documents).
+    for way in 0..3 {
         let tree = extract(doc, &source.metrics);
-        let read = extract_bytes_in(&body, &source.metrics, &source.plan, pipelined);
+        let read = match way {
+            2 => extract_bytes_batched(&body, &source.metrics, &source.plan, 2),
+            _ => extract_bytes_in(&body, &source.metrics, &source.plan, way == 1),
+        };
         match (tree, read) {
             (Ok(a), Ok(b)) => prop_assert_eq!(comparable(&a), comparable(&b)),
             (Err(a), Err(jsonbridge::extract::ReadError::Extract(b))) => prop_assert_eq!(a, b),
@@ -179,10 +201,12 @@ proptest! {
         let slotted = source(SLOTTED);
         let nested = source(NESTED);
         let rooted = source(ROOTED);
+        let scanned = source(SCANNED);
         prop_assert!(!pruned.plan.is_streamed());
         prop_assert!(slotted.plan.is_streamed() && nested.plan.is_streamed());
-        prop_assert!(rooted.plan.is_slotted());
-        for s in [&pruned, &slotted, &nested, &rooted] {
+        prop_assert!(rooted.plan.is_scanned() && scanned.plan.is_scanned());
+        prop_assert!(!slotted.plan.is_scanned());
+        for s in [&pruned, &slotted, &nested, &rooted, &scanned] {
             agree(s, &doc)?;
         }
     }

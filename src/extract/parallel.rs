@@ -1,0 +1,163 @@
+//! Large bodies read on two cores (inside `extract`, for plans that [`super::scan`] can
+//! walk): this thread finds the items and hands them over in batches; each batch is parsed
+//! and extracted by whichever thread is free: a helper thread, or this one when the helper
+//! is still busy with the previous batch. The batches' results are joined in document order,
+//! so the extraction is the one a single thread gives (same series, same item numbers in
+//! problems, same first example of each problem).
+//!
+//! Anything unexpected (invalid JSON, a value that cannot be built, a repeated member on the
+//! way to items) gives up with no result: the caller then reads the body the usual way,
+//! which reports the error as a full parse does.
+
+use std::sync::mpsc::{self, TrySendError};
+
+use serde_json::Value;
+
+use super::plan::{Need, ReadPlan};
+use super::scan::{self, Bail};
+use super::stream::{self, Key};
+use super::{BlockRun, MetricSpec, slotted_item};
+
+/// Items per batch: enough to make handing one over negligible, few enough that neither
+/// thread waits long for the other at the end.
+pub(super) const BATCH: usize = 1024;
+
+/// An item found by the scan: its node in the plan, its text, where its keys start.
+struct Found<'p> {
+    need: &'p Need,
+    start: usize,
+    end: usize,
+    keys: usize,
+}
+
+struct Batch<'de, 'p> {
+    /// Its place in the document.
+    seq: usize,
+    /// Per block, its items before this batch: item numbers continue from there.
+    before: Vec<usize>,
+    items: Vec<Found<'p>>,
+    keys: Vec<Key<'de>>,
+}
+
+impl Batch<'_, '_> {
+    fn new(seq: usize, before: &[usize], size: usize) -> Self {
+        Batch {
+            seq,
+            before: before.to_vec(),
+            items: Vec::with_capacity(size),
+            keys: Vec::new(),
+        }
+    }
+}
+
+/// What each block made of one batch, and the batch's place.
+type Done<'b> = (usize, Vec<BlockRun<'b>>);
+
+/// Reads `text` with `plan` (which must be scannable), `batch` items at a time. `Err` when
+/// the body must be read the usual way (see the module doc).
+pub(super) fn run<'b, 'de, 'p>(
+    text: &'de str,
+    blocks: &'b [MetricSpec],
+    plan: &'p ReadPlan,
+    root: &Value,
+    batch: usize,
+) -> Result<Vec<BlockRun<'b>>, Bail> {
+    debug_assert!(plan.scanned);
+    std::thread::scope(|scope| {
+        // One batch waits while the helper works on another; more would only let this
+        // thread run further ahead, then wait for the helper at the end.
+        let (tx, rx) = mpsc::sync_channel::<Batch>(1);
+        let helper = scope.spawn(move || {
+            let mut done = Vec::new();
+            for b in rx {
+                done.push((b.seq, extract(blocks, plan, root, text, &b)?));
+            }
+            Ok::<_, Bail>(done)
+        });
+        let mut mine: Vec<Done> = Vec::new();
+        let mut counts = vec![0; blocks.len()];
+        let mut current = Batch::new(0, &counts, batch);
+        let mut on_item = |need: &'p Need, start: usize, end: usize, path: &[Key<'de>]| {
+            let id = need.slotted.expect("scanned items are slotted").id;
+            for b in &plan.slotted[id].items {
+                counts[*b] += 1;
+            }
+            let keys = current.keys.len();
+            current.keys.extend_from_slice(path);
+            current.items.push(Found {
+                need,
+                start,
+                end,
+                keys,
+            });
+            if current.items.len() < batch {
+                return Ok(());
+            }
+            let next = Batch::new(current.seq + 1, &counts, batch);
+            match tx.try_send(std::mem::replace(&mut current, next)) {
+                Ok(()) => Ok(()),
+                Err(TrySendError::Full(full)) => {
+                    mine.push((full.seq, extract(blocks, plan, root, text, &full)?));
+                    Ok(())
+                }
+                // The helper gave up: so does this thread.
+                Err(TrySendError::Disconnected(_)) => Err(Bail::Other),
+            }
+        };
+        let walked = scan::walk(text, &plan.root, &mut on_item);
+        if walked.is_ok() && !current.items.is_empty() {
+            match extract(blocks, plan, root, text, &current) {
+                Ok(runs) => mine.push((current.seq, runs)),
+                Err(e) => return Err(e),
+            }
+        }
+        drop(tx);
+        let theirs = helper
+            .join()
+            .unwrap_or_else(|p| std::panic::resume_unwind(p));
+        walked?;
+        mine.extend(theirs?);
+        mine.sort_unstable_by_key(|(seq, _)| *seq);
+        let mut parts = mine.into_iter().map(|(_, runs)| runs);
+        let mut runs = parts
+            .next()
+            .unwrap_or_else(|| blocks.iter().map(BlockRun::new).collect());
+        for later in parts {
+            for (run, part) in runs.iter_mut().zip(later) {
+                run.absorb(part);
+            }
+        }
+        Ok(runs)
+    })
+}
+
+/// Parses and extracts the items of one batch.
+fn extract<'b>(
+    blocks: &'b [MetricSpec],
+    plan: &ReadPlan,
+    root: &Value,
+    text: &str,
+    batch: &Batch<'_, '_>,
+) -> Result<Vec<BlockRun<'b>>, Bail> {
+    let mut runs: Vec<BlockRun> = blocks.iter().map(BlockRun::new).collect();
+    for (run, before) in runs.iter_mut().zip(&batch.before) {
+        run.items = *before;
+    }
+    let mut slots = Vec::new();
+    let mut values = Vec::new();
+    for (i, f) in batch.items.iter().enumerate() {
+        let keys_end = batch.items.get(i + 1).map_or(batch.keys.len(), |n| n.keys);
+        stream::fill_slots(&text[f.start..f.end], f.need, &mut slots).map_err(|_| Bail::Other)?;
+        stream::build_slots(&slots, &mut values).map_err(|_| Bail::Other)?;
+        let id = f.need.slotted.expect("scanned items are slotted").id;
+        slotted_item(
+            &mut runs,
+            plan,
+            root,
+            id,
+            &values,
+            &batch.keys[f.keys..keys_end],
+        );
+    }
+    Ok(runs)
+}
