@@ -22,7 +22,7 @@ use uuid::Uuid;
 use crate::config::{Schedule, Source};
 use crate::extract::{ExtractError, Extraction, ReadError, extract_bytes};
 use crate::fetch::{FetchError, Fetcher};
-use crate::store::{Snapshot, Store};
+use crate::store::{Published, Snapshot, Store};
 use crate::telemetry::{PollOutcome, Telemetry};
 
 #[derive(Debug, thiserror::Error)]
@@ -127,23 +127,28 @@ impl Runner {
                     families: x.families,
                 };
                 let published = self.store.publish(&self.source, snapshot);
-                // Fetch, parse, extract and swap.
+                // Fetch, parse, extract and swap: the new data is served from here on.
                 let elapsed = started.elapsed();
-                if published {
-                    self.telemetry.poll_finished(
-                        name,
-                        poll,
-                        elapsed,
-                        PollOutcome::Success {
-                            series,
-                            dropped: x.dropped,
-                            retries: attempts.saturating_sub(1),
-                            bytes,
-                            reports: &x.reports,
-                            problems: &x.problems,
-                        },
-                    );
-                }
+                let replaced = match published {
+                    Published::Done { replaced } => {
+                        self.telemetry.poll_finished(
+                            name,
+                            poll,
+                            elapsed,
+                            PollOutcome::Success {
+                                series,
+                                dropped: x.dropped,
+                                retries: attempts.saturating_sub(1),
+                                bytes,
+                                reports: &x.reports,
+                                problems: &x.problems,
+                            },
+                        );
+                        replaced
+                    }
+                    Published::Stale => None,
+                };
+                clean_up(replaced);
             }
             Err(e) => {
                 self.telemetry.poll_finished(
@@ -160,9 +165,19 @@ impl Runner {
                 {
                     self.telemetry.snapshot_expired(name, max);
                 }
+                clean_up(None);
             }
         }
     }
+}
+
+/// After a poll, off the async workers and outside the poll's time (the new data is already
+/// served): frees the snapshot it replaced, then hands freed heap pages back to the OS.
+fn clean_up(replaced: Option<Arc<Snapshot>>) {
+    tokio::task::spawn_blocking(move || {
+        drop(replaced);
+        release_free_memory();
+    });
 }
 
 /// Hands freed heap pages back to the OS. glibc keeps what a large poll freed (the parsed
@@ -214,7 +229,6 @@ pub async fn poll_once(fetcher: &Fetcher, source: &Arc<Source>) -> Result<Polled
     let extraction = tokio::task::spawn_blocking(move || {
         let mut x = read(&fetched.body, fetched.content_type.as_deref(), &source)?;
         drop(fetched);
-        release_free_memory();
         if x.series_count() == 0 && !x.problems.is_empty() {
             let summary: Vec<String> = x
                 .problems

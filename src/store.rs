@@ -19,10 +19,28 @@ use crate::config::{Config, Source};
 use crate::extract::FamilySamples;
 
 /// What one good poll of one source produced.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Snapshot {
     pub taken_at: SystemTime,
     pub families: Vec<FamilySamples>,
+}
+
+/// What [`Store::publish`] did.
+#[must_use]
+#[derive(Debug)]
+pub enum Published {
+    /// The snapshot is served. The one it replaced comes back to be freed by the caller: 100k
+    /// series take milliseconds to free, which neither the store's lock (scrapes wait on it)
+    /// nor an async worker should spend.
+    Done { replaced: Option<Arc<Snapshot>> },
+    /// `source` is no longer the configured instance (a reload replaced it): nothing changed.
+    Stale,
+}
+
+impl Published {
+    pub fn done(&self) -> bool {
+        matches!(self, Published::Done { .. })
+    }
 }
 
 impl Snapshot {
@@ -77,23 +95,17 @@ impl Store {
     }
 
     /// Replaces `source`'s snapshot, unless `source` is no longer the configured instance.
-    /// Returns whether it was published.
-    pub fn publish(&self, source: &Arc<Source>, snapshot: Snapshot) -> bool {
+    pub fn publish(&self, source: &Arc<Source>, snapshot: Snapshot) -> Published {
         let mut inner = self.inner.write().unwrap_or_else(|e| e.into_inner());
-        let current = inner.config.sources.iter().any(|s| Arc::ptr_eq(s, source));
-        // The replaced snapshot is freed after the lock is released (100k series take a few
-        // milliseconds to free, and scrapes wait on this lock).
-        let replaced = current.then(|| {
-            inner
-                .snapshots
-                .insert(source.name.clone(), Arc::new(snapshot))
-        });
-        drop(inner);
-        drop(replaced);
-        if current {
-            self.touch();
+        if !inner.config.sources.iter().any(|s| Arc::ptr_eq(s, source)) {
+            return Published::Stale;
         }
-        current
+        let replaced = inner
+            .snapshots
+            .insert(source.name.clone(), Arc::new(snapshot));
+        drop(inner);
+        self.touch();
+        Published::Done { replaced }
     }
 
     /// Drops `source`'s snapshot if it is older than `max_age`. Returns whether it did.

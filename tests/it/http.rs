@@ -10,7 +10,7 @@ use http_body_util::BodyExt;
 use jsonbridge::config::{self, Origin};
 use jsonbridge::expose::{Exposer, router};
 use jsonbridge::extract::{FamilySamples, Series, extract};
-use jsonbridge::store::{Snapshot, Store};
+use jsonbridge::store::{Published, Snapshot, Store};
 use jsonbridge::telemetry::{PollOutcome, Telemetry};
 use tower::ServiceExt;
 
@@ -72,13 +72,17 @@ fn publish(store: &Store, telemetry: &Telemetry, doc: serde_json::Value) {
     let src = store.config().sources[0].clone();
     let x = extract(&doc, &src.metrics).unwrap();
     let series = x.series_count();
-    assert!(store.publish(
-        &src,
-        Snapshot {
-            taken_at: std::time::SystemTime::now(),
-            families: x.families,
-        }
-    ));
+    assert!(
+        store
+            .publish(
+                &src,
+                Snapshot {
+                    taken_at: std::time::SystemTime::now(),
+                    families: x.families,
+                }
+            )
+            .done()
+    );
     telemetry.poll_finished(
         &src.name,
         1,
@@ -216,8 +220,21 @@ async fn a_poll_of_a_replaced_source_cannot_publish() {
             }],
         }],
     };
-    assert!(!store.publish(&old, late));
+    assert!(!store.publish(&old, late.clone()).done());
     assert!(store.view().snapshots.is_empty());
+    // The current instance publishes, and gets back what it replaced, to free it outside the
+    // store's lock and the poll's time.
+    let new = store.config().sources[0].clone();
+    match store.publish(&new, late.clone()) {
+        Published::Done { replaced: None } => {}
+        other => panic!("first publish: {other:?}"),
+    }
+    match store.publish(&new, late) {
+        Published::Done {
+            replaced: Some(old),
+        } => assert_eq!(old.families[0].series[0].labels.to_vec(), vec!["stale"]),
+        other => panic!("second publish: {other:?}"),
+    }
 }
 
 #[tokio::test]
