@@ -346,15 +346,33 @@ fn read_body(
 // Streamed plans read nothing from captured nodes (see `plan`): those are null.
 static NONE: Value = Value::Null;
 
-/// The captures of block `b`'s item, from the keys on its path.
-fn captures<'k>(plan: &ReadPlan, b: usize, key: impl Fn(usize) -> Cow<'k, str>) -> Vec<Bound<'k>> {
-    plan.capture_depths[b]
-        .iter()
-        .map(|d| Bound {
-            key: key(*d),
+/// Calls `f` with the captures of block `b`'s item, from the keys on its path. Up to four
+/// are kept on the stack: every item of a large body has them, and an allocation each showed
+/// in profiles.
+fn with_captures<'k>(
+    plan: &ReadPlan,
+    b: usize,
+    key: impl Fn(usize) -> Cow<'k, str>,
+    f: impl FnOnce(&[Bound<'k>]),
+) {
+    const ON_STACK: usize = 4;
+    let depths = &plan.capture_depths[b];
+    let bound = |d: &usize| Bound {
+        key: key(*d),
+        node: &NONE,
+    };
+    if depths.len() <= ON_STACK {
+        let mut caps: [Bound<'k>; ON_STACK] = std::array::from_fn(|_| Bound {
+            key: Cow::Borrowed(""),
             node: &NONE,
-        })
-        .collect()
+        });
+        for (c, d) in caps.iter_mut().zip(depths) {
+            *c = bound(d);
+        }
+        f(&caps[..depths.len()]);
+    } else {
+        f(&depths.iter().map(bound).collect::<Vec<_>>());
+    }
 }
 
 /// A slot's raw JSON that `serde_json` could not build, placed in the whole body.
@@ -405,8 +423,13 @@ fn slotted_item(
 ) {
     let slotted = &plan.slotted[id];
     for (b, bindings) in slotted.items.iter().zip(&slotted.bindings) {
-        let caps = captures(plan, *b, |d| path[d].text());
-        runs[*b].item(Item::Slots { values, bindings }, root, &caps);
+        let run = &mut runs[*b];
+        with_captures(
+            plan,
+            *b,
+            |d| path[d].text(),
+            |caps| run.item(Item::Slots { values, bindings }, root, caps),
+        );
     }
 }
 
@@ -424,8 +447,13 @@ struct Inline<'b, 'p, 'de> {
 
 impl<'de> stream::Items<'de> for Inline<'_, '_, 'de> {
     fn node(&mut self, b: usize, item: &Value, path: &stream::ItemPath<'_, '_, '_>) {
-        let caps = captures(self.plan, b, |d| path.key(d));
-        self.runs[b].item(Item::Node(item), self.root, &caps);
+        let (run, root) = (&mut self.runs[b], self.root);
+        with_captures(
+            self.plan,
+            b,
+            |d| path.key(d),
+            |caps| run.item(Item::Node(item), root, caps),
+        );
     }
 
     fn slotted(
