@@ -315,11 +315,13 @@ fn read_body(
     };
     let scanned = batch
         .filter(|_| plan.scanned)
-        .and_then(|batch| parallel::run(body, blocks, plan, &root, batch).ok());
+        .map(|batch| parallel::run(body, blocks, plan, &root, batch));
     let read = match scanned {
-        Some(runs) => Some(runs),
-        None if pipelined && plan.is_slotted() => pipeline::run(body, blocks, plan, &root)?,
-        None => {
+        Some(Ok(runs)) => Some(runs),
+        Some(Err(scan::Bail::Repeated)) => None,
+        // Not read by the scan (or it gave up: the readers below say why, and where).
+        _ if pipelined && plan.is_slotted() => pipeline::run(body, blocks, plan, &root)?,
+        _ => {
             let mut inline = Inline {
                 runs: blocks.iter().map(BlockRun::new).collect(),
                 plan,
