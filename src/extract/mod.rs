@@ -276,12 +276,17 @@ pub fn extract_scanned(
     if !plan.scanned {
         return None;
     }
-    let root = match &plan.first {
-        Some(need) => stream::parse_need(body, need).ok()?,
-        None => Value::Null,
-    };
+    let root = root_lookups(body, plan).ok()?;
     let runs = parallel::run(body, blocks, plan, &root, batch.max(1)).ok()?;
     Some(finish(runs))
+}
+
+/// What lookups from the root read, built by a first pass: the items may come before it.
+fn root_lookups(body: &str, plan: &ReadPlan) -> Result<Value, serde_json::Error> {
+    match &plan.first {
+        Some(need) => stream::parse_need(body, need),
+        None => Ok(Value::Null),
+    }
 }
 
 fn finish(runs: Vec<BlockRun<'_>>) -> Result<Extraction, ExtractError> {
@@ -308,11 +313,7 @@ fn read_body(
         let doc = stream::parse_pruned(body, plan)?;
         return Ok(extract(&doc, blocks)?);
     }
-    // What lookups from the root read, built first (the items come later).
-    let root = match &plan.first {
-        Some(need) => stream::parse_need(body, need)?,
-        None => Value::Null,
-    };
+    let root = root_lookups(body, plan)?;
     let scanned = batch
         .filter(|_| plan.scanned)
         .map(|batch| parallel::run(body, blocks, plan, &root, batch));

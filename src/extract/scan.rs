@@ -142,11 +142,29 @@ impl<'de, 'p> Walker<'de, 'p, '_> {
         Ok(Cow::Owned(key.into_owned()))
     }
 
-    fn object(&mut self, need: &'p Need) -> Result<(), Bail> {
+    /// Past the opening bracket: whether the container closes at once (`close` consumed).
+    fn empty(&mut self, close: u8) -> bool {
         self.pos += 1;
         self.ws();
-        if self.b.get(self.pos) == Some(&b'}') {
-            self.pos += 1;
+        let empty = self.b.get(self.pos) == Some(&close);
+        self.pos += usize::from(empty);
+        empty
+    }
+
+    /// After a member or element: `true` past a comma, `false` past `close`.
+    fn more(&mut self, close: u8) -> Result<bool, Bail> {
+        self.ws();
+        let c = self.b.get(self.pos).copied();
+        self.pos += 1;
+        match c {
+            Some(b',') => Ok(true),
+            Some(c) if c == close => Ok(false),
+            _ => Err(Bail::Other),
+        }
+    }
+
+    fn object(&mut self, need: &'p Need) -> Result<(), Bail> {
+        if self.empty(b'}') {
             return Ok(());
         }
         let mut seen = Seen::default();
@@ -166,23 +184,14 @@ impl<'de, 'p> Walker<'de, 'p, '_> {
                 }
                 None => self.skip()?,
             }
-            self.ws();
-            match self.b.get(self.pos) {
-                Some(b',') => self.pos += 1,
-                Some(b'}') => {
-                    self.pos += 1;
-                    return Ok(());
-                }
-                _ => return Err(Bail::Other),
+            if !self.more(b'}')? {
+                return Ok(());
             }
         }
     }
 
     fn array(&mut self, need: &'p Need) -> Result<(), Bail> {
-        self.pos += 1;
-        self.ws();
-        if self.b.get(self.pos) == Some(&b']') {
-            self.pos += 1;
+        if self.empty(b']') {
             return Ok(());
         }
         let mut i = 0;
@@ -198,14 +207,8 @@ impl<'de, 'p> Walker<'de, 'p, '_> {
                 Some(Cow::Owned(_)) => return Err(Bail::Other),
                 None => self.skip()?,
             }
-            self.ws();
-            match self.b.get(self.pos) {
-                Some(b',') => self.pos += 1,
-                Some(b']') => {
-                    self.pos += 1;
-                    return Ok(());
-                }
-                _ => return Err(Bail::Other),
+            if !self.more(b']')? {
+                return Ok(());
             }
             i += 1;
         }
