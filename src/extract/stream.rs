@@ -77,18 +77,41 @@ impl std::fmt::Display for Stop {
     }
 }
 
-/// Builds an item's slots from their raw JSON into `out`. On a value that is valid JSON but
-/// cannot be built (a number out of range, nesting deeper than 128), the raw text that failed.
+/// Builds an item's slots from their raw JSON into `out`, which holds the previous item's:
+/// a string slot reuses the string built there. On a value that is valid JSON but cannot be
+/// built (a number out of range, nesting deeper than 128), the raw text that failed.
 pub(crate) fn build_slots<'de>(
     slots: &[Option<&'de RawValue>],
     out: &mut Vec<Option<Value>>,
 ) -> Result<(), (serde_json::Error, &'de RawValue)> {
-    out.clear();
-    for raw in slots {
-        out.push(match raw {
-            Some(r) => Some(serde_json::from_str(r.get()).map_err(|e| (e, *r))?),
-            None => None,
-        });
+    out.resize(slots.len(), None);
+    for (raw, value) in slots.iter().zip(out.iter_mut()) {
+        match raw {
+            Some(r) => build_slot(r.get(), value).map_err(|e| (e, *r))?,
+            None => *value = None,
+        }
+    }
+    Ok(())
+}
+
+/// Most slots a label reads are strings without escapes, whose value is their text between
+/// the quotes. Built directly (into the last item's string when there is one), they cost no
+/// parse and, from the second item on, no allocation: a third of a 100k-pod read's
+/// allocations went to such strings.
+fn build_slot(raw: &str, value: &mut Option<Value>) -> Result<(), serde_json::Error> {
+    // The raw text is one complete, valid JSON value with no surrounding whitespace (the
+    // parser that cut it out checked it), so a leading quote means a whole valid string.
+    let plain = raw
+        .strip_prefix('"')
+        .and_then(|r| r.strip_suffix('"'))
+        .filter(|inner| memchr::memchr(b'\\', inner.as_bytes()).is_none());
+    match (plain, value) {
+        (Some(inner), Some(Value::String(s))) => {
+            s.clear();
+            s.push_str(inner);
+        }
+        (Some(inner), value) => *value = Some(Value::String(inner.to_owned())),
+        (None, value) => *value = Some(serde_json::from_str(raw)?),
     }
     Ok(())
 }

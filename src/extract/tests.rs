@@ -940,5 +940,79 @@ mod reading {
         body.extend_from_slice(&[0xe9, b'"', b'}']);
         let err = extract_bytes(&body, &specs, &plan).unwrap_err().to_string();
         assert_eq!(err, "invalid UTF-8 at line 2 column 15");
+        // Past the first SIMD blocks, and a sequence cut off by the end of the body.
+        let mut body = format!("{{\"apps\": {{}}, \"x\": \"{}\n\n", "é".repeat(100)).into_bytes();
+        body.push(0xc3);
+        let err = extract_bytes(&body, &specs, &plan).unwrap_err().to_string();
+        assert_eq!(err, "invalid UTF-8 at line 3 column 1");
+    }
+
+    #[test]
+    fn string_slots_built_in_place_read_like_the_tree() {
+        // The name slot of consecutive items changes between plain strings (built from their
+        // text into the previous item's string), escaped ones (parsed), numbers (labels
+        // written in place), other kinds and nothing: each item's label is its own.
+        let names = [
+            r#""plain""#,
+            r#""longer plain name""#,
+            r#""""#,
+            r#""q\"uote""#,
+            r#""after escape""#,
+            r#""\u00e9t\u00e9""#,
+            "7",
+            r#""x""#,
+            "1.5e3",
+            "-0",
+            "null",
+            r#""y""#,
+            "true",
+            r#"{"a": "b"}"#,
+            r#""z""#,
+            r#"["w"]"#,
+        ];
+        let mut pods: Vec<String> = names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| format!(r#"{{"name": {n}, "energy_consumed": [{i}]}}"#))
+            .collect();
+        pods.insert(9, r#"{"energy_consumed": [99]}"#.into());
+        pods.push(r#"{"name": "last", "energy_consumed": [100]}"#.into());
+        let body = format!(r#"{{"apps": {{"a": {{"n": [{}]}}}}}}"#, pods.join(","));
+        let mut specs = vec![energy()];
+        let plan = plan_of(&mut specs);
+        let doc: Value = serde_json::from_str(&body).unwrap();
+        let tree = run(&doc, &specs);
+        let mut labels: Vec<String> = series(&tree)
+            .into_iter()
+            .map(|(l, _)| l[1].clone())
+            .collect();
+        labels.sort();
+        assert_eq!(
+            labels,
+            [
+                "",
+                "-0.0",
+                "1500.0",
+                "7",
+                "after escape",
+                "last",
+                "longer plain name",
+                "plain",
+                "q\"uote",
+                "true",
+                "x",
+                "y",
+                "z",
+                "été"
+            ]
+        );
+        for got in [
+            extract_bytes_in(body.as_bytes(), &specs, &plan, false),
+            extract_bytes_in(body.as_bytes(), &specs, &plan, true),
+            extract_bytes_batched(body.as_bytes(), &specs, &plan, 1),
+            extract_bytes_batched(body.as_bytes(), &specs, &plan, 4),
+        ] {
+            assert_eq!(whole(&got.unwrap()), whole(&tree));
+        }
     }
 }
