@@ -118,11 +118,18 @@ pub(super) fn run<'b, 'de, 'p>(
         walked?;
         mine.extend(theirs?);
         mine.sort_unstable_by_key(|(seq, _)| *seq);
-        let mut parts = mine.into_iter().map(|(_, runs)| runs);
-        let mut runs = parts
-            .next()
-            .unwrap_or_else(|| blocks.iter().map(BlockRun::new).collect());
-        for later in parts {
+        let mut runs = match mine.first_mut() {
+            Some((_, first)) => std::mem::take(first),
+            None => blocks.iter().map(BlockRun::new).collect(),
+        };
+        // Joined into the first batch's series, sized once: growing them batch by batch
+        // would copy them again at every doubling.
+        for (b, run) in runs.iter_mut().enumerate() {
+            for (k, series) in run.series.iter_mut().enumerate() {
+                series.reserve(mine.iter().skip(1).map(|(_, r)| r[b].series[k].len()).sum());
+            }
+        }
+        for later in mine.into_iter().skip(1).map(|(_, runs)| runs) {
             for (run, part) in runs.iter_mut().zip(later) {
                 run.absorb(part);
             }
@@ -140,8 +147,15 @@ fn extract<'b>(
     batch: &Batch<'_, '_>,
 ) -> Result<Vec<BlockRun<'b>>, Bail> {
     let mut runs: Vec<BlockRun> = blocks.iter().map(BlockRun::new).collect();
-    for (run, before) in runs.iter_mut().zip(&batch.before) {
+    let mut items = vec![0; blocks.len()];
+    for f in &batch.items {
+        let id = f.need.slotted.expect("scanned items are slotted").id;
+        plan.slotted[id].items.iter().for_each(|b| items[*b] += 1);
+    }
+    for ((run, before), n) in runs.iter_mut().zip(&batch.before).zip(items) {
         run.items = *before;
+        // At least one series per item and output: sized once instead of doubling.
+        run.series.iter_mut().for_each(|s| s.reserve(n));
     }
     let mut slots = Vec::new();
     let mut values = Vec::new();

@@ -566,6 +566,20 @@ fn duplicate_policies() {
         );
         assert_eq!(kinds(&x), vec![("duplicate_series", 2)], "{policy}");
     }
+    // Already in label order, duplicates next to each other: still found.
+    let sorted = json!([{"k": "a", "v": 1}, {"k": "a", "v": 2}, {"k": "b", "v": 5}]);
+    for (policy, want_a) in [("first", 1.0), ("last", 2.0), ("sum", 3.0)] {
+        let b = blocks(&format!(
+            "      - {{name: m, help: M., each: \"$[*]\", labels: {{k: \"{{@.k}}\"}}, value: \"@.v\", on_duplicate: {policy}}}\n"
+        ));
+        let x = run(&sorted, &b);
+        assert_eq!(
+            series(&x),
+            vec![(vec!["a".into()], want_a), (vec!["b".into()], 5.0)],
+            "{policy}"
+        );
+        assert_eq!(kinds(&x), vec![("duplicate_series", 1)], "{policy}");
+    }
     let b = blocks(
         "      - {name: m, help: M., each: \"$[*]\", labels: {k: \"{@.k}\"}, value: \"@.v\", on_duplicate: error}\n",
     );
@@ -869,6 +883,19 @@ mod reading {
             let got = extract_bytes_batched(body.as_bytes(), &specs, &plan, batch).unwrap();
             assert_eq!(whole(&got), whole(&tree), "batch {batch}");
         }
+        // No item at all: no batch to join.
+        let runs = parallel::run(
+            r#"{"apps": {"a": {"n": []}}}"#,
+            &specs,
+            &plan,
+            &Value::Null,
+            4,
+        );
+        assert!(
+            runs.unwrap()
+                .iter()
+                .all(|r| r.series.iter().all(Vec::is_empty))
+        );
     }
 
     #[test]
