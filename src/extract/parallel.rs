@@ -78,10 +78,7 @@ pub(super) fn run<'b, 'de, 'p>(
         let mut counts = vec![0; blocks.len()];
         let mut current = Batch::new(0, &counts, batch);
         let mut on_item = |need: &'p Need, start: usize, end: usize, path: &[Key<'de>]| {
-            let id = need.slotted.expect("scanned items are slotted").id;
-            for b in &plan.slotted[id].items {
-                counts[*b] += 1;
-            }
+            count(plan, need, &mut counts);
             let keys = current.keys.len();
             current.keys.extend_from_slice(path);
             current.items.push(Found {
@@ -138,6 +135,15 @@ pub(super) fn run<'b, 'de, 'p>(
     })
 }
 
+/// Counts an item found at `need` for every block that reads it.
+fn count(plan: &ReadPlan, need: &Need, per_block: &mut [usize]) {
+    let id = need.slotted.expect("scanned items are slotted").id;
+    plan.slotted[id]
+        .items
+        .iter()
+        .for_each(|b| per_block[*b] += 1);
+}
+
 /// Parses and extracts the items of one batch.
 fn extract<'b>(
     blocks: &'b [MetricSpec],
@@ -148,13 +154,13 @@ fn extract<'b>(
 ) -> Result<Vec<BlockRun<'b>>, Bail> {
     let mut runs: Vec<BlockRun> = blocks.iter().map(BlockRun::new).collect();
     let mut items = vec![0; blocks.len()];
-    for f in &batch.items {
-        let id = f.need.slotted.expect("scanned items are slotted").id;
-        plan.slotted[id].items.iter().for_each(|b| items[*b] += 1);
-    }
+    batch
+        .items
+        .iter()
+        .for_each(|f| count(plan, f.need, &mut items));
     for ((run, before), n) in runs.iter_mut().zip(&batch.before).zip(items) {
         run.items = *before;
-        // At least one series per item and output: sized once instead of doubling.
+        // Most outputs make one series per item: sized once instead of doubling.
         run.series.iter_mut().for_each(|s| s.reserve(n));
     }
     let mut slots = Vec::new();
