@@ -3,10 +3,11 @@
 
 Builds jsonbridge (release), generates the energy workloads with ../shared/bench/gen_energy.py,
 serves them from loopback, runs both exporters on the same data in the same run, and prints
-a table with medians, p99s and ratios. Everything talks to 127.0.0.1 only, every loop is
+a table with medians, p99s and ratios. Polls are taken in rounds that alternate the two
+exporters (`--rounds`, `--warmup`). Everything talks to 127.0.0.1 only, every loop is
 bounded.
 
-    python3 bench/run.py                 # 1k and 100k pods (about 2 minutes)
+    python3 bench/run.py                 # 1k and 100k pods (about 4 minutes)
     python3 bench/run.py --sizes 1k,100k,1m
     python3 bench/run.py --no-baseline   # jsonbridge only
 
@@ -274,6 +275,10 @@ def main():
     ap.add_argument("--sizes", default="1k,100k")
     ap.add_argument("--scrapes", type=int, default=50)
     ap.add_argument("--polls", type=int, default=5)
+    ap.add_argument("--rounds", type=int, default=3,
+                    help="polls are taken in this many rounds, alternating the two exporters")
+    ap.add_argument("--warmup", type=int, default=1,
+                    help="polls each round's new process makes before the measured ones")
     ap.add_argument("--no-baseline", action="store_true")
     a = ap.parse_args()
     subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT, check=True)
@@ -293,11 +298,22 @@ def main():
         mb = os.path.getsize(os.path.join(OUT, name + ".json")) / 1e6
         jb = jsonbridge_case(binary, data_port, name, a.scrapes)
         py = None if a.no_baseline else python_case(data_port, name, a.scrapes)
-        # Polls: separate runs that poll every few seconds; the median of `--polls`.
+        # Polls: separate processes that poll every few seconds, in rounds that alternate
+        # the two exporters, so that both meet the same phases of a noisy machine; each
+        # round's first `--warmup` polls (connections, the baseline creating its gauges) are
+        # not counted. The median of `--polls` polls.
         every = {"1k": 1, "100k": 2, "1m": 10}[size]
-        jb["poll"] = statistics.median(poll_times_jsonbridge(binary, data_port, name, a.polls, f"{every}s"))
+        jb_polls, py_polls = [], []
+        for r in range(a.rounds):
+            n = len(range(r, a.polls, a.rounds))
+            if n == 0:
+                continue
+            jb_polls += poll_times_jsonbridge(binary, data_port, name, n + a.warmup, f"{every}s")[a.warmup:]
+            if py:
+                py_polls += poll_times_python(data_port, name, n + a.warmup, every)[a.warmup:]
+        jb["poll"] = statistics.median(jb_polls)
         if py:
-            py["poll"] = statistics.median(poll_times_python(data_port, name, a.polls, every))
+            py["poll"] = statistics.median(py_polls)
         rows.append((size, mb, jb, py))
     httpd.shutdown()
     idle_cpu, idle_rss = idle(binary)
@@ -314,7 +330,7 @@ def main():
             else:
                 ratio = f"{(p / j) if better == 'lower' else (j / p):.1f}x"
             print(f"| {size} | {mb:.1f} MB | {label} | {fmt(j)} | {fmt(p) if p is not None else '-'} | {ratio} |")
-        row(f"poll (fetch+parse+extract+swap), median of {a.polls}", "poll",
+        row(f"poll (fetch+parse+extract+swap), median of {a.polls} in {a.rounds} rounds", "poll",
             lambda v: f"{v * 1000:.1f} ms")
         row("/metrics median", "med", fmt_ms)
         row("/metrics p99", "p99", fmt_ms)
