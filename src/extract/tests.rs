@@ -554,31 +554,28 @@ fn timestamps_from_the_data() {
 fn duplicate_policies() {
     let doc =
         json!([{"k": "a", "v": 1}, {"k": "a", "v": 2}, {"k": "b", "v": 5}, {"k": "a", "v": 4}]);
-    for (policy, want_a) in [("first", 1.0), ("last", 4.0), ("sum", 7.0)] {
-        let b = blocks(&format!(
-            "      - {{name: m, help: M., each: \"$[*]\", labels: {{k: \"{{@.k}}\"}}, value: \"@.v\", on_duplicate: {policy}}}\n"
-        ));
-        let x = run(&doc, &b);
-        assert_eq!(
-            series(&x),
-            vec![(vec!["a".into()], want_a), (vec!["b".into()], 5.0)],
-            "{policy}"
-        );
-        assert_eq!(kinds(&x), vec![("duplicate_series", 2)], "{policy}");
-    }
-    // Already in label order, duplicates next to each other: still found.
+    // Also already in label order, duplicates next to each other: still found.
     let sorted = json!([{"k": "a", "v": 1}, {"k": "a", "v": 2}, {"k": "b", "v": 5}]);
-    for (policy, want_a) in [("first", 1.0), ("last", 2.0), ("sum", 3.0)] {
-        let b = blocks(&format!(
-            "      - {{name: m, help: M., each: \"$[*]\", labels: {{k: \"{{@.k}}\"}}, value: \"@.v\", on_duplicate: {policy}}}\n"
-        ));
-        let x = run(&sorted, &b);
-        assert_eq!(
-            series(&x),
-            vec![(vec!["a".into()], want_a), (vec!["b".into()], 5.0)],
-            "{policy}"
-        );
-        assert_eq!(kinds(&x), vec![("duplicate_series", 1)], "{policy}");
+    for (input, wants, dropped) in [
+        (&doc, [("first", 1.0), ("last", 4.0), ("sum", 7.0)], 2),
+        (&sorted, [("first", 1.0), ("last", 2.0), ("sum", 3.0)], 1),
+    ] {
+        for (policy, want_a) in wants {
+            let b = blocks(&format!(
+                "      - {{name: m, help: M., each: \"$[*]\", labels: {{k: \"{{@.k}}\"}}, value: \"@.v\", on_duplicate: {policy}}}\n"
+            ));
+            let x = run(input, &b);
+            assert_eq!(
+                series(&x),
+                vec![(vec!["a".into()], want_a), (vec!["b".into()], 5.0)],
+                "{policy} {input}"
+            );
+            assert_eq!(
+                kinds(&x),
+                vec![("duplicate_series", dropped)],
+                "{policy} {input}"
+            );
+        }
     }
     let b = blocks(
         "      - {name: m, help: M., each: \"$[*]\", labels: {k: \"{@.k}\"}, value: \"@.v\", on_duplicate: error}\n",
