@@ -15,6 +15,7 @@
 pub mod labels;
 mod parallel;
 pub mod plan;
+mod quick;
 mod scan;
 pub mod selector;
 pub mod spec;
@@ -25,7 +26,6 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use serde_json::Value;
-use serde_json::value::RawValue;
 
 pub use labels::{Labels, LabelsBuilder};
 pub use plan::ReadPlan;
@@ -387,7 +387,7 @@ fn with_captures<'k>(
 }
 
 /// A slot's raw JSON that `serde_json` could not build, placed in the whole body.
-fn value_error(body: &str, raw: &RawValue, e: serde_json::Error) -> ReadError {
+fn value_error(body: &str, raw: &str, e: serde_json::Error) -> ReadError {
     let text = e.to_string();
     let message = match text.rfind(" at line ") {
         Some(cut) => text[..cut].to_string(),
@@ -395,9 +395,8 @@ fn value_error(body: &str, raw: &RawValue, e: serde_json::Error) -> ReadError {
     };
     // The raw text is a slice of the body: its offset, then serde_json's line and column
     // (from 1) within it.
-    let start = raw.get().as_ptr() as usize - body.as_ptr() as usize;
+    let start = raw.as_ptr() as usize - body.as_ptr() as usize;
     let within: usize = raw
-        .get()
         .split_inclusive('\n')
         .take(e.line().saturating_sub(1))
         .map(str::len)
@@ -470,7 +469,7 @@ impl<'de> stream::Items<'de> for Inline<'_, '_, 'de> {
     fn slotted(
         &mut self,
         id: usize,
-        slots: &mut Vec<Option<&'de RawValue>>,
+        slots: &mut Vec<Option<&'de str>>,
         path: &[stream::Key<'de>],
     ) -> Result<(), stream::Stop> {
         if let Err((e, raw)) = stream::build_slots(slots, &mut self.values) {
@@ -491,7 +490,6 @@ mod pipeline {
     use std::sync::mpsc;
 
     use serde_json::Value;
-    use serde_json::value::RawValue;
 
     use super::plan::ReadPlan;
     use super::stream::{self, ItemPath, Items, Key, Stop};
@@ -518,7 +516,7 @@ mod pipeline {
 
     struct Batch<'de> {
         entries: Vec<Entry>,
-        slots: Vec<Option<&'de RawValue>>,
+        slots: Vec<Option<&'de str>>,
         keys: Vec<Key<'de>>,
     }
 
@@ -580,7 +578,7 @@ mod pipeline {
         fn slotted(
             &mut self,
             id: usize,
-            slots: &mut Vec<Option<&'de RawValue>>,
+            slots: &mut Vec<Option<&'de str>>,
             path: &[Key<'de>],
         ) -> Result<(), Stop> {
             let b = &mut self.batch;

@@ -14,6 +14,7 @@ use std::sync::mpsc::{self, TrySendError};
 use serde_json::Value;
 
 use super::plan::{Need, ReadPlan};
+use super::quick;
 use super::scan::{self, Bail};
 use super::stream::{self, Key};
 use super::{BlockRun, MetricSpec, slotted_item};
@@ -167,7 +168,10 @@ fn extract<'b>(
     let mut values = Vec::new();
     for (i, f) in batch.items.iter().enumerate() {
         let keys_end = batch.items.get(i + 1).map_or(batch.keys.len(), |n| n.keys);
-        stream::fill_slots(&text[f.start..f.end], f.need, &mut slots).map_err(|_| Bail::Other)?;
+        let item = &text[f.start..f.end];
+        if quick::fill(item, f.need, &mut slots).is_none() {
+            stream::fill_slots(item, f.need, &mut slots).map_err(|_| Bail::Other)?;
+        }
         stream::build_slots(&slots, &mut values).map_err(|_| Bail::Other)?;
         let id = f.need.slotted.expect("scanned items are slotted").id;
         slotted_item(

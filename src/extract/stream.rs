@@ -62,7 +62,7 @@ pub(crate) trait Items<'de> {
     fn slotted(
         &mut self,
         id: usize,
-        slots: &mut Vec<Option<&'de RawValue>>,
+        slots: &mut Vec<Option<&'de str>>,
         path: &[Key<'de>],
     ) -> Result<(), Stop>;
 }
@@ -81,13 +81,13 @@ impl std::fmt::Display for Stop {
 /// a string slot reuses the string built there. On a value that is valid JSON but cannot be
 /// built (a number out of range, nesting deeper than 128), the raw text that failed.
 pub(crate) fn build_slots<'de>(
-    slots: &[Option<&'de RawValue>],
+    slots: &[Option<&'de str>],
     out: &mut Vec<Option<Value>>,
-) -> Result<(), (serde_json::Error, &'de RawValue)> {
+) -> Result<(), (serde_json::Error, &'de str)> {
     out.resize(slots.len(), None);
     for (raw, value) in slots.iter().zip(out.iter_mut()) {
         match raw {
-            Some(r) => build_slot(r.get(), value).map_err(|e| (e, *r))?,
+            Some(r) => build_slot(r, value).map_err(|e| (e, *r))?,
             None => *value = None,
         }
     }
@@ -172,7 +172,7 @@ pub(crate) fn parse_streamed<'de>(
 pub(crate) fn fill_slots<'de>(
     text: &'de str,
     need: &Need,
-    slots: &mut Vec<Option<&'de RawValue>>,
+    slots: &mut Vec<Option<&'de str>>,
 ) -> Result<(), serde_json::Error> {
     slots.clear();
     slots.resize(need.slotted.map_or(0, |s| s.count), None);
@@ -329,7 +329,7 @@ impl<'de> Visitor<'de> for KeySeed {
 struct Ctx<'a, 'de> {
     path: Vec<Key<'de>>,
     items: &'a mut dyn Items<'de>,
-    slots: Vec<Option<&'de RawValue>>,
+    slots: Vec<Option<&'de str>>,
     /// Set when parsing stopped at a repeated member (see [`Streaming::Repeated`]).
     repeated: bool,
 }
@@ -544,13 +544,13 @@ where
 /// slot (built later, possibly on another thread); skips the rest.
 struct Filler<'n, 'v, 'de> {
     need: &'n Need,
-    values: &'v mut [Option<&'de RawValue>],
+    values: &'v mut [Option<&'de str>],
 }
 
 impl<'de> Filler<'_, '_, 'de> {
     fn keep(&mut self, raw: &'de RawValue) {
         for s in &self.need.slots {
-            self.values[*s] = Some(raw);
+            self.values[*s] = Some(raw.get());
         }
     }
 }

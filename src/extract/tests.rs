@@ -1039,4 +1039,227 @@ mod reading {
             assert_eq!(whole(&got.unwrap()), whole(&tree));
         }
     }
+
+    /// Plans whose item nodes cover each kind of need the quick reader meets: names, a tail
+    /// from the end, indexes from the front, a long tail, an element two lookups share,
+    /// wildcards, the whole item.
+    fn quick_plans() -> Vec<ReadPlan> {
+        let sets: Vec<Vec<MetricSpec>> = vec![
+            vec![energy()],
+            vec![gauge(
+                Some("$.xs[*]"),
+                &[("a", "{@.v[1]}"), ("b", "{@.tags[0].k}")],
+                "@.a.b.c",
+            )],
+            vec![gauge(Some("$.xs[*]"), &[("a", "{@.p[0]}")], "@.x[-10]")],
+            vec![gauge(Some("$.xs[*]"), &[("a", "{@.p[0]}")], "@.p[-1]")],
+            vec![gauge(Some("$.xs[*]"), &[("a", "{@.m.*.k}")], "@.*[2]")],
+            vec![gauge(Some("$.xs[*]"), &[], "@")],
+        ];
+        sets.into_iter()
+            .map(|mut specs| {
+                let plan = plan_of(&mut specs);
+                assert!(plan.scanned, "{}", plan.describe());
+                plan
+            })
+            .collect()
+    }
+
+    fn item_node(need: &plan::Need) -> &plan::Need {
+        if need.slotted.is_some() {
+            return need;
+        }
+        need.children()
+            .find(|c| c.has_items)
+            .map(item_node)
+            .expect("a slotted item node")
+    }
+
+    /// What the quick reader makes of `item`, checked against `serde_json`'s reader: where
+    /// the quick one answers, it agrees; where `serde_json` refuses, the quick one does not
+    /// answer. `Some(slots)` when the quick reader answered.
+    fn quick_agrees(item: &str, need: &plan::Need) -> Option<Vec<Option<String>>> {
+        let mut quick = Vec::new();
+        let answered = quick::fill(item, need, &mut quick).is_some();
+        let mut slow = Vec::new();
+        let parsed = stream::fill_slots(item, need, &mut slow);
+        if !answered {
+            return None;
+        }
+        assert!(parsed.is_ok(), "accepted what serde_json refuses: {item}");
+        assert_eq!(quick, slow, "{item}");
+        Some(quick.iter().map(|s| s.map(str::to_string)).collect())
+    }
+
+    #[test]
+    fn the_quick_item_reader_agrees_with_serde_or_leaves_the_item_to_it() {
+        // What APIs send: read by the quick reader.
+        let read = [
+            r#"{"name":"a","energy_consumed":[1,2.5,-3e2],"co2":[9,{"x":[true,null]}],"p":"R"}"#,
+            r#"{ "name" : "b" , "energy_consumed" : [ 0 , -0.0 , 12345678901234567890 ] }"#,
+            "{\n\t\"v\": [1, {\"a\": 1}],\r\n \"tags\": [{\"k\": \"t\"}], \"a\": {\"b\": {\"c\": 5}}}",
+            r#"{"x":[0,1,2,3,4,5,6,7,8,9,10,11],"p":[[1],"s"]}"#,
+            r#"{"p":[7]}"#,
+            r#"{"m":{"q":{"k":"é"},"r":{"k":1}},"n":[1,2,3],"o":[4]}"#,
+            r#"{"name":"été ☃","energy_consumed":[],"tags":[],"m":{}}"#,
+            r#"{"name": {"deep": [[[[["x"]]]]]}, "energy_consumed": {"x": 1}}"#,
+            r#"[1, "two", {"three": 3}]"#,
+            r#""just a string""#,
+            "42",
+            "-1.5",
+            "null",
+            "true",
+            "{}",
+            "[]",
+        ];
+        // Left to serde_json: escapes, deep nesting and anything invalid, wherever they are;
+        // a repeated member where it is read (plan 0 reads "name", plan 1 reads "v").
+        let deep = format!("{}{}", "[".repeat(40), "]".repeat(40));
+        let deep_item = format!(r#"{{"other": {deep}}}"#);
+        let left = [
+            r#"{"name":"a\"b","energy_consumed":[1]}"#,
+            r#"{"na\u006de":"a","energy_consumed":[1]}"#,
+            r#"{"co2":["\n"],"name":"a"}"#,
+            deep_item.as_str(),
+            r#"{"name":"a","energy_consumed":[1,]}"#,
+            r#"{"name":"a",}"#,
+            r#"{"name" "a"}"#,
+            r#"{"name":"a""#,
+            "{\"name\":\"tab\there\"}",
+            "{\"name\":\"a tab past the first sixteen bytes\there, and as many bytes after it\"}",
+            r#"{"name":01}"#,
+            r#"{"name":1.}"#,
+            r#"{"name":-}"#,
+            r#"{"name":1e}"#,
+            r#"{"name":.5}"#,
+            r#"{"name":tru}"#,
+            r#"{"name":nul}"#,
+            r#"{"name":"a"} "#,
+            r#"{"name":"a"}}"#,
+            r#"[1 2]"#,
+            r#"{name:1}"#,
+            "",
+        ];
+        let plans = quick_plans();
+        for plan in &plans {
+            let need = item_node(&plan.root);
+            for item in read {
+                assert!(
+                    quick_agrees(item, need).is_some(),
+                    "{item} with {:?}",
+                    plan.describe()
+                );
+            }
+            for item in left {
+                assert!(quick_agrees(item, need).is_none(), "{item}");
+            }
+            // Numbers `serde_json` may find out of range are left to it where it parses
+            // them: where the item is read whole, it only checks them.
+            for item in ["1e400", "123456789012345678901234567890"] {
+                assert_eq!(quick_agrees(item, need).is_some(), need.all, "{item}");
+            }
+        }
+        for (item, plan) in [
+            (r#"{"name":"a","name":"b"}"#, 0),
+            (r#"{"v":[1,2],"v":[3]}"#, 1),
+        ] {
+            assert!(quick_agrees(item, item_node(&plans[plan].root)).is_none());
+            // A plan that does not read the member skips both.
+            assert!(quick_agrees(item, item_node(&plans[2].root)).is_some());
+        }
+        // The slots themselves, on the energy shape.
+        let need = item_node(&plans[0].root);
+        assert_eq!(
+            quick_agrees(read[0], need).unwrap(),
+            [Some(r#""a""#.into()), Some("-3e2".into())]
+        );
+    }
+
+    mod quick_props {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// Item-like values: the shapes the quick plans read, plus anything.
+        fn value() -> impl Strategy<Value = Value> {
+            let leaf = prop_oneof![
+                Just(Value::Null),
+                any::<bool>().prop_map(Value::Bool),
+                any::<i64>().prop_map(Value::from),
+                any::<f64>().prop_map(Value::from),
+                "[a-z\"\\\\\n é]{0,6}".prop_map(Value::String),
+            ];
+            leaf.prop_recursive(5, 40, 6, |inner| {
+                prop_oneof![
+                    prop::collection::vec(inner.clone(), 0..12).prop_map(Value::Array),
+                    prop::collection::vec(
+                        (
+                            prop_oneof![
+                                Just("name".to_string()),
+                                Just("energy_consumed".to_string()),
+                                Just("v".to_string()),
+                                Just("tags".to_string()),
+                                Just("k".to_string()),
+                                Just("a".to_string()),
+                                Just("b".to_string()),
+                                Just("c".to_string()),
+                                Just("x".to_string()),
+                                Just("p".to_string()),
+                                Just("m".to_string()),
+                                "[a-z\"]{0,3}",
+                            ],
+                            inner
+                        ),
+                        0..6
+                    )
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+                ]
+            })
+        }
+
+        /// Some JSON text for `v`, compact or pretty, sometimes with a member repeated or a
+        /// byte changed.
+        fn text() -> impl Strategy<Value = String> {
+            (
+                value(),
+                any::<bool>(),
+                0..4usize,
+                any::<prop::sample::Index>(),
+                any::<u8>(),
+            )
+                .prop_map(|(v, pretty, damage, at, byte)| {
+                    let mut t = if pretty {
+                        serde_json::to_string_pretty(&v).unwrap()
+                    } else {
+                        serde_json::to_string(&v).unwrap()
+                    };
+                    if t.is_empty() {
+                        return t;
+                    }
+                    let i = at.index(t.len());
+                    match damage {
+                        // Only ASCII changes, so that the text stays a string.
+                        1 if t.is_char_boundary(i) => {
+                            t.insert(i, char::from(byte & 0x7f));
+                        }
+                        2 if t.is_char_boundary(i) => t.truncate(i),
+                        3 if t.starts_with('{') && t.len() > 2 => {
+                            let inner = t[1..t.len() - 1].to_string();
+                            t = format!("{{{inner},{inner}}}");
+                        }
+                        _ => {}
+                    }
+                    t
+                })
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(2000))]
+            #[test]
+            fn the_quick_reader_never_disagrees_with_serde(item in text()) {
+                for plan in quick_plans() {
+                    quick_agrees(&item, item_node(&plan.root));
+                }
+            }
+        }
+    }
 }

@@ -1,0 +1,398 @@
+//! Reading a slotted item without `serde_json` (inside `extract`, for each item that
+//! [`super::scan`] found, before its slots are built): one pass over the item's bytes that
+//! checks its syntax and keeps the raw text of the nodes its lookups lead to.
+//!
+//! Guarantee: where [`fill`] returns `Some`, the item is valid JSON and its slots are the
+//! ones [`super::stream::fill_slots`] gives. It covers what APIs send almost always: names
+//! and strings without escapes, numbers, literals, moderate nesting. On anything else (an
+//! escape, a repeated member the lookups read, deep nesting, a syntax error) it returns
+//! `None` and the item is read by `serde_json`, which builds what is unusual and words the
+//! error. Being wrong is never an option here; being unsure is cheap.
+
+use super::plan::Need;
+
+/// Deeper items are left to `serde_json`, whose own limit (128) then applies.
+const MAX_DEPTH: usize = 32;
+
+/// Longest tail of an array kept without allocating (as [`super::stream`] does).
+const TAIL_MAX: usize = 8;
+
+/// Reads the item `text` (exactly one value, no surrounding whitespace) into `slots`, one per
+/// slot of `need`, its node in the plan. `None`: read it with `serde_json` instead.
+pub(crate) fn fill<'de>(
+    text: &'de str,
+    need: &Need,
+    slots: &mut Vec<Option<&'de str>>,
+) -> Option<()> {
+    slots.clear();
+    slots.resize(need.slotted.map_or(0, |s| s.count), None);
+    let mut r = Reader {
+        text,
+        b: text.as_bytes(),
+        pos: 0,
+        depth: 0,
+        slots,
+    };
+    r.value(need)?;
+    (r.pos == r.b.len()).then_some(())
+}
+
+struct Reader<'de, 's> {
+    text: &'de str,
+    b: &'de [u8],
+    pos: usize,
+    depth: usize,
+    slots: &'s mut [Option<&'de str>],
+}
+
+impl<'de> Reader<'de, '_> {
+    fn peek(&self) -> Option<u8> {
+        self.b.get(self.pos).copied()
+    }
+
+    fn ws(&mut self) {
+        while let Some(b' ' | b'\n' | b'\r' | b'\t') = self.peek() {
+            self.pos += 1;
+        }
+    }
+
+    /// Consumes `c` after optional whitespace.
+    fn eat(&mut self, c: u8) -> Option<()> {
+        self.ws();
+        (self.peek()? == c).then(|| self.pos += 1)
+    }
+
+    /// At the first byte of a value: reads what `need` reads of it, skips the rest.
+    fn value(&mut self, need: &Need) -> Option<()> {
+        if need.all {
+            let start = self.pos;
+            self.skip()?;
+            let raw = &self.text[start..self.pos];
+            need.slots.iter().for_each(|s| self.slots[*s] = Some(raw));
+            return Some(());
+        }
+        match self.peek()? {
+            b'{' => self.object(need),
+            b'[' => self.array(need),
+            // `serde_json` parses a scalar it is asked about even when nothing reads it, and
+            // refuses numbers beyond f64's range there: such numbers are left to it.
+            b'-' | b'0'..=b'9' => {
+                let start = self.pos;
+                let exact = self.number()?;
+                (exact && self.pos - start <= 20).then_some(())
+            }
+            _ => self.skip(),
+        }
+    }
+
+    fn nest(&mut self) -> Option<()> {
+        self.depth += 1;
+        self.pos += 1;
+        (self.depth <= MAX_DEPTH).then_some(())
+    }
+
+    /// After the members' or elements' opening bracket: `true` if the next is the closing
+    /// one (consumed).
+    fn empty(&mut self, close: u8) -> bool {
+        self.ws();
+        let empty = self.peek() == Some(close);
+        if empty {
+            self.pos += 1;
+            self.depth -= 1;
+        }
+        empty
+    }
+
+    /// After a member or element: `true` if another follows (comma consumed), `false` at the
+    /// closing bracket (consumed).
+    fn more(&mut self, close: u8) -> Option<bool> {
+        self.ws();
+        let c = self.peek()?;
+        self.pos += 1;
+        if c == b',' {
+            self.ws();
+            Some(true)
+        } else if c == close {
+            self.depth -= 1;
+            Some(false)
+        } else {
+            None
+        }
+    }
+
+    fn object(&mut self, need: &Need) -> Option<()> {
+        self.nest()?;
+        if self.empty(b'}') {
+            return Some(());
+        }
+        let mut seen = 0u64;
+        loop {
+            let key = self.key()?;
+            self.eat(b':')?;
+            self.ws();
+            let child = match need.keys.iter().position(|(k, _)| k.as_bytes() == key) {
+                Some(p) => {
+                    // The same bit test as `serde_json`'s reader: a repeated member empties
+                    // what the first one filled, which is left to that reader.
+                    let bit = 1u64.checked_shl(p as u32).unwrap_or(0);
+                    if seen & bit != 0 {
+                        return None;
+                    }
+                    seen |= bit;
+                    Some(&need.keys[p].1)
+                }
+                None => need.any.as_deref(),
+            };
+            match child {
+                Some(n) => self.value(n)?,
+                None => self.skip()?,
+            }
+            if !self.more(b'}')? {
+                return Some(());
+            }
+        }
+    }
+
+    fn array(&mut self, need: &Need) -> Option<()> {
+        if need.from_end {
+            return self.array_from_end(need);
+        }
+        self.nest()?;
+        if self.empty(b']') {
+            return Some(());
+        }
+        let mut i = 0;
+        loop {
+            match need.element(i, 0) {
+                Some(n) => self.value(&n)?,
+                None => self.skip()?,
+            }
+            i += 1;
+            if !self.more(b']')? {
+                return Some(());
+            }
+        }
+    }
+
+    /// An array whose reader counts from the end: every element is checked and delimited
+    /// first (only the last `tail` kept when that is all that is read), then the kept ones
+    /// are read again knowing the length.
+    fn array_from_end(&mut self, need: &Need) -> Option<()> {
+        let tail = need.tail.filter(|k| (1..=TAIL_MAX).contains(k));
+        let mut ring = [(0, 0); TAIL_MAX];
+        let mut all = Vec::new();
+        let mut len = 0;
+        self.nest()?;
+        if !self.empty(b']') {
+            loop {
+                let start = self.pos;
+                self.skip()?;
+                match tail {
+                    Some(k) => ring[len % k] = (start, self.pos),
+                    None => all.push((start, self.pos)),
+                }
+                len += 1;
+                if !self.more(b']')? {
+                    break;
+                }
+            }
+        }
+        let end = self.pos;
+        let first = tail.map_or(0, |k| len.saturating_sub(k));
+        for i in first..len {
+            let (start, stop) = match tail {
+                Some(k) => ring[i % k],
+                None => all[i],
+            };
+            if let Some(n) = need.element(i, len) {
+                self.pos = start;
+                self.depth += 1;
+                self.value(&n)?;
+                self.depth -= 1;
+                debug_assert_eq!(self.pos, stop);
+            }
+        }
+        self.pos = end;
+        Some(())
+    }
+
+    /// A member name and its closing quote; `None` if it has escapes.
+    fn key(&mut self) -> Option<&'de [u8]> {
+        if self.peek()? != b'"' {
+            return None;
+        }
+        let start = self.pos + 1;
+        self.string()?;
+        Some(&self.b[start..self.pos - 1])
+    }
+
+    /// Checks the value here and moves past it.
+    fn skip(&mut self) -> Option<()> {
+        match self.peek()? {
+            b'"' => self.string(),
+            b'{' => {
+                self.nest()?;
+                if self.empty(b'}') {
+                    return Some(());
+                }
+                loop {
+                    if self.peek()? != b'"' {
+                        return None;
+                    }
+                    self.string()?;
+                    self.eat(b':')?;
+                    self.ws();
+                    self.skip()?;
+                    if !self.more(b'}')? {
+                        return Some(());
+                    }
+                }
+            }
+            b'[' => {
+                self.nest()?;
+                if self.empty(b']') {
+                    return Some(());
+                }
+                loop {
+                    self.skip()?;
+                    if !self.more(b']')? {
+                        return Some(());
+                    }
+                }
+            }
+            b't' => self.literal(b"true"),
+            b'f' => self.literal(b"false"),
+            b'n' => self.literal(b"null"),
+            _ => self.number().map(drop),
+        }
+    }
+
+    fn literal(&mut self, word: &[u8]) -> Option<()> {
+        self.b[self.pos..]
+            .starts_with(word)
+            .then(|| self.pos += word.len())
+    }
+
+    /// At an opening quote: moves past the closing one. `None` on an escape (decoding them is
+    /// left to `serde_json`) or a control character (invalid). The text is valid UTF-8.
+    fn string(&mut self) -> Option<()> {
+        let from = self.pos + 1;
+        let len = special(&self.b[from..])?;
+        (self.b[from + len] == b'"').then(|| self.pos = from + len + 1)
+    }
+
+    /// At a number's first byte: moves past it if it follows JSON's grammar. `true` when it
+    /// has no exponent.
+    fn number(&mut self) -> Option<bool> {
+        let b = self.b;
+        let mut i = self.pos;
+        if b.get(i) == Some(&b'-') {
+            i += 1;
+        }
+        match b.get(i)? {
+            b'0' => i += 1,
+            b'1'..=b'9' => i = digits(b, i + 1),
+            _ => return None,
+        }
+        if b.get(i) == Some(&b'.') {
+            let end = digits(b, i + 1);
+            if end == i + 1 {
+                return None;
+            }
+            i = end;
+        }
+        let exact = !matches!(b.get(i), Some(b'e' | b'E'));
+        if !exact {
+            i += 1;
+            if let Some(b'+' | b'-') = b.get(i) {
+                i += 1;
+            }
+            let end = digits(b, i);
+            if end == i {
+                return None;
+            }
+            i = end;
+        }
+        self.pos = i;
+        Some(exact)
+    }
+}
+
+/// Where the first byte at or after `i` that is not a digit is, eight bytes at a time.
+fn digits(b: &[u8], mut i: usize) -> usize {
+    while let Some(chunk) = b.get(i..i + 8) {
+        let x = u64::from_le_bytes(chunk.try_into().expect("eight bytes"));
+        // Per byte below 0x80 (no carries between bytes): adding 0x50 sets the high bit from
+        // '0' up, adding 0x46 from past '9'.
+        let low = x & !HIGH;
+        let digit = (low + ONES * 0x50) & !(low + ONES * 0x46) & !x & HIGH;
+        let other = !digit & HIGH;
+        if other != 0 {
+            return i + other.trailing_zeros() as usize / 8;
+        }
+        i += 8;
+    }
+    while b.get(i).is_some_and(u8::is_ascii_digit) {
+        i += 1;
+    }
+    i
+}
+
+const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+const HIGH: u64 = u64::from_ne_bytes([0x80; 8]);
+
+/// Where the first quote, backslash or control character is.
+fn special(b: &[u8]) -> Option<usize> {
+    let mut i = 0;
+    #[cfg(target_arch = "x86_64")]
+    while i + 16 <= b.len() {
+        // SAFETY: the 16 bytes from `i` are inside `b` (checked above).
+        let m = unsafe { x86::special(b.as_ptr().add(i)) };
+        if m != 0 {
+            return Some(i + m.trailing_zeros() as usize);
+        }
+        i += 16;
+    }
+    while let Some(chunk) = b.get(i..i + 8) {
+        let x = u64::from_le_bytes(chunk.try_into().expect("eight bytes"));
+        // A byte's high bit is set where it is a quote, a backslash or below 0x20. The
+        // subtraction's borrows only reach bytes above a match, so the lowest is exact.
+        let quote = x ^ (ONES * u64::from(b'"'));
+        let slash = x ^ (ONES * u64::from(b'\\'));
+        let found = (quote.wrapping_sub(ONES) & !quote
+            | slash.wrapping_sub(ONES) & !slash
+            | x.wrapping_sub(ONES * 0x20) & !x)
+            & HIGH;
+        if found != 0 {
+            return Some(i + found.trailing_zeros() as usize / 8);
+        }
+        i += 8;
+    }
+    b[i..]
+        .iter()
+        .position(|c| matches!(c, b'"' | b'\\') || *c < 0x20)
+        .map(|p| i + p)
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use std::arch::x86_64::*;
+
+    /// A bit per byte of the 16 at `p` that is a quote, a backslash or below 0x20.
+    ///
+    /// # Safety
+    /// `p` must point to 16 readable bytes. SSE2 is part of every x86_64 CPU.
+    #[inline(always)]
+    pub(super) unsafe fn special(p: *const u8) -> u32 {
+        // SAFETY: the caller guarantees 16 readable bytes; unaligned loads are allowed. The
+        // rest only computes on registers.
+        unsafe {
+            let v = _mm_loadu_si128(p.cast::<__m128i>());
+            let quote = _mm_cmpeq_epi8(v, _mm_set1_epi8(b'"' as i8));
+            let backslash = _mm_cmpeq_epi8(v, _mm_set1_epi8(b'\\' as i8));
+            // Unsigned `v <= 0x1f`: the larger of the two is 0x1f only then.
+            let control = _mm_cmpeq_epi8(_mm_max_epu8(v, _mm_set1_epi8(0x1f)), _mm_set1_epi8(0x1f));
+            _mm_movemask_epi8(_mm_or_si128(_mm_or_si128(quote, backslash), control)) as u32
+        }
+    }
+}
