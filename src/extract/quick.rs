@@ -289,6 +289,31 @@ impl<'de> Reader<'de, '_> {
         if b.get(i) == Some(&b'-') {
             i += 1;
         }
+        #[cfg(target_arch = "x86_64")]
+        if i + 16 <= b.len() {
+            // Most numbers are digits, maybe a fraction, and end within 16 bytes: one look
+            // at which of those bytes are digits settles them.
+            // SAFETY: the 16 bytes from `i` are inside `b` (checked above).
+            let other = !unsafe { x86::digits(b.as_ptr().add(i)) };
+            let int = other.trailing_zeros() as usize;
+            if (1..15).contains(&int) && (int == 1 || b[i] != b'0') {
+                match b[i + int] {
+                    b'.' => {
+                        let frac = (other >> (int + 1)).trailing_zeros() as usize;
+                        let end = i + int + 1 + frac;
+                        if frac > 0 && end < i + 16 && !matches!(b[end], b'e' | b'E') {
+                            self.pos = end;
+                            return Some(true);
+                        }
+                    }
+                    b'e' | b'E' => {}
+                    _ => {
+                        self.pos = i + int;
+                        return Some(true);
+                    }
+                }
+            }
+        }
         match b.get(i)? {
             b'0' => i += 1,
             b'1'..=b'9' => i = digits(b, i + 1),
@@ -393,6 +418,22 @@ mod x86 {
             // Unsigned `v <= 0x1f`: the larger of the two is 0x1f only then.
             let control = _mm_cmpeq_epi8(_mm_max_epu8(v, _mm_set1_epi8(0x1f)), _mm_set1_epi8(0x1f));
             _mm_movemask_epi8(_mm_or_si128(_mm_or_si128(quote, backslash), control)) as u32
+        }
+    }
+
+    /// A bit per byte of the 16 at `p` that is an ASCII digit; the bits above are clear.
+    ///
+    /// # Safety
+    /// As for [`special`].
+    #[inline(always)]
+    pub(super) unsafe fn digits(p: *const u8) -> u32 {
+        // SAFETY: as in `special`.
+        unsafe {
+            let v = _mm_loadu_si128(p.cast::<__m128i>());
+            // A digit is at most 9 above '0', counting without sign.
+            let above = _mm_sub_epi8(v, _mm_set1_epi8(b'0' as i8));
+            let digit = _mm_cmpeq_epi8(_mm_min_epu8(above, _mm_set1_epi8(9)), above);
+            _mm_movemask_epi8(digit) as u32
         }
     }
 }

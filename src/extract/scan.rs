@@ -305,17 +305,52 @@ fn container_end(b: &[u8], at: usize) -> Option<usize> {
     };
     let mut i = at;
     #[cfg(target_arch = "x86_64")]
-    while i + 16 <= b.len() {
-        // SAFETY: the 16 bytes from `i` are inside `b` (checked above).
-        let mut m = unsafe { x86::interesting(b.as_ptr().add(i)) };
-        while m != 0 {
-            let p = i + m.trailing_zeros() as usize;
-            m &= m - 1;
-            if d.at(p, b[p]) {
-                return Some(p + 1);
+    while i + 64 <= b.len() {
+        // SAFETY: the 64 bytes from `i` are inside `b` (checked above).
+        let x86::Classes {
+            quotes,
+            backslashes,
+            opens,
+            closes,
+        } = unsafe { x86::classes(b.as_ptr().add(i)) };
+        if backslashes == 0 && d.escaped_until <= i {
+            // Without escapes, a byte is inside a string when an odd number of quotes
+            // precede or are it (an opening quote counts as inside, a closing one not).
+            let mut inside = quotes;
+            for shift in [1, 2, 4, 8, 16, 32] {
+                inside ^= inside << shift;
+            }
+            // The last byte's bit counts all the block's quotes.
+            let odd = inside >> 63 == 1;
+            if d.in_string {
+                inside = !inside;
+            }
+            d.in_string ^= odd;
+            let opens = opens & !inside;
+            let mut m = opens | (closes & !inside);
+            while m != 0 {
+                let p = m.trailing_zeros();
+                m &= m - 1;
+                if opens & (1 << p) != 0 {
+                    d.depth += 1;
+                } else {
+                    d.depth = d.depth.saturating_sub(1);
+                    if d.depth == 0 {
+                        return Some(i + p as usize + 1);
+                    }
+                }
+            }
+        } else {
+            let mut m = quotes | backslashes | opens | closes;
+            while m != 0 {
+                let p = i + m.trailing_zeros() as usize;
+                m &= m - 1;
+                if d.at(p, b[p]) {
+                    return Some(p + 1);
+                }
             }
         }
-        i += 16;
+        i += 64;
     }
     while i < b.len() {
         if d.at(i, b[i]) {
@@ -330,26 +365,45 @@ fn container_end(b: &[u8], at: usize) -> Option<usize> {
 mod x86 {
     use std::arch::x86_64::*;
 
-    /// A bit per byte of the 16 at `p` that is a quote, a backslash or a bracket.
+    /// Per class, a bit per byte of 64.
+    pub(super) struct Classes {
+        pub(super) quotes: u64,
+        pub(super) backslashes: u64,
+        pub(super) opens: u64,
+        pub(super) closes: u64,
+    }
+
+    /// Which of the 64 bytes at `p` are quotes, backslashes, opening and closing brackets.
     ///
     /// # Safety
-    /// `p` must point to 16 readable bytes. SSE2 is part of every x86_64 CPU.
+    /// `p` must point to 64 readable bytes. SSE2 is part of every x86_64 CPU.
     #[inline(always)]
-    pub(super) unsafe fn interesting(p: *const u8) -> u32 {
-        // SAFETY: the caller guarantees 16 readable bytes; unaligned loads are allowed. The
-        // rest only computes on registers (SSE2, always present on x86_64).
-        unsafe {
-            let v = _mm_loadu_si128(p.cast::<__m128i>());
-            // `[` and `]` differ from `{` and `}` by the 0x20 bit only (no other byte maps
-            // there).
-            let folded = _mm_or_si128(v, _mm_set1_epi8(0x20));
-            let quote = _mm_cmpeq_epi8(v, _mm_set1_epi8(b'"' as i8));
-            let backslash = _mm_cmpeq_epi8(v, _mm_set1_epi8(b'\\' as i8));
-            let open = _mm_cmpeq_epi8(folded, _mm_set1_epi8(b'{' as i8));
-            let close = _mm_cmpeq_epi8(folded, _mm_set1_epi8(b'}' as i8));
-            let any = _mm_or_si128(_mm_or_si128(quote, backslash), _mm_or_si128(open, close));
-            _mm_movemask_epi8(any) as u32
+    pub(super) unsafe fn classes(p: *const u8) -> Classes {
+        let mut c = Classes {
+            quotes: 0,
+            backslashes: 0,
+            opens: 0,
+            closes: 0,
+        };
+        for part in 0..4 {
+            // SAFETY: the caller guarantees 64 readable bytes; unaligned loads are allowed.
+            // The rest only computes on registers (SSE2, always present on x86_64).
+            unsafe {
+                let v = _mm_loadu_si128(p.add(16 * part).cast::<__m128i>());
+                // `[` and `]` differ from `{` and `}` by the 0x20 bit only (no other byte
+                // maps there).
+                let folded = _mm_or_si128(v, _mm_set1_epi8(0x20));
+                let mask = |c: u8, v: __m128i| {
+                    let m = _mm_movemask_epi8(_mm_cmpeq_epi8(v, _mm_set1_epi8(c as i8)));
+                    u64::from(m as u16) << (16 * part)
+                };
+                c.quotes |= mask(b'"', v);
+                c.backslashes |= mask(b'\\', v);
+                c.opens |= mask(b'{', folded);
+                c.closes |= mask(b'}', folded);
+            }
         }
+        c
     }
 }
 
@@ -370,8 +424,34 @@ mod tests {
             "true",
             r#"["éü", {"ключ": "значение"}, "\u005d"]"#,
         ];
+        // Long enough for several 64-byte blocks: strings and brackets across their edges,
+        // blocks with escapes and without, a string that fills a block.
+        let items: Vec<String> = (0..12)
+            .map(|i| match i % 4 {
+                0 => format!(r#"{{"n": "p{i} ]}}", "v": [{i}, {{"w": [[]]}}]}}"#),
+                1 => format!(r#"{{"n": "q\"{{{i}", "x": ["]", "\\"]}}"#),
+                2 => format!(r#"["{}", {{}}]"#, "{[ ".repeat(30)),
+                _ => format!(r#"{{"s": "{}\"]", "t": {i}}}"#, "x".repeat(70)),
+            })
+            .collect();
+        let long = format!("[{}]", items.join(", "));
+        let mut cases = cases.to_vec();
+        cases.push(&long);
+        cases.extend(items.iter().map(String::as_str));
+        // An escaped quote at every place, the last byte of a block among them, with
+        // escape-free blocks after it.
+        let escapes: Vec<String> = (0..80)
+            .map(|n| {
+                format!(
+                    r#"{{"s": "{}\"]}}", "u": "{}"}}"#,
+                    "x".repeat(n),
+                    "y".repeat(70)
+                )
+            })
+            .collect();
+        cases.extend(escapes.iter().map(String::as_str));
         for text in cases {
-            for pad in 0..20 {
+            for pad in 0..70 {
                 let body = format!("{}{text},9", " ".repeat(pad));
                 let end = value_end(body.as_bytes(), pad).unwrap();
                 assert_eq!(&body[pad..end], text, "padding {pad}");
