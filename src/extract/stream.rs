@@ -111,9 +111,61 @@ fn build_slot(raw: &str, value: &mut Option<Value>) -> Result<(), serde_json::Er
             s.push_str(inner);
         }
         (Some(inner), value) => *value = Some(Value::String(inner.to_owned())),
-        (None, value) => *value = Some(serde_json::from_str(raw)?),
+        (None, value) => {
+            *value = Some(match plain_number(raw) {
+                Some(n) => Value::Number(n),
+                None => serde_json::from_str(raw)?,
+            })
+        }
     }
     Ok(())
+}
+
+/// The number a value slot usually holds, where it is built exactly as `serde_json` builds
+/// it without the cost of a parser: an integer of up to 19 digits, or a decimal whose digits
+/// fit in f64's mantissa with at most 22 after the point (one correctly rounded division by
+/// an exact power of ten, the operation `serde_json` does there). Anything else (exponents,
+/// negative zero, more digits, what is not a number) is left to `serde_json`.
+fn plain_number(raw: &str) -> Option<Number> {
+    const POW10: [f64; 23] = [
+        1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16,
+        1e17, 1e18, 1e19, 1e20, 1e21, 1e22,
+    ];
+    let (negative, text) = match raw.strip_prefix('-') {
+        Some(rest) => (true, rest.as_bytes()),
+        None => (false, raw.as_bytes()),
+    };
+    if !text.first()?.is_ascii_digit() {
+        return None;
+    }
+    let mut mantissa = 0u64;
+    let mut digits = 0;
+    let mut fraction = None;
+    for (i, c) in text.iter().enumerate() {
+        match c {
+            b'0'..=b'9' => {
+                digits += 1;
+                if digits > 19 {
+                    return None;
+                }
+                mantissa = mantissa * 10 + u64::from(c - b'0');
+            }
+            b'.' if fraction.is_none() => fraction = Some(text.len() - i - 1),
+            _ => return None,
+        }
+    }
+    if negative && mantissa == 0 {
+        return None;
+    }
+    match fraction {
+        None if negative => i64::try_from(mantissa).ok().map(|m| Number::from(-m)),
+        None => Some(Number::from(mantissa)),
+        Some(f) if mantissa <= 1 << 53 && f < POW10.len() => {
+            let v = mantissa as f64 / POW10[f];
+            Number::from_f64(if negative { -v } else { v })
+        }
+        Some(_) => None,
+    }
 }
 
 /// Parses a whole document, building only what `plan` reads.
@@ -627,5 +679,88 @@ impl<'de> Visitor<'de> for Filler<'_, '_, 'de> {
                 .is_some()),
             None => Ok(seq.next_element::<IgnoredAny>()?.is_some()),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// What `serde_json` builds of `raw`, and what a slot holds; `plain` says whether the
+    /// slot's number was built without `serde_json`.
+    fn same_as_serde(raw: &str) -> Result<bool, TestCaseError> {
+        let plain = plain_number(raw).is_some();
+        let mut out = Vec::new();
+        let built = build_slots(&[Some(raw)], &mut out).map(|()| out[0].clone().unwrap());
+        match serde_json::from_str::<Value>(raw) {
+            Ok(v) => prop_assert_eq!(built.unwrap(), v, "{}", raw),
+            Err(_) => prop_assert!(built.is_err() && !plain, "{}", raw),
+        }
+        Ok(plain)
+    }
+
+    #[test]
+    fn numbers_built_without_serde_are_the_ones_serde_builds() {
+        let plain = [
+            "0",
+            "7",
+            "-7",
+            "1.50",
+            "4365.883",
+            "-0.5",
+            "0.1",
+            "1844674407370955161",
+            "-922337203685477580",
+            "900719925474099.2",
+            "1.234567890123456",
+            "0.000000000000000001",
+        ];
+        for raw in plain {
+            assert!(same_as_serde(raw).unwrap(), "{raw}");
+        }
+        let left = [
+            "-0",
+            "-0.0",
+            "18446744073709551615",
+            "1.2345678901234567890",
+            "18446744073709551616",
+            "-9223372036854775808",
+            "12345678901234567890.5",
+            "9007199254740993.5",
+            "0.00000000000000000000001",
+            "1e3",
+            "1.5E-2",
+            "\"7\"",
+            "null",
+            "true",
+            "[1]",
+        ];
+        for raw in left {
+            assert!(!same_as_serde(raw).unwrap(), "{raw}");
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn any_number_text_builds_as_serde_builds_it(
+            negative in any::<bool>(),
+            int in "[0-9]{1,20}",
+            frac in proptest::option::of("[0-9]{1,24}"),
+            float in any::<f64>(),
+        ) {
+            let int = match int.trim_start_matches('0') {
+                "" => "0",
+                t => t,
+            };
+            let sign = if negative { "-" } else { "" };
+            let text = match &frac {
+                Some(f) => format!("{sign}{int}.{f}"),
+                None => format!("{sign}{int}"),
+            };
+            same_as_serde(&text)?;
+            same_as_serde(&float.to_string())?;
+            same_as_serde(&format!("{float:?}"))?;
+        }
     }
 }
