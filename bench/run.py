@@ -140,7 +140,8 @@ def wait_http(port, path, timeout=120):
 
 
 def poll_times_jsonbridge(binary, data_port, name, n, every):
-    """Durations of the first `n` polls, from jsonbridge's debug log (whole milliseconds)."""
+    """(duration, of which fetching) of the first `n` polls, from jsonbridge's debug log
+    (whole milliseconds)."""
     work = tempfile.mkdtemp()
     cfg = os.path.join(work, "jsonbridge.yaml")
     with open(cfg, "w") as f:
@@ -153,8 +154,8 @@ def poll_times_jsonbridge(binary, data_port, name, n, every):
             if "poll failed" in line:
                 raise SystemExit("jsonbridge's poll failed:\n" + line)
             if "poll succeeded" in line and "source=energy" in line:
-                ms = next(f for f in line.split() if f.startswith("duration_ms="))
-                times.append(int(ms.split("=")[1]) / 1000)
+                fields = dict(f.split("=", 1) for f in line.split() if "=" in f)
+                times.append((int(fields["duration_ms"]) / 1000, int(fields["fetch_ms"]) / 1000))
                 if len(times) == n:
                     break
         return times
@@ -311,7 +312,8 @@ def main():
             jb_polls += poll_times_jsonbridge(binary, data_port, name, n + a.warmup, f"{every}s")[a.warmup:]
             if py:
                 py_polls += poll_times_python(data_port, name, n + a.warmup, every)[a.warmup:]
-        jb["poll"] = statistics.median(jb_polls)
+        jb["poll"] = statistics.median(t for t, _ in jb_polls)
+        jb["fetch"] = statistics.median(f for _, f in jb_polls)
         if py:
             py["poll"] = statistics.median(py_polls)
         rows.append((size, mb, jb, py))
@@ -324,7 +326,7 @@ def main():
     for size, mb, jb, py in rows:
         def row(label, key, fmt, better="lower"):
             j = jb[key]
-            p = py[key] if py else None
+            p = py.get(key) if py else None
             if p is None or j in (None, 0):
                 ratio = "-"
             else:
@@ -332,6 +334,7 @@ def main():
             print(f"| {size} | {mb:.1f} MB | {label} | {fmt(j)} | {fmt(p) if p is not None else '-'} | {ratio} |")
         row(f"poll (fetch+parse+extract+swap), median of {a.polls} in {a.rounds} rounds", "poll",
             lambda v: f"{v * 1000:.1f} ms")
+        row("poll: of which fetching the body, median", "fetch", lambda v: f"{v * 1000:.1f} ms")
         row("/metrics median", "med", fmt_ms)
         row("/metrics p99", "p99", fmt_ms)
         row("/metrics gzip median", "gmed", fmt_ms)

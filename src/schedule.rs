@@ -120,6 +120,7 @@ impl Runner {
                 extraction: x,
                 attempts,
                 bytes,
+                fetch,
             }) => {
                 let series = x.series_count();
                 let snapshot = Snapshot {
@@ -140,6 +141,7 @@ impl Runner {
                                 dropped: x.dropped,
                                 retries: attempts.saturating_sub(1),
                                 bytes,
+                                fetch,
                                 reports: &x.reports,
                                 problems: &x.problems,
                             },
@@ -197,6 +199,8 @@ pub struct Polled {
     pub attempts: u32,
     /// Size of the response body.
     pub bytes: usize,
+    /// How long fetching it took (all attempts).
+    pub fetch: std::time::Duration,
 }
 
 /// Parses a response body and extracts the source's metrics from it, building only the parts
@@ -222,7 +226,9 @@ pub fn read(
 
 /// Fetches, parses and extracts one source, without touching any shared state.
 pub async fn poll_once(fetcher: &Fetcher, source: &Arc<Source>) -> Result<Polled, PollError> {
+    let started = Instant::now();
     let fetched = fetcher.fetch(&source.request).await?;
+    let fetch = started.elapsed();
     let attempts = fetched.attempts;
     let bytes = fetched.body.len();
     let source = source.clone();
@@ -247,6 +253,7 @@ pub async fn poll_once(fetcher: &Fetcher, source: &Arc<Source>) -> Result<Polled
         extraction,
         attempts,
         bytes,
+        fetch,
     })
 }
 

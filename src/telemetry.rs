@@ -73,6 +73,9 @@ pub enum PollOutcome<'a> {
         retries: u32,
         /// Response body size.
         bytes: usize,
+        /// Of the poll's duration, the time until the whole body was in (retries included);
+        /// the rest is reading it and publishing the snapshot.
+        fetch: Duration,
         reports: &'a [MetricReport],
         problems: &'a [Problem],
     },
@@ -153,6 +156,7 @@ impl Telemetry {
                 dropped,
                 retries,
                 bytes,
+                fetch,
                 reports,
                 problems,
             } => {
@@ -204,6 +208,7 @@ impl Telemetry {
                     poll,
                     series,
                     duration_ms = duration.as_millis() as u64,
+                    fetch_ms = fetch.as_millis() as u64,
                     "poll succeeded"
                 );
             }

@@ -231,3 +231,26 @@ fn completions_are_generated() {
         "{text}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poll_says_how_long_fetching_took_in_the_debug_log() {
+    // The bench reads both figures from this line to split a poll's time.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("d.json"), r#"{"n": 1}"#).unwrap();
+    let cfg = dir.path().join("jsonbridge.yaml");
+    std::fs::write(
+        &cfg,
+        "sources:\n  - name: s\n    url: file://d.json\n    every: 1h\n    metrics: [{name: n, value: $.n}]\n",
+    )
+    .unwrap();
+    let d = Daemon::start(&cfg, &["--log.format", "json", "--log.level", "debug"], &[]);
+    d.wait_log(15, "poll succeeded");
+    let (_, log) = d.terminate();
+    let line = log.lines().find(|l| l.contains("poll succeeded")).unwrap();
+    let v: serde_json::Value = serde_json::from_str(line).unwrap();
+    let (total, fetch) = (v["duration_ms"].as_u64(), v["fetch_ms"].as_u64());
+    assert!(
+        matches!((total, fetch), (Some(t), Some(f)) if f <= t),
+        "{line}"
+    );
+}
