@@ -1,14 +1,18 @@
 //! Large bodies read on two cores (inside `extract`, for plans that [`super::scan`] can
-//! walk): this thread finds the items and hands them over in batches; each batch is parsed
-//! and extracted by whichever thread is free: a helper thread, or this one when the helper
-//! is still busy with the previous batch. The batches' results are joined in document order,
-//! so the extraction is the one a single thread gives (same series, same item numbers in
-//! problems, same first example of each problem).
+//! walk): this thread walks the document and hands its items over in batches; each batch is
+//! extracted by whichever thread is free: a helper thread, or this one when the helper is
+//! still busy with the previous batch. Each item is read by [`super::quick`] (or by
+//! `serde_json` where that one is unsure) either as this thread finds it, while the helper is
+//! busy, or with its batch, when the helper was waiting for work: so neither waits long for
+//! the other. The batches' results are joined in document order, so the extraction is the
+//! one a single thread gives (same series, same item numbers in problems, same first example
+//! of each problem).
 //!
 //! Anything unexpected (invalid JSON, a value that cannot be built, a repeated member on the
 //! way to items) gives up with no result: the caller then reads the body the usual way,
 //! which reports the error as a full parse does.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, TrySendError};
 
 use serde_json::Value;
@@ -23,12 +27,14 @@ use super::{BlockRun, MetricSpec, slotted_item};
 /// thread waits long for the other at the end.
 pub(super) const BATCH: usize = 1024;
 
-/// An item found by the scan: its node in the plan, its text, where its keys start.
+/// An item found by the scan: its node in the plan, its text, where its keys start, and where
+/// its slots start if the quick reader read it.
 struct Found<'p> {
     need: &'p Need,
     start: usize,
     end: usize,
     keys: usize,
+    slots: Option<usize>,
 }
 
 struct Batch<'de, 'p> {
@@ -38,6 +44,7 @@ struct Batch<'de, 'p> {
     before: Vec<usize>,
     items: Vec<Found<'p>>,
     keys: Vec<Key<'de>>,
+    slots: Vec<Option<&'de str>>,
 }
 
 impl Batch<'_, '_> {
@@ -47,6 +54,7 @@ impl Batch<'_, '_> {
             before: before.to_vec(),
             items: Vec::with_capacity(size),
             keys: Vec::new(),
+            slots: Vec::new(),
         }
     }
 }
@@ -56,21 +64,40 @@ type Done<'b> = (usize, Vec<BlockRun<'b>>);
 
 /// Reads `text` with `plan` (which must be scannable), `batch` items at a time. `Err` when
 /// the body must be read the usual way (see the module doc).
-pub(super) fn run<'b, 'de, 'p>(
+pub(super) fn run<'b>(
+    text: &str,
+    blocks: &'b [MetricSpec],
+    plan: &ReadPlan,
+    root: &Value,
+    batch: usize,
+) -> Result<Vec<BlockRun<'b>>, Bail> {
+    run_with(text, blocks, plan, root, batch, |waiting| !waiting)
+}
+
+/// [`run`], with `read_here` telling whether this thread reads the items of its next batch
+/// itself, from whether the helper waits for one (tests force each way).
+pub(super) fn run_with<'b, 'de, 'p>(
     text: &'de str,
     blocks: &'b [MetricSpec],
     plan: &'p ReadPlan,
     root: &Value,
     batch: usize,
+    read_here: fn(bool) -> bool,
 ) -> Result<Vec<BlockRun<'b>>, Bail> {
     debug_assert!(plan.scanned);
+    // Whether the helper waits for a batch.
+    let waiting = AtomicBool::new(true);
     std::thread::scope(|scope| {
         // One batch waits while the helper works on another; more would only let this
         // thread run further ahead, then wait for the helper at the end.
         let (tx, rx) = mpsc::sync_channel::<Batch>(1);
+        let waiting = &waiting;
         let helper = scope.spawn(move || {
             let mut done = Vec::new();
-            for b in rx {
+            loop {
+                waiting.store(true, Ordering::Relaxed);
+                let Ok(b) = rx.recv() else { break };
+                waiting.store(false, Ordering::Relaxed);
                 done.push((b.seq, extract(blocks, plan, root, text, &b)?));
             }
             Ok::<_, Bail>(done)
@@ -78,25 +105,49 @@ pub(super) fn run<'b, 'de, 'p>(
         let mut mine: Vec<Done> = Vec::new();
         let mut counts = vec![0; blocks.len()];
         let mut current = Batch::new(0, &counts, batch);
-        let mut on_item = |need: &'p Need, start: usize, end: usize, path: &[Key<'de>]| {
+        // Reading an item also finds its end, but costs several times what only finding its
+        // end (bracket counting) does. This thread reads the items of a batch while the
+        // helper is busy, and only delimits them, for the helper to read, while it waits:
+        // neither thread waits long for the other.
+        let mut here = read_here(true);
+        let mut on_item = |need: &'p Need, start: usize, path: &[Key<'de>]| {
             count(plan, need, &mut counts);
             let keys = current.keys.len();
             current.keys.extend_from_slice(path);
+            let mut slots = None;
+            let mut end = None;
+            if here {
+                let at = current.slots.len();
+                let count = need.slotted.expect("scanned items are slotted").count;
+                current.slots.resize(at + count, None);
+                end = quick::read(text, start, need, &mut current.slots[at..]);
+                match end {
+                    Some(_) => slots = Some(at),
+                    None => current.slots.truncate(at),
+                }
+            }
+            let end = match end {
+                Some(end) => end,
+                None => scan::value_end(text.as_bytes(), start).ok_or(Bail::Other)?,
+            };
             current.items.push(Found {
                 need,
                 start,
                 end,
                 keys,
+                slots,
             });
             if current.items.len() < batch {
-                return Ok(());
+                return Ok(end);
             }
             let next = Batch::new(current.seq + 1, &counts, batch);
-            match tx.try_send(std::mem::replace(&mut current, next)) {
-                Ok(()) => Ok(()),
+            let sent = tx.try_send(std::mem::replace(&mut current, next));
+            here = read_here(waiting.load(Ordering::Relaxed));
+            match sent {
+                Ok(()) => Ok(end),
                 Err(TrySendError::Full(full)) => {
                     mine.push((full.seq, extract(blocks, plan, root, text, &full)?));
-                    Ok(())
+                    Ok(end)
                 }
                 // The helper gave up: so does this thread.
                 Err(TrySendError::Disconnected(_)) => Err(Bail::Other),
@@ -164,16 +215,24 @@ fn extract<'b>(
         // Most outputs make one series per item: sized once instead of doubling.
         run.series.iter_mut().for_each(|s| s.reserve(n));
     }
-    let mut slots = Vec::new();
+    let mut parsed = Vec::new();
     let mut values = Vec::new();
     for (i, f) in batch.items.iter().enumerate() {
         let keys_end = batch.items.get(i + 1).map_or(batch.keys.len(), |n| n.keys);
-        let item = &text[f.start..f.end];
-        if quick::fill(item, f.need, &mut slots).is_none() {
-            stream::fill_slots(item, f.need, &mut slots).map_err(|_| Bail::Other)?;
-        }
-        stream::build_slots(&slots, &mut values).map_err(|_| Bail::Other)?;
-        let id = f.need.slotted.expect("scanned items are slotted").id;
+        let slotted = f.need.slotted.expect("scanned items are slotted");
+        let slots = match f.slots {
+            Some(at) => &batch.slots[at..at + slotted.count],
+            None => {
+                parsed.resize(slotted.count, None);
+                if quick::read(text, f.start, f.need, &mut parsed) != Some(f.end) {
+                    stream::fill_slots(&text[f.start..f.end], f.need, &mut parsed)
+                        .map_err(|_| Bail::Other)?;
+                }
+                &parsed[..]
+            }
+        };
+        stream::build_slots(slots, &mut values).map_err(|_| Bail::Other)?;
+        let id = slotted.id;
         slotted_item(
             &mut runs,
             plan,

@@ -2,7 +2,7 @@
 //! [`super::scan`] found, before its slots are built): one pass over the item's bytes that
 //! checks its syntax and keeps the raw text of the nodes its lookups lead to.
 //!
-//! Guarantee: where [`fill`] returns `Some`, the item is valid JSON and its slots are the
+//! Guarantee: where [`read`] returns `Some`, the item is valid JSON and its slots are the
 //! ones [`super::stream::fill_slots`] gives. It covers what APIs send almost always: names
 //! and strings without escapes, numbers, literals, moderate nesting. On anything else (an
 //! escape, a repeated member the lookups read, deep nesting, a syntax error) it returns
@@ -17,24 +17,25 @@ const MAX_DEPTH: usize = 32;
 /// Longest tail of an array kept without allocating (as [`super::stream`] does).
 const TAIL_MAX: usize = 8;
 
-/// Reads the item `text` (exactly one value, no surrounding whitespace) into `slots`, one per
-/// slot of `need`, its node in the plan. `None`: read it with `serde_json` instead.
-pub(crate) fn fill<'de>(
+/// Reads the item that starts at `start` in `text` into `slots`, one per slot of `need`, its
+/// node in the plan: where it ends, or `None` to read it with `serde_json` instead (the
+/// slots are then left half filled).
+pub(crate) fn read<'de>(
     text: &'de str,
+    start: usize,
     need: &Need,
-    slots: &mut Vec<Option<&'de str>>,
-) -> Option<()> {
-    slots.clear();
-    slots.resize(need.slotted.map_or(0, |s| s.count), None);
+    slots: &mut [Option<&'de str>],
+) -> Option<usize> {
+    slots.fill(None);
     let mut r = Reader {
         text,
         b: text.as_bytes(),
-        pos: 0,
+        pos: start,
         depth: 0,
         slots,
     };
     r.value(need)?;
-    (r.pos == r.b.len()).then_some(())
+    Some(r.pos)
 }
 
 struct Reader<'de, 's> {

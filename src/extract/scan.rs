@@ -39,10 +39,11 @@ pub(crate) fn scannable(need: &Need) -> bool {
             && need.children().filter(|c| c.has_items).all(scannable))
 }
 
-/// Receives each item a walk finds: its node in the plan, its byte range in the text (not yet
-/// checked) and the keys leading to it. `Err` stops the walk.
+/// Receives each item a walk finds: its node in the plan, where it starts in the text and the
+/// keys leading to it; says where it ends (reading it, or with [`value_end`]). `Err` stops
+/// the walk.
 pub(crate) type Found<'f, 'de, 'p> =
-    &'f mut dyn FnMut(&'p Need, usize, usize, &[Key<'de>]) -> Result<(), Bail>;
+    &'f mut dyn FnMut(&'p Need, usize, &[Key<'de>]) -> Result<usize, Bail>;
 
 /// Walks `text` along the plan from `root`, handing each slotted item to `found`.
 pub(crate) fn walk<'de, 'p>(
@@ -96,8 +97,10 @@ impl<'de, 'p> Walker<'de, 'p, '_> {
     /// At the first byte of a value.
     fn value(&mut self, need: &'p Need) -> Result<(), Bail> {
         if need.slotted.is_some() {
-            let end = value_end(self.b, self.pos).ok_or(Bail::Other)?;
-            (self.found)(need, self.pos, end, &self.path)?;
+            let end = (self.found)(need, self.pos, &self.path)?;
+            if end <= self.pos || end > self.b.len() {
+                return Err(Bail::Other);
+            }
             self.pos = end;
             return Ok(());
         }

@@ -869,14 +869,19 @@ mod reading {
         let doc: Value = serde_json::from_str(&body).unwrap();
         let tree = run(&doc, &specs);
         assert!(tree.problems.iter().any(|p| p.count > 1));
+        let ways: [fn(bool) -> bool; 3] = [|waiting| !waiting, |_| true, |_| false];
         for batch in [1, 2, 7, 64, 1024] {
-            // The scan itself succeeds: the result is not the fallback's.
-            let runs = parallel::run(&body, &specs, &plan, &Value::Null, batch).unwrap();
-            let mut got = Extraction::default();
-            for r in runs {
-                r.finish(&mut got).unwrap();
+            // The scan itself succeeds: the result is not the fallback's. Items read where
+            // they are found, or by whoever takes their batch, or as the helper is free.
+            for (w, way) in ways.iter().enumerate() {
+                let runs =
+                    parallel::run_with(&body, &specs, &plan, &Value::Null, batch, *way).unwrap();
+                let mut got = Extraction::default();
+                for r in runs {
+                    r.finish(&mut got).unwrap();
+                }
+                assert_eq!(whole(&got), whole(&tree), "batch {batch}, way {w}");
             }
-            assert_eq!(whole(&got), whole(&tree), "batch {batch}");
             let got = extract_bytes_batched(body.as_bytes(), &specs, &plan, batch).unwrap();
             assert_eq!(whole(&got), whole(&tree), "batch {batch}");
         }
@@ -1076,19 +1081,17 @@ mod reading {
     }
 
     /// What the quick reader makes of `item`, checked against `serde_json`'s reader: where
-    /// the quick one answers, it agrees; where `serde_json` refuses, the quick one does not
-    /// answer. `Some(slots)` when the quick reader answered.
+    /// the quick one answers, it agrees on the value it read (what follows is the scan's to
+    /// check); where `serde_json` refuses, the quick one does not answer. `Some(slots)` when
+    /// the quick reader read all of `item`.
     fn quick_agrees(item: &str, need: &plan::Need) -> Option<Vec<Option<String>>> {
-        let mut quick = Vec::new();
-        let answered = quick::fill(item, need, &mut quick).is_some();
+        let mut quick = vec![None; need.slotted.map_or(0, |s| s.count)];
+        let end = quick::read(item, 0, need, &mut quick)?;
         let mut slow = Vec::new();
-        let parsed = stream::fill_slots(item, need, &mut slow);
-        if !answered {
-            return None;
-        }
+        let parsed = stream::fill_slots(&item[..end], need, &mut slow);
         assert!(parsed.is_ok(), "accepted what serde_json refuses: {item}");
         assert_eq!(quick, slow, "{item}");
-        Some(quick.iter().map(|s| s.map(str::to_string)).collect())
+        (end == item.len()).then(|| quick.iter().map(|s| s.map(str::to_string)).collect())
     }
 
     #[test]
