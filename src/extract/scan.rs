@@ -1,10 +1,11 @@
-//! Finding items without parsing them (inside `extract`, before [`super::parallel`]): the
-//! structure above a slotted plan's items is walked and checked here, and each item is only
-//! delimited, by counting brackets outside strings, which is several times faster than
-//! parsing it. The items are then parsed and extracted where there is a free core.
+//! Finding items (inside `extract`, for [`super::parallel`]): the structure above a slotted
+//! plan's items is walked and checked here; each item is handed to a receiver that says
+//! where it ends, by reading it or only by delimiting it with [`value_end`], which counts
+//! brackets outside strings and is several times faster than reading. Items are then read
+//! and extracted where there is a free core.
 //!
 //! Guarantee: [`walk`] succeeds only where a full parse would, provided every item it hands
-//! over is later parsed whole (its text is one complete JSON value). Everything between the
+//! over is parsed whole, then or later (its text is one complete JSON value). Everything between the
 //! items (punctuation, member names, values nobody reads) is checked here, names and skipped
 //! values by `serde_json` itself. It gives no error messages: on anything unexpected it
 //! stops, and the caller reads the body again the usual way, which says what is wrong and
