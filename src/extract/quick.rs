@@ -276,6 +276,7 @@ impl<'de> Reader<'de, '_> {
 
     /// At an opening quote: moves past the closing one. `None` on an escape (decoding them is
     /// left to `serde_json`) or a control character (invalid). The text is valid UTF-8.
+    #[inline(always)]
     fn string(&mut self) -> Option<()> {
         let from = self.pos + 1;
         let len = special(&self.b[from..])?;
@@ -284,6 +285,7 @@ impl<'de> Reader<'de, '_> {
 
     /// At a number's first byte: moves past it if it follows JSON's grammar. `true` when it
     /// has no exponent.
+    #[inline(always)]
     fn number(&mut self) -> Option<bool> {
         let b = self.b;
         let mut i = self.pos;
@@ -315,6 +317,14 @@ impl<'de> Reader<'de, '_> {
                 }
             }
         }
+        self.number_slowly(i)
+    }
+
+    /// [`Self::number`] past its sign, byte by byte.
+    #[cold]
+    #[inline(never)]
+    fn number_slowly(&mut self, mut i: usize) -> Option<bool> {
+        let b = self.b;
         match b.get(i)? {
             b'0' => i += 1,
             b'1'..=b'9' => i = digits(b, i + 1),
