@@ -47,7 +47,20 @@ struct Batch<'de, 'p> {
     slots: Vec<Option<&'de str>>,
 }
 
-impl Batch<'_, '_> {
+impl<'de> Batch<'de, '_> {
+    /// Reads the item at `start` into new slots at the end of the batch's: where it ends and
+    /// where its slots start, or `None` (no slot added) if the quick reader leaves it.
+    fn read(&mut self, text: &'de str, need: &Need, start: usize) -> Option<(usize, usize)> {
+        let at = self.slots.len();
+        let count = need.slotted.expect("scanned items are slotted").count;
+        self.slots.resize(at + count, None);
+        let end = quick::read(text, start, need, &mut self.slots[at..]);
+        if end.is_none() {
+            self.slots.truncate(at);
+        }
+        Some((end?, at))
+    }
+
     fn new(seq: usize, before: &[usize], size: usize) -> Self {
         Batch {
             seq,
@@ -114,21 +127,17 @@ pub(super) fn run_with<'b, 'de, 'p>(
             count(plan, need, &mut counts);
             let keys = current.keys.len();
             current.keys.extend_from_slice(path);
-            let mut slots = None;
-            let mut end = None;
-            if here {
-                let at = current.slots.len();
-                let count = need.slotted.expect("scanned items are slotted").count;
-                current.slots.resize(at + count, None);
-                end = quick::read(text, start, need, &mut current.slots[at..]);
-                match end {
-                    Some(_) => slots = Some(at),
-                    None => current.slots.truncate(at),
-                }
-            }
-            let end = match end {
-                Some(end) => end,
-                None => scan::value_end(text.as_bytes(), start).ok_or(Bail::Other)?,
+            let read = if here {
+                current.read(text, need, start)
+            } else {
+                None
+            };
+            let (end, slots) = match read {
+                Some((end, at)) => (end, Some(at)),
+                None => (
+                    scan::value_end(text.as_bytes(), start).ok_or(Bail::Other)?,
+                    None,
+                ),
             };
             current.items.push(Found {
                 need,
