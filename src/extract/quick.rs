@@ -10,12 +10,10 @@
 //! error. Being wrong is never an option here; being unsure is cheap.
 
 use super::plan::Need;
+use super::stream::TAIL_MAX;
 
 /// Deeper items are left to `serde_json`, whose own limit (128) then applies.
 const MAX_DEPTH: usize = 32;
-
-/// Longest tail of an array kept without allocating (as [`super::stream`] does).
-const TAIL_MAX: usize = 8;
 
 /// Reads the item that starts at `start` in `text` into `slots`, one per slot of `need`, its
 /// node in the plan: where it ends, or `None` to read it with `serde_json` instead (the
@@ -378,7 +376,7 @@ const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
 const HIGH: u64 = u64::from_ne_bytes([0x80; 8]);
 
 /// Where the first quote, backslash or control character is.
-fn special(b: &[u8]) -> Option<usize> {
+pub(crate) fn special(b: &[u8]) -> Option<usize> {
     let mut i = 0;
     #[cfg(target_arch = "x86_64")]
     while i + 16 <= b.len() {

@@ -18,6 +18,7 @@ use serde::de::DeserializeSeed;
 use serde_json::value::RawValue;
 
 use super::plan::Need;
+use super::quick;
 use super::stream::{Key, KeySeed};
 
 /// Why a walk stopped. The body must be read the usual way instead.
@@ -128,9 +129,8 @@ impl<'de, 'p> Walker<'de, 'p, '_> {
             return Err(Bail::Other);
         }
         let start = self.pos + 1;
-        if let Some(n) = memchr::memchr2(b'"', b'\\', &self.b[start..])
+        if let Some(n) = quick::special(&self.b[start..])
             && self.b[start + n] == b'"'
-            && !self.b[start..start + n].iter().any(|c| *c < 0x20)
         {
             self.pos = start + n + 1;
             // The body is valid UTF-8 and both ends are ASCII quotes.

@@ -553,8 +553,8 @@ fn in_order<'de, A: SeqAccess<'de>>(
     Ok(())
 }
 
-/// Longest tail kept without allocating.
-const TAIL_MAX: usize = 8;
+/// Longest tail kept without allocating (by both item readers).
+pub(crate) const TAIL_MAX: usize = 8;
 
 /// Reads an array whose reader counts from the end: every element is kept as raw text (only
 /// the last `tail` when that is all that can be read), then `f` gets each kept element with
