@@ -685,6 +685,9 @@ struct BlockRun<'b> {
     series: Vec<Vec<Series>>,
     items: usize,
     labels: LabelsBuilder,
+    /// Per output: whether its series are known to be in strict label order (no duplicate),
+    /// so that [`BlockRun::finish`] need not check. Only [`BlockRun::check_order`] sets it.
+    ordered: Vec<bool>,
 }
 
 impl<'b> BlockRun<'b> {
@@ -695,6 +698,16 @@ impl<'b> BlockRun<'b> {
             series: vec![Vec::new(); block.outputs.len()],
             items: 0,
             labels: LabelsBuilder::default(),
+            ordered: vec![false; block.outputs.len()],
+        }
+    }
+
+    /// Checks whether each output's series are in strict label order (on the thread that
+    /// extracted them: a large body's runs are checked in parallel, batch by batch, instead
+    /// of all at the end).
+    fn check_order(&mut self) {
+        for (ordered, series) in self.ordered.iter_mut().zip(&self.series) {
+            *ordered = in_order(series);
         }
     }
 
@@ -768,7 +781,14 @@ impl<'b> BlockRun<'b> {
 
     /// Adds what the same block made of the items right after this run's.
     fn absorb(&mut self, later: BlockRun<'b>) {
-        for (s, l) in self.series.iter_mut().zip(later.series) {
+        for (k, (s, l)) in self.series.iter_mut().zip(later.series).enumerate() {
+            // Still in order if both parts are and the seam is.
+            self.ordered[k] = self.ordered[k]
+                && later.ordered[k]
+                && match (s.last(), l.first()) {
+                    (Some(a), Some(b)) => a.labels < b.labels,
+                    _ => true,
+                };
             s.extend(l);
         }
         for (k, (count, example)) in later.problems {
@@ -784,10 +804,18 @@ impl<'b> BlockRun<'b> {
             series,
             items,
             labels: _,
+            ordered,
         } = self;
         for (k, (output, mut s)) in block.outputs.iter().zip(series).enumerate() {
             let label_names = output_label_names(block, output);
-            let dups = resolve_duplicates(&mut s, block.on_duplicate);
+            let dups = if ordered[k] {
+                Duplicates {
+                    dropped: 0,
+                    first_example: None,
+                }
+            } else {
+                resolve_duplicates(&mut s, block.on_duplicate)
+            };
             if let Some((labels, count)) = dups.first_example {
                 let err = ItemError::DuplicateSeries {
                     labels: render_labels(&label_names, &labels),
@@ -848,12 +876,17 @@ struct Duplicates {
     first_example: Option<(Labels, usize)>,
 }
 
+/// Whether `series` are in strict label order: sorted, without duplicates.
+fn in_order(series: &[Series]) -> bool {
+    series.is_sorted_by(|a, b| a.labels < b.labels)
+}
+
 /// Sorts by labels and merges equal label sets by `policy` (stable sort: document order is
 /// kept among equals, so "first" and "last" mean what they say).
 fn resolve_duplicates(series: &mut Vec<Series>, policy: OnDuplicate) -> Duplicates {
     // Items often come in label order (lists sorted by name): one pass then shows there is
     // nothing to sort and no duplicate, where sorting and de-duplicating take two.
-    if series.is_sorted_by(|a, b| a.labels < b.labels) {
+    if in_order(series) {
         return Duplicates {
             dropped: 0,
             first_example: None,

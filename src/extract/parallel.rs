@@ -12,6 +12,8 @@
 //! way to items) gives up with no result: the caller then reads the body the usual way,
 //! which reports the error as a full parse does.
 
+use std::collections::BTreeMap;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, TrySendError};
 
@@ -72,8 +74,71 @@ impl<'de> Batch<'de, '_> {
     }
 }
 
-/// What each block made of one batch, and the batch's place.
-type Done<'b> = (usize, Vec<BlockRun<'b>>);
+/// What each block made of one batch, the batch's place, and how many bytes of the body its
+/// items span.
+struct Done<'b> {
+    seq: usize,
+    runs: Vec<BlockRun<'b>>,
+    span: usize,
+}
+
+/// The batches' runs, joined in document order as they are done, by whichever thread finished
+/// the batch next in order. Joining them (and checking their order, see
+/// [`BlockRun::check_order`]) is spread over the read instead of left to one thread once both
+/// are done: what a 100k-pod read did on one thread after the helper was done went from 4 to
+/// 5 ms to under 1 ms (BENCHMARKS.md).
+struct Joined<'b> {
+    /// Batches 0 to `next - 1`, joined.
+    runs: Option<Vec<BlockRun<'b>>>,
+    next: usize,
+    /// Batches done before an earlier one.
+    early: BTreeMap<usize, Done<'b>>,
+    /// The body's length, to size the joined series from the first batch's.
+    len: usize,
+}
+
+impl<'b> Joined<'b> {
+    fn add(&mut self, done: Done<'b>) {
+        self.early.insert(done.seq, done);
+        while let Some(done) = self.early.remove(&self.next) {
+            self.next += 1;
+            let Some(joined) = &mut self.runs else {
+                self.runs = Some(Self::sized(done, self.len));
+                continue;
+            };
+            for (run, part) in joined.iter_mut().zip(done.runs) {
+                run.absorb(part);
+            }
+        }
+    }
+
+    /// The first batch's runs, their series sized for the whole body as if every batch was
+    /// like the first: growing them batch by batch would copy them again at each doubling.
+    fn sized(first: Done<'b>, len: usize) -> Vec<BlockRun<'b>> {
+        let mut runs = first.runs;
+        let scale = len as f64 / first.span.max(1) as f64;
+        for series in runs.iter_mut().flat_map(|r| r.series.iter_mut()) {
+            series.reserve((series.len() as f64 * scale * 1.05) as usize);
+        }
+        runs
+    }
+
+    /// All batches' runs, joined; `batches` were made.
+    fn finish(self, blocks: &'b [MetricSpec], batches: usize) -> Vec<BlockRun<'b>> {
+        debug_assert!(self.early.is_empty() && self.next == batches);
+        let mut runs = self
+            .runs
+            .unwrap_or_else(|| blocks.iter().map(BlockRun::new).collect());
+        for series in runs.iter_mut().flat_map(|r| r.series.iter_mut()) {
+            // An estimate well above what came (the first batch's items were smaller than the
+            // rest) gives back what it took.
+            if series.capacity() > series.len() + series.len() / 4 + 1024 {
+                series.shrink_to_fit();
+            }
+        }
+        runs
+    }
+}
 
 /// Reads `text` with `plan` (which must be scannable), `batch` items at a time. `Err` when
 /// the body must be read the usual way (see the module doc).
@@ -100,22 +165,27 @@ pub(super) fn run_with<'b, 'de, 'p>(
     debug_assert!(plan.scanned);
     // Whether the helper waits for a batch.
     let waiting = AtomicBool::new(true);
+    let joined = Mutex::new(Joined {
+        runs: None,
+        next: 0,
+        early: BTreeMap::new(),
+        len: text.len(),
+    });
+    let join = |done: Done<'b>| joined.lock().unwrap_or_else(|e| e.into_inner()).add(done);
     std::thread::scope(|scope| {
         // One batch waits while the helper works on another; more would only let this
         // thread run further ahead, then wait for the helper at the end.
         let (tx, rx) = mpsc::sync_channel::<Batch>(1);
-        let waiting = &waiting;
+        let (waiting, join) = (&waiting, &join);
         let helper = scope.spawn(move || {
-            let mut done = Vec::new();
             loop {
                 waiting.store(true, Ordering::Relaxed);
                 let Ok(b) = rx.recv() else { break };
                 waiting.store(false, Ordering::Relaxed);
-                done.push((b.seq, extract(blocks, plan, root, text, &b)?));
+                join(extract(blocks, plan, root, text, &b)?);
             }
-            Ok::<_, Bail>(done)
+            Ok::<_, Bail>(())
         });
-        let mut mine: Vec<Done> = Vec::new();
         let mut counts = vec![0; blocks.len()];
         let mut current = Batch::new(0, &counts, batch);
         // Reading an item also finds its end, but costs several times what only finding its
@@ -155,7 +225,7 @@ pub(super) fn run_with<'b, 'de, 'p>(
             match sent {
                 Ok(()) => Ok(end),
                 Err(TrySendError::Full(full)) => {
-                    mine.push((full.seq, extract(blocks, plan, root, text, &full)?));
+                    join(extract(blocks, plan, root, text, &full)?);
                     Ok(end)
                 }
                 // The helper gave up: so does this thread.
@@ -163,36 +233,22 @@ pub(super) fn run_with<'b, 'de, 'p>(
             }
         };
         let walked = scan::walk(text, &plan.root, &mut on_item);
+        let batches = current.seq + usize::from(!current.items.is_empty());
         if walked.is_ok() && !current.items.is_empty() {
-            match extract(blocks, plan, root, text, &current) {
-                Ok(runs) => mine.push((current.seq, runs)),
-                Err(e) => return Err(e),
-            }
+            join(extract(blocks, plan, root, text, &current)?);
         }
         drop(tx);
-        let theirs = helper
+        helper
             .join()
-            .unwrap_or_else(|p| std::panic::resume_unwind(p));
+            .unwrap_or_else(|p| std::panic::resume_unwind(p))?;
         walked?;
-        mine.extend(theirs?);
-        mine.sort_unstable_by_key(|(seq, _)| *seq);
-        let mut runs = match mine.first_mut() {
-            Some((_, first)) => std::mem::take(first),
-            None => blocks.iter().map(BlockRun::new).collect(),
-        };
-        // Joined into the first batch's series, sized once: growing them batch by batch
-        // would copy them again at every doubling.
-        for (b, run) in runs.iter_mut().enumerate() {
-            for (k, series) in run.series.iter_mut().enumerate() {
-                series.reserve(mine.iter().skip(1).map(|(_, r)| r[b].series[k].len()).sum());
-            }
-        }
-        for later in mine.into_iter().skip(1).map(|(_, runs)| runs) {
-            for (run, part) in runs.iter_mut().zip(later) {
-                run.absorb(part);
-            }
-        }
-        Ok(runs)
+        Ok(batches)
+    })
+    .map(|batches| {
+        joined
+            .into_inner()
+            .unwrap_or_else(|e| e.into_inner())
+            .finish(blocks, batches)
     })
 }
 
@@ -205,14 +261,14 @@ fn count(plan: &ReadPlan, need: &Need, per_block: &mut [usize]) {
         .for_each(|b| per_block[*b] += 1);
 }
 
-/// Parses and extracts the items of one batch.
+/// Parses and extracts the items of one batch, and checks the order of what it made.
 fn extract<'b>(
     blocks: &'b [MetricSpec],
     plan: &ReadPlan,
     root: &Value,
     text: &str,
     batch: &Batch<'_, '_>,
-) -> Result<Vec<BlockRun<'b>>, Bail> {
+) -> Result<Done<'b>, Bail> {
     let mut runs: Vec<BlockRun> = blocks.iter().map(BlockRun::new).collect();
     let mut items = vec![0; blocks.len()];
     batch
@@ -251,5 +307,14 @@ fn extract<'b>(
             &batch.keys[f.keys..keys_end],
         );
     }
-    Ok(runs)
+    runs.iter_mut().for_each(BlockRun::check_order);
+    let span = match (batch.items.first(), batch.items.last()) {
+        (Some(first), Some(last)) => last.end - first.start,
+        _ => 0,
+    };
+    Ok(Done {
+        seq: batch.seq,
+        runs,
+        span,
+    })
 }

@@ -901,6 +901,27 @@ mod reading {
     }
 
     #[test]
+    fn series_joined_from_batches_keep_no_room_a_wrong_estimate_took() {
+        // The first batch spans a few bytes of a large body: sized as if every batch was
+        // like it, the series would have room for thousands.
+        let mut specs = vec![energy()];
+        let plan = plan_of(&mut specs);
+        let pods: Vec<String> = (0..9)
+            .map(|i| format!(r#"{{"name": "p{i}", "energy_consumed": [{i}]}}"#))
+            .collect();
+        let body = format!(
+            r#"{{"apps": {{"a": {{"n": [{}]}}}}, "pad": "{}"}}"#,
+            pods.join(","),
+            "x".repeat(1 << 20)
+        );
+        let runs = parallel::run(&body, &specs, &plan, &Value::Null, 2).unwrap();
+        let series = &runs[0].series[0];
+        assert_eq!(series.len(), 9);
+        assert!(series.capacity() < 2048, "{}", series.capacity());
+        assert!(runs[0].ordered[0]);
+    }
+
+    #[test]
     fn where_the_scan_gives_up_the_usual_reader_says_why() {
         let mut specs = vec![energy()];
         let plan = plan_of(&mut specs);
