@@ -16,6 +16,9 @@ use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderValue};
 
 use crate::config::{Auth, Request, Target};
 
+mod buffer;
+use buffer::Buffer;
+
 #[derive(Debug, thiserror::Error)]
 pub enum FetchError {
     #[error("timed out after {0:?}")]
@@ -237,8 +240,7 @@ async fn http(
     if resp.content_length().is_some_and(|n| n > limit) {
         return Err(FetchError::TooLarge { limit });
     }
-    let mut body = Vec::with_capacity(resp.content_length().unwrap_or(0) as usize);
-    let _ = prefault(&mut body);
+    let mut body = Buffer::new(resp.content_length());
     while let Some(chunk) = resp
         .chunk()
         .await
@@ -247,43 +249,9 @@ async fn http(
         if (body.len() + chunk.len()) as u64 > limit {
             return Err(FetchError::TooLarge { limit });
         }
-        body.extend_from_slice(&chunk);
+        body.push(&chunk);
     }
-    Ok((body.into(), content_type))
-}
-
-/// Bodies from this size up have their pages mapped ahead of the data.
-const PREFAULT_MIN: usize = 1 << 20;
-
-/// A large body lands in memory fresh from the OS (what the last poll freed was handed back),
-/// whose pages fault one by one on first write (about 4,000 times for 16 MB). A blocking
-/// thread asks the kernel to map the whole buffer at once (`MADV_POPULATE_WRITE`, Linux 5.14
-/// and later; an older kernel refuses it and nothing changes) while the body arrives, on
-/// another core: a 100k-pod fetch took 13.5 to 14.1 ms instead of 15.2 to 16.3
-/// (BENCHMARKS.md). It changes no byte of the buffer, so it may run beside the writes, and
-/// it holds no reference to it. Returns the task, for tests to wait on.
-fn prefault(body: &mut Vec<u8>) -> Option<tokio::task::JoinHandle<()>> {
-    #[cfg(target_os = "linux")]
-    if body.capacity() >= PREFAULT_MIN {
-        const PAGE: usize = 4096;
-        let start = (body.as_mut_ptr() as usize).next_multiple_of(PAGE);
-        let end = (body.as_mut_ptr() as usize + body.capacity()) & !(PAGE - 1);
-        return Some(tokio::task::spawn_blocking(move || {
-            // SAFETY: madvise only reads its arguments. MADV_POPULATE_WRITE faults pages in
-            // as a write would, without writing: no content changes, whoever owns the range
-            // by then (if this runs after the body was dropped, it fails or maps pages of
-            // whatever is there, unchanged). Its result does not matter: an old kernel
-            // (EINVAL) only means the pages fault as they are written.
-            unsafe {
-                libc::madvise(
-                    start as *mut libc::c_void,
-                    end - start,
-                    libc::MADV_POPULATE_WRITE,
-                );
-            }
-        }));
-    }
-    None
+    Ok((body.into_bytes(), content_type))
 }
 
 async fn file(path: &std::path::Path, limit: u64) -> Result<Bytes, FetchError> {
@@ -335,34 +303,4 @@ fn describe(e: &reqwest::Error) -> String {
         return s;
     }
     parts.join(": ")
-}
-
-#[cfg(all(test, target_os = "linux"))]
-mod tests {
-    use super::*;
-
-    /// Pages of `v`'s buffer that are mapped.
-    fn resident(v: &mut Vec<u8>) -> usize {
-        const PAGE: usize = 4096;
-        let start = (v.as_mut_ptr() as usize).next_multiple_of(PAGE);
-        let end = (v.as_mut_ptr() as usize + v.capacity()) & !(PAGE - 1);
-        let mut pages = vec![0u8; (end - start) / PAGE];
-        // SAFETY: the range lies inside `v`'s allocation; `pages` has a byte per page.
-        let r =
-            unsafe { libc::mincore(start as *mut libc::c_void, end - start, pages.as_mut_ptr()) };
-        assert_eq!(r, 0);
-        pages.iter().filter(|p| **p & 1 == 1).count()
-    }
-
-    #[tokio::test]
-    async fn a_large_body_buffer_is_mapped_before_it_is_written() {
-        // Larger than glibc's largest mmap threshold: a mapping of its own, untouched.
-        let mut body: Vec<u8> = Vec::with_capacity(64 << 20);
-        let pages = (64 << 20) / 4096 - 1;
-        assert!(resident(&mut body) < pages / 2);
-        prefault(&mut body).unwrap().await.unwrap();
-        assert!(resident(&mut body) >= pages);
-        let mut small: Vec<u8> = Vec::with_capacity(PREFAULT_MIN - 1);
-        assert!(prefault(&mut small).is_none());
-    }
 }
