@@ -101,33 +101,48 @@ impl<'a> Iterator for Values<'a> {
 #[derive(Default)]
 pub struct LabelsBuilder {
     buf: String,
-    /// A value being written in pieces (see [`LabelsBuilder::value`]).
-    scratch: String,
+    /// Where the value being written in pieces starts (see [`LabelsBuilder::value`]).
+    mark: usize,
+}
+
+/// The length of a value as [`Labels`] writes it before the value: six bits per byte, most
+/// significant first, 0x40 set on all but the last. ASCII, so always valid UTF-8.
+fn length_prefix(len: usize, out: &mut String) {
+    let groups = (usize::BITS - len.leading_zeros()).div_ceil(6).max(1);
+    for g in (0..groups).rev() {
+        let bits = ((len >> (6 * g)) & 0x3f) as u8;
+        let more = if g > 0 { 0x40 } else { 0 };
+        out.push(char::from(bits | more));
+    }
 }
 
 impl LabelsBuilder {
     pub fn push(&mut self, value: &str) {
-        let len = value.len();
-        let groups = (usize::BITS - len.leading_zeros()).div_ceil(6).max(1);
-        for g in (0..groups).rev() {
-            let bits = ((len >> (6 * g)) & 0x3f) as u8;
-            let more = if g > 0 { 0x40 } else { 0 };
-            self.buf.push(char::from(bits | more));
-        }
+        length_prefix(value.len(), &mut self.buf);
         self.buf.push_str(value);
     }
 
-    /// An empty buffer to write the next value into, in pieces; [`LabelsBuilder::commit`]
-    /// then adds it.
+    /// The buffer to append the next value to, in pieces; [`LabelsBuilder::commit`] then
+    /// ends it. Written in place, after a byte kept for its length: a value is copied once,
+    /// not once more from a buffer of its own (a good part of a large poll's labels).
     pub fn value(&mut self) -> &mut String {
-        self.scratch.clear();
-        &mut self.scratch
+        self.mark = self.buf.len();
+        self.buf.push('\0');
+        &mut self.buf
     }
 
+    /// Ends the value appended since [`LabelsBuilder::value`].
     pub fn commit(&mut self) {
-        let value = std::mem::take(&mut self.scratch);
-        self.push(&value);
-        self.scratch = value;
+        let len = self.buf.len() - self.mark - 1;
+        if len < 64 {
+            // SAFETY: the byte at `mark` is the ASCII placeholder `value` pushed; another
+            // ASCII byte in its place keeps the text UTF-8.
+            unsafe { self.buf.as_bytes_mut()[self.mark] = len as u8 };
+        } else {
+            let mut prefix = String::new();
+            length_prefix(len, &mut prefix);
+            self.buf.replace_range(self.mark..self.mark + 1, &prefix);
+        }
     }
 
     /// The labels pushed so far; the builder is empty again.
@@ -184,5 +199,24 @@ mod tests {
         b.commit();
         b.push("y");
         assert_eq!(b.finish(), l(&["x-1", "y"]));
+    }
+
+    #[test]
+    fn values_written_in_pieces_are_those_pushed_whole() {
+        // Lengths around each size of the length prefix, empty first and last.
+        let vals: Vec<String> = [0, 1, 63, 64, 65, 4095, 4096, 70_000, 0]
+            .iter()
+            .map(|n| "é".repeat(n / 2) + &"z".repeat(n % 2))
+            .collect();
+        let mut b = LabelsBuilder::default();
+        for v in &vals {
+            let out = b.value();
+            let chars: Vec<char> = v.chars().collect();
+            for piece in chars.chunks(3) {
+                out.extend(piece);
+            }
+            b.commit();
+        }
+        assert_eq!(b.finish(), vals.iter().collect::<Labels>());
     }
 }
