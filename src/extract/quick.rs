@@ -65,7 +65,7 @@ impl<'de> Reader<'de, '_> {
     fn value(&mut self, need: &Need) -> Option<()> {
         if need.all {
             let start = self.pos;
-            self.skip()?;
+            self.skip_inline()?;
             let raw = &self.text[start..self.pos];
             need.slots.iter().for_each(|s| self.slots[*s] = Some(raw));
             return Some(());
@@ -144,7 +144,7 @@ impl<'de> Reader<'de, '_> {
             };
             match child {
                 Some(n) => self.value(n)?,
-                None => self.skip()?,
+                None => self.skip_inline()?,
             }
             if !self.more(b'}')? {
                 return Some(());
@@ -164,7 +164,7 @@ impl<'de> Reader<'de, '_> {
         loop {
             match need.element(i, 0) {
                 Some(n) => self.value(&n)?,
-                None => self.skip()?,
+                None => self.skip_inline()?,
             }
             i += 1;
             if !self.more(b']')? {
@@ -185,7 +185,7 @@ impl<'de> Reader<'de, '_> {
         if !self.empty(b']') {
             loop {
                 let start = self.pos;
-                self.skip()?;
+                self.skip_inline()?;
                 match tail {
                     Some(k) => ring[len % k] = (start, self.pos),
                     None => all.push((start, self.pos)),
@@ -203,12 +203,20 @@ impl<'de> Reader<'de, '_> {
                 Some(k) => ring[i % k],
                 None => all[i],
             };
-            if let Some(n) = need.element(i, len) {
-                self.pos = start;
-                self.depth += 1;
-                self.value(&n)?;
-                self.depth -= 1;
-                debug_assert_eq!(self.pos, stop);
+            match need.element(i, len) {
+                // Checked and delimited above: its text is the slot.
+                Some(n) if n.all => {
+                    let raw = &self.text[start..stop];
+                    n.slots.iter().for_each(|s| self.slots[*s] = Some(raw));
+                }
+                Some(n) => {
+                    self.pos = start;
+                    self.depth += 1;
+                    self.value(&n)?;
+                    self.depth -= 1;
+                    debug_assert_eq!(self.pos, stop);
+                }
+                None => {}
             }
         }
         self.pos = end;
@@ -241,7 +249,7 @@ impl<'de> Reader<'de, '_> {
                     self.string()?;
                     self.eat(b':')?;
                     self.ws();
-                    self.skip()?;
+                    self.skip_inline()?;
                     if !self.more(b'}')? {
                         return Some(());
                     }
@@ -253,7 +261,7 @@ impl<'de> Reader<'de, '_> {
                     return Some(());
                 }
                 loop {
-                    self.skip()?;
+                    self.skip_inline()?;
                     if !self.more(b']')? {
                         return Some(());
                     }
@@ -263,6 +271,17 @@ impl<'de> Reader<'de, '_> {
             b'f' => self.literal(b"false"),
             b'n' => self.literal(b"null"),
             _ => self.number().map(drop),
+        }
+    }
+
+    /// [`Self::skip`], with the members and elements most skipped (numbers and strings) in
+    /// the caller's loop instead of a call each.
+    #[inline(always)]
+    fn skip_inline(&mut self) -> Option<()> {
+        match self.peek()? {
+            b'-' | b'0'..=b'9' => self.number().map(drop),
+            b'"' => self.string(),
+            _ => self.skip(),
         }
     }
 
