@@ -472,7 +472,7 @@ impl<'de> stream::Items<'de> for Inline<'_, '_, 'de> {
         slots: &mut Vec<Option<&'de str>>,
         path: &[stream::Key<'de>],
     ) -> Result<(), stream::Stop> {
-        if let Err((e, raw)) = stream::build_slots(slots, &mut self.values) {
+        if let Err((e, raw)) = stream::build_slots(slots, &mut self.values, true) {
             self.failed = Some(value_error(self.body, raw, e));
             return Err(stream::Stop);
         }
@@ -616,7 +616,7 @@ mod pipeline {
             match e {
                 Entry::Slotted { id, slots, keys } => {
                     let (slots_end, keys_end) = next_offsets(batch, i);
-                    stream::build_slots(&batch.slots[*slots..slots_end], values)
+                    stream::build_slots(&batch.slots[*slots..slots_end], values, true)
                         .map_err(|(e, raw)| value_error(body, raw, e))?;
                     let path = &batch.keys[*keys..keys_end];
                     slotted_item(runs, plan, root, *id, values, path);

@@ -285,18 +285,20 @@ fn extract<'b>(
     for (i, f) in batch.items.iter().enumerate() {
         let keys_end = batch.items.get(i + 1).map_or(batch.keys.len(), |n| n.keys);
         let slotted = f.need.slotted.expect("scanned items are slotted");
-        let slots = match f.slots {
-            Some(at) => &batch.slots[at..at + slotted.count],
+        // Whether `serde_json` filled the slots: only then may their strings hold escapes.
+        let (slots, escapes) = match f.slots {
+            Some(at) => (&batch.slots[at..at + slotted.count], false),
             None => {
                 parsed.resize(slotted.count, None);
-                if quick::read(text, f.start, f.need, &mut parsed) != Some(f.end) {
+                let quick = quick::read(text, f.start, f.need, &mut parsed) == Some(f.end);
+                if !quick {
                     stream::fill_slots(&text[f.start..f.end], f.need, &mut parsed)
                         .map_err(|_| Bail::Other)?;
                 }
-                &parsed[..]
+                (&parsed[..], !quick)
             }
         };
-        stream::build_slots(slots, &mut values).map_err(|_| Bail::Other)?;
+        stream::build_slots(slots, &mut values, escapes).map_err(|_| Bail::Other)?;
         let id = slotted.id;
         slotted_item(
             &mut runs,

@@ -78,16 +78,19 @@ impl std::fmt::Display for Stop {
 }
 
 /// Builds an item's slots from their raw JSON into `out`, which holds the previous item's:
-/// a string slot reuses the string built there. On a value that is valid JSON but cannot be
-/// built (a number out of range, nesting deeper than 128), the raw text that failed.
+/// a string slot reuses the string built there. `escapes`: whether the item's strings may
+/// hold escapes (not where [`super::quick`] read it: it leaves those to `serde_json`). On a
+/// value that is valid JSON but cannot be built (a number out of range, nesting deeper than
+/// 128), the raw text that failed.
 pub(crate) fn build_slots<'de>(
     slots: &[Option<&'de str>],
     out: &mut Vec<Option<Value>>,
+    escapes: bool,
 ) -> Result<(), (serde_json::Error, &'de str)> {
     out.resize(slots.len(), None);
     for (raw, value) in slots.iter().zip(out.iter_mut()) {
         match raw {
-            Some(r) => build_slot(r, value).map_err(|e| (e, *r))?,
+            Some(r) => build_slot(r, value, escapes).map_err(|e| (e, *r))?,
             None => *value = None,
         }
     }
@@ -98,13 +101,17 @@ pub(crate) fn build_slots<'de>(
 /// the quotes. Built directly (into the last item's string when there is one), they cost no
 /// parse and, from the second item on, no allocation: a third of a 100k-pod read's
 /// allocations went to such strings.
-fn build_slot(raw: &str, value: &mut Option<Value>) -> Result<(), serde_json::Error> {
+fn build_slot(
+    raw: &str,
+    value: &mut Option<Value>,
+    escapes: bool,
+) -> Result<(), serde_json::Error> {
     // The raw text is one complete, valid JSON value with no surrounding whitespace (the
     // parser that cut it out checked it), so a leading quote means a whole valid string.
     let plain = raw
         .strip_prefix('"')
         .and_then(|r| r.strip_suffix('"'))
-        .filter(|inner| memchr::memchr(b'\\', inner.as_bytes()).is_none());
+        .filter(|inner| !escapes || memchr::memchr(b'\\', inner.as_bytes()).is_none());
     match (plain, value) {
         (Some(inner), Some(Value::String(s))) => {
             s.clear();
@@ -692,7 +699,7 @@ mod tests {
     fn same_as_serde(raw: &str) -> Result<bool, TestCaseError> {
         let plain = plain_number(raw).is_some();
         let mut out = Vec::new();
-        let built = build_slots(&[Some(raw)], &mut out).map(|()| out[0].clone().unwrap());
+        let built = build_slots(&[Some(raw)], &mut out, true).map(|()| out[0].clone().unwrap());
         match serde_json::from_str::<Value>(raw) {
             Ok(v) => prop_assert_eq!(built.unwrap(), v, "{}", raw),
             Err(_) => prop_assert!(built.is_err() && !plain, "{}", raw),
