@@ -72,6 +72,15 @@ impl<'de> Batch<'de, '_> {
             slots: Vec::new(),
         }
     }
+
+    /// The batch after this one, sized like this one: its keys and slots would otherwise
+    /// grow from nothing, copied at each doubling.
+    fn next(&self, before: &[usize], size: usize) -> Self {
+        let mut b = Batch::new(self.seq + 1, before, size);
+        b.keys.reserve(self.keys.len());
+        b.slots.reserve(self.slots.len());
+        b
+    }
 }
 
 /// What each block made of one batch, the batch's place, and how many bytes of the body its
@@ -219,7 +228,7 @@ pub(super) fn run_with<'b, 'de, 'p>(
             if current.items.len() < batch {
                 return Ok(end);
             }
-            let next = Batch::new(current.seq + 1, &counts, batch);
+            let next = current.next(&counts, batch);
             let sent = tx.try_send(std::mem::replace(&mut current, next));
             here = read_here(waiting.load(Ordering::Relaxed));
             match sent {
