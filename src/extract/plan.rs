@@ -254,6 +254,10 @@ impl Need {
     /// `from_end`).
     pub(crate) fn element(&self, i: usize, len: usize) -> Option<std::borrow::Cow<'_, Need>> {
         use std::borrow::Cow;
+        if self.indexes.is_empty() {
+            // Arrays of items, and arrays read whole: asked once per element.
+            return self.any.as_deref().map(Cow::Borrowed);
+        }
         let i = i as i64;
         let len = len as i64;
         let mut found = self
