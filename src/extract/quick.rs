@@ -182,7 +182,29 @@ impl<'de> Reader<'de, '_> {
         let mut all = Vec::new();
         let mut len = 0;
         self.nest()?;
-        if !self.empty(b']') {
+        if let Some((close, commas)) = self.numbers() {
+            let base = self.pos;
+            let (mut from, mut rest) = (base, commas);
+            loop {
+                let to = base
+                    + match rest {
+                        0 => close,
+                        r => r.trailing_zeros() as usize,
+                    };
+                match tail {
+                    Some(k) => ring[len % k] = (from, to),
+                    None => all.push((from, to)),
+                }
+                len += 1;
+                if rest == 0 {
+                    break;
+                }
+                from = to + 1;
+                rest &= rest - 1;
+            }
+            self.pos = base + close + 1;
+            self.depth -= 1;
+        } else if !self.empty(b']') {
             loop {
                 let start = self.pos;
                 self.skip_inline()?;
@@ -257,6 +279,11 @@ impl<'de> Reader<'de, '_> {
             }
             b'[' => {
                 self.nest()?;
+                if let Some((close, _)) = self.numbers() {
+                    self.pos += close + 1;
+                    self.depth -= 1;
+                    return Some(());
+                }
                 if self.empty(b']') {
                     return Some(());
                 }
@@ -283,6 +310,22 @@ impl<'de> Reader<'de, '_> {
             b'"' => self.string(),
             _ => self.skip(),
         }
+    }
+
+    /// Just past an array's opening bracket: if the array is plain numbers (no exponent),
+    /// commas and nothing else, and ends within 64 bytes, where its closing bracket is from
+    /// here and a bit for each comma. Settles most arrays of numbers with a few masks
+    /// instead of a step per byte; `None` (anything else, or too near the end of the body)
+    /// leaves the array to the byte-by-byte reader, which accepts the same texts.
+    #[inline(always)]
+    fn numbers(&self) -> Option<(usize, u64)> {
+        #[cfg(target_arch = "x86_64")]
+        if self.pos + 64 <= self.b.len() {
+            // SAFETY: the 64 bytes from `pos` are inside `b` (checked above).
+            let c = unsafe { x86::number_classes(self.b.as_ptr().add(self.pos)) };
+            return numbers_in(&c);
+        }
+        None
     }
 
     fn literal(&mut self, word: &[u8]) -> Option<()> {
@@ -371,6 +414,48 @@ impl<'de> Reader<'de, '_> {
     }
 }
 
+/// A bit per byte of 64 for each class a plain array of numbers is made of.
+#[derive(Debug, Clone, Copy, Default)]
+struct NumberClasses {
+    digit: u64,
+    zero: u64,
+    dot: u64,
+    comma: u64,
+    minus: u64,
+    close: u64,
+}
+
+/// [`Reader::numbers`] on the classes of the 64 bytes after an opening bracket: JSON's
+/// grammar for `[n, n, ...]` with `n = -?(0|[1-9][0-9]*)(.[0-9]+)?`, with no whitespace,
+/// checked on the masks.
+fn numbers_in(c: &NumberClasses) -> Option<(usize, u64)> {
+    let close = c.close.trailing_zeros() as usize;
+    if close == 0 || close == 64 {
+        return None;
+    }
+    let before = (1u64 << close) - 1;
+    let (digit, dot, comma, minus) = (c.digit, c.dot & before, c.comma & before, c.minus);
+    if (digit | dot | comma | minus) & before != before {
+        return None;
+    }
+    let (digit, minus, zero) = (digit & before, minus & before, c.zero & before);
+    // Where numbers start: the first byte, and after each comma (the closing bracket's
+    // place too, after a trailing comma, which then fails as no digit).
+    let starts = 1 | comma << 1;
+    // A number's first digit: where it starts, or after its minus.
+    let first = (starts & !minus) | minus << 1;
+    let fraction_ends = digit.wrapping_add(dot << 1) & !digit;
+    let ok = comma & !(digit << 1) == 0 // a comma follows a digit
+        && digit >> (close - 1) & 1 == 1 // and so does the closing bracket
+        && minus & !starts == 0 // a minus only opens a number
+        && first & !digit == 0 // whose first character after it is a digit
+        && (first & zero) << 1 & digit == 0 // with no digit after a leading zero
+        && dot & !(digit << 1) == 0 // a dot follows a digit
+        && (dot << 1) & !digit == 0 // and is followed by one
+        && fraction_ends & dot == 0; // and the digits after it do not end at another dot
+    ok.then_some((close, comma))
+}
+
 /// Where the first byte at or after `i` that is not a digit is, eight bytes at a time.
 fn digits(b: &[u8], mut i: usize) -> usize {
     while let Some(chunk) = b.get(i..i + 8) {
@@ -449,6 +534,33 @@ mod x86 {
         }
     }
 
+    /// The classes of the 64 bytes at `p` (see [`super::NumberClasses`]).
+    ///
+    /// # Safety
+    /// `p` must point to 64 readable bytes.
+    #[inline(always)]
+    pub(super) unsafe fn number_classes(p: *const u8) -> super::NumberClasses {
+        let mut c = super::NumberClasses::default();
+        for i in 0..4 {
+            // SAFETY: the caller guarantees 64 readable bytes; unaligned loads are allowed.
+            // The rest only computes on registers.
+            unsafe {
+                let v = _mm_loadu_si128(p.add(16 * i).cast::<__m128i>());
+                let above = _mm_sub_epi8(v, _mm_set1_epi8(b'0' as i8));
+                let digit = _mm_cmpeq_epi8(_mm_min_epu8(above, _mm_set1_epi8(9)), above);
+                let is = |b: u8| _mm_movemask_epi8(_mm_cmpeq_epi8(v, _mm_set1_epi8(b as i8)));
+                let bits = |m: i32| u64::from(m as u16) << (16 * i);
+                c.digit |= bits(_mm_movemask_epi8(digit));
+                c.zero |= bits(is(b'0'));
+                c.dot |= bits(is(b'.'));
+                c.comma |= bits(is(b','));
+                c.minus |= bits(is(b'-'));
+                c.close |= bits(is(b']'));
+            }
+        }
+        c
+    }
+
     /// A bit per byte of the 16 at `p` that is an ASCII digit; the bits above are clear.
     ///
     /// # Safety
@@ -462,6 +574,130 @@ mod x86 {
             let above = _mm_sub_epi8(v, _mm_set1_epi8(b'0' as i8));
             let digit = _mm_cmpeq_epi8(_mm_min_epu8(above, _mm_set1_epi8(9)), above);
             _mm_movemask_epi8(digit) as u32
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// [`NumberClasses`] byte by byte.
+    fn classes(b: &[u8]) -> NumberClasses {
+        let mut c = NumberClasses::default();
+        for (i, byte) in b.iter().take(64).enumerate() {
+            let bit = 1u64 << i;
+            let mut set = |m: &mut u64, yes: bool| *m |= if yes { bit } else { 0 };
+            set(&mut c.digit, byte.is_ascii_digit());
+            set(&mut c.zero, *byte == b'0');
+            set(&mut c.dot, *byte == b'.');
+            set(&mut c.comma, *byte == b',');
+            set(&mut c.minus, *byte == b'-');
+            set(&mut c.close, *byte == b']');
+        }
+        c
+    }
+
+    /// What `serde_json` says of the array that `text` (after its opening bracket) starts
+    /// with, up to its first closing bracket: its elements if they are all numbers.
+    fn serde_numbers(text: &str) -> Option<(usize, usize)> {
+        let close = text.find(']')?;
+        let elements: Vec<serde_json::Number> =
+            serde_json::from_str(&format!("[{}]", &text[..close])).ok()?;
+        Some((close, elements.len()))
+    }
+
+    fn check(text: &str) -> Result<(), TestCaseError> {
+        let padded = format!("{text}{}", " ".repeat(64));
+        let got = numbers_in(&classes(padded.as_bytes()));
+        let plain = text.find(']').is_some_and(|c| {
+            (1..64).contains(&c) && text[..c].bytes().all(|b| b"0123456789.,-".contains(&b))
+        });
+        match (got, serde_numbers(text)) {
+            (Some((close, commas)), Some((c, n))) => {
+                prop_assert_eq!(close, c, "{}", text);
+                prop_assert_eq!(commas.count_ones() as usize + 1, n, "{}", text);
+                for at in (0..64).filter(|i| commas >> i & 1 == 1) {
+                    prop_assert_eq!(text.as_bytes()[at], b',');
+                }
+            }
+            (Some(_), None) => prop_assert!(false, "accepted what serde_json refuses: {}", text),
+            // Anything the masks leave to the byte-by-byte reader is fine, but a plain
+            // array of numbers (not empty: that one is quicker to see) is what they are for.
+            (None, Some(_)) => prop_assert!(!plain, "a plain array left: {}", text),
+            (None, None) => {}
+        }
+        #[cfg(target_arch = "x86_64")]
+        {
+            // SAFETY: `padded` has at least 64 bytes.
+            let simd = unsafe { x86::number_classes(padded.as_ptr()) };
+            let scalar = classes(padded.as_bytes());
+            prop_assert_eq!(format!("{simd:?}"), format!("{scalar:?}"));
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn arrays_of_numbers_are_settled_on_masks_as_serde_settles_them() {
+        for text in [
+            "1]",
+            "0]",
+            "-0]",
+            "1,2,3]",
+            "12.5,-0.25,0]",
+            "10,0.0,-1.05]",
+            "]",
+            ",]",
+            "1,]",
+            ",1]",
+            "1,,2]",
+            "01]",
+            "-01]",
+            "1.]",
+            ".5]",
+            "1..2]",
+            "1.2.3]",
+            "-]",
+            "--1]",
+            "1-]",
+            "1-2]",
+            "0.5.]",
+            "-.5]",
+            "1e5]",
+            "1 ]",
+            " 1]",
+            "1,-]",
+            "00]",
+            "0,01]",
+            "1.05,2.0.1]",
+            "123456789012345678901234567890]",
+        ] {
+            check(text).unwrap();
+        }
+        // Near the 64-byte edge: the bracket at 63 is read, at 64 it is not.
+        check(&format!("{}]", "1".repeat(63))).unwrap();
+        check(&format!("{}]", "1".repeat(64))).unwrap();
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(5000))]
+        #[test]
+        fn number_masks_never_disagree_with_serde(text in "[0-9.,\\-\\] e]{0,70}") {
+            check(&text)?;
+        }
+
+        #[test]
+        fn plain_number_arrays_are_settled_on_masks(
+            numbers in prop::collection::vec(
+                prop_oneof![
+                    any::<i32>().prop_map(|n| n.to_string()),
+                    (any::<i16>(), 0..1000u32).prop_map(|(a, b)| format!("{a}.{b}")),
+                ],
+                1..8,
+            )
+        ) {
+            check(&format!("{}]", numbers.join(",")))?;
         }
     }
 }
