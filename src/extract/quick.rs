@@ -588,7 +588,7 @@ mod tests {
         let mut c = NumberClasses::default();
         for (i, byte) in b.iter().take(64).enumerate() {
             let bit = 1u64 << i;
-            let mut set = |m: &mut u64, yes: bool| *m |= if yes { bit } else { 0 };
+            let set = |m: &mut u64, yes: bool| *m |= if yes { bit } else { 0 };
             set(&mut c.digit, byte.is_ascii_digit());
             set(&mut c.zero, *byte == b'0');
             set(&mut c.dot, *byte == b'.');

@@ -1320,8 +1320,9 @@ mod reading {
                     arrays[0], arrays[1], arrays[2], arrays[3], "y".repeat(64)
                 );
                 // Nothing here is for `serde_json` (no escape, no repeated member, no number
-                // read where it could be out of range): a valid item is read.
-                let valid = serde_json::from_str::<Value>(&item).is_ok();
+                // read where it could be out of range): a valid item is read. (Valid JSON:
+                // skipped without building, as 1e310 is valid but builds no f64.)
+                let valid = serde_json::from_str::<serde::de::IgnoredAny>(&item).is_ok();
                 for plan in quick_plans() {
                     let read = quick_agrees(&item, item_node(&plan.root));
                     prop_assert_eq!(read.is_some(), valid, "{}", item);
