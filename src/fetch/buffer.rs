@@ -6,12 +6,12 @@
 //! memory fresh from the OS (the last poll's was handed back), where every page faults on
 //! its first write:
 //! - its pages are mapped ahead of the data on another core (`MADV_POPULATE_WRITE`);
-//! - in 2 MiB pages where the kernel gives them (`MADV_HUGEPAGE`): 8 faults for 16 MB
-//!   instead of 4,000. A mapping of its own keeps that flag off the heap, whose small
-//!   allocations would then fault 2 MiB at a time;
+//! - in 2 MiB pages where the kernel gives them (`MADV_HUGEPAGE`): a 100k-pod fetch
+//!   faulted 280 to 940 times instead of about 3,900. A mapping of its own keeps that flag
+//!   off the heap, whose small allocations would then fault 2 MiB at a time;
 //! - it goes back to the OS as soon as the body is dropped.
 //!
-//! A 100k-pod fetch (15.8 MB) took 11.2 to 12.0 ms instead of 12.0 to 13.9 ms with the
+//! A 100k-pod fetch (15.8 MB) took 11.3 to 12.1 ms instead of 12.9 to 13.4 ms with the
 //! heap's buffer and the same pre-mapping (BENCHMARKS.md). An older kernel refuses either
 //! advice and the pages simply fault as they are written.
 
