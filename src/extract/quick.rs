@@ -433,12 +433,13 @@ fn numbers_in(c: &NumberClasses) -> Option<(usize, u64)> {
     if close == 0 || close == 64 {
         return None;
     }
+    // Every byte before the closing bracket is a digit, a dot, a comma or a minus.
     let before = (1u64 << close) - 1;
-    let (digit, dot, comma, minus) = (c.digit, c.dot & before, c.comma & before, c.minus);
-    if (digit | dot | comma | minus) & before != before {
+    if (c.digit | c.dot | c.comma | c.minus) & before != before {
         return None;
     }
-    let (digit, minus, zero) = (digit & before, minus & before, c.zero & before);
+    let [digit, zero, dot, comma, minus] =
+        [c.digit, c.zero, c.dot, c.comma, c.minus].map(|m| m & before);
     // Where numbers start: the first byte, and after each comma (the closing bracket's
     // place too, after a trailing comma, which then fails as no digit).
     let starts = 1 | comma << 1;
