@@ -23,7 +23,7 @@ use super::plan::{Need, ReadPlan};
 use super::quick;
 use super::scan::{self, Bail};
 use super::stream::{self, Key};
-use super::{BlockRun, MetricSpec, slotted_item};
+use super::{BlockRun, MetricSpec, Series, slotted_item};
 
 /// Items per batch: enough to make handing one over negligible, few enough that neither
 /// thread waits long for the other at the end.
@@ -85,10 +85,10 @@ impl<'de> Batch<'de, '_> {
 
 /// What each block made of one batch, the batch's place, and how many bytes of the body its
 /// items span.
-struct Done<'b> {
-    seq: usize,
-    runs: Vec<BlockRun<'b>>,
-    span: usize,
+pub(super) struct Done<'b> {
+    pub(super) seq: usize,
+    pub(super) runs: Vec<BlockRun<'b>>,
+    pub(super) span: usize,
 }
 
 /// The batches' runs, joined in document order as they are done, by whichever thread finished
@@ -96,7 +96,7 @@ struct Done<'b> {
 /// [`BlockRun::check_order`]) is spread over the read instead of left to one thread once both
 /// are done: what a 100k-pod read did on one thread after the helper was done went from 4 to
 /// 5 ms to under 1 ms (BENCHMARKS.md).
-struct Joined<'b> {
+pub(super) struct Joined<'b> {
     /// Batches 0 to `next - 1`, joined.
     runs: Option<Vec<BlockRun<'b>>>,
     next: usize,
@@ -123,11 +123,17 @@ impl<'b> Joined<'b> {
 
     /// The first batch's runs, their series sized for the whole body as if every batch was
     /// like the first: growing them batch by batch would copy them again at each doubling.
-    fn sized(first: Done<'b>, len: usize) -> Vec<BlockRun<'b>> {
+    /// All of them together reserve at most the body's size: a first batch of small items
+    /// in a large body of something else must not ask for more memory than the body holds
+    /// (untouched, the room costs no resident memory; refused, it would end the process).
+    pub(super) fn sized(first: Done<'b>, len: usize) -> Vec<BlockRun<'b>> {
         let mut runs = first.runs;
         let scale = len as f64 / first.span.max(1) as f64;
+        let vectors = runs.iter().map(|r| r.series.len()).sum::<usize>().max(1);
+        let most = len / std::mem::size_of::<Series>() / vectors;
         for series in runs.iter_mut().flat_map(|r| r.series.iter_mut()) {
-            series.reserve((series.len() as f64 * scale * 1.05) as usize);
+            let whole = (series.len() as f64 * scale * 1.05) as usize;
+            series.reserve(whole.min(most).saturating_sub(series.len()));
         }
         runs
     }

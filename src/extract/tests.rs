@@ -922,6 +922,39 @@ mod reading {
     }
 
     #[test]
+    fn series_joined_from_batches_reserve_no_more_than_the_body_holds() {
+        // 1024 series from the first 64 bytes of a 1 GiB body: as many again per 64 bytes
+        // would be 16 billion series (640 GB).
+        let specs = [energy()];
+        let mut run = BlockRun::new(&specs[0]);
+        let one = Series {
+            labels: Labels::default(),
+            value: 1.0,
+            timestamp_ms: None,
+        };
+        run.series[0] = vec![one; 1024];
+        let len = 1 << 30;
+        let done = parallel::Done {
+            seq: 0,
+            runs: vec![run],
+            span: 64,
+        };
+        let runs = parallel::Joined::sized(done, len);
+        let room = runs[0].series[0].capacity() * std::mem::size_of::<Series>();
+        assert!(room <= len, "{room}");
+        // A first batch like the rest is sized for all of them.
+        let mut run = BlockRun::new(&specs[0]);
+        run.series[0] = vec![runs[0].series[0][0].clone(); 1024];
+        let done = parallel::Done {
+            seq: 0,
+            runs: vec![run],
+            span: 1 << 20,
+        };
+        let runs = parallel::Joined::sized(done, 100 << 20);
+        assert!(runs[0].series[0].capacity() >= 100 * 1024);
+    }
+
+    #[test]
     fn where_the_scan_gives_up_the_usual_reader_says_why() {
         let mut specs = vec![energy()];
         let plan = plan_of(&mut specs);
