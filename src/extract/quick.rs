@@ -438,8 +438,13 @@ fn numbers_in(c: &NumberClasses) -> Option<(usize, u64)> {
     if (c.digit | c.dot | c.comma | c.minus) & before != before {
         return None;
     }
-    let [digit, zero, dot, comma, minus] =
-        [c.digit, c.zero, c.dot, c.comma, c.minus].map(|m| m & before);
+    let (digit, zero, dot, comma, minus) = (
+        c.digit & before,
+        c.zero & before,
+        c.dot & before,
+        c.comma & before,
+        c.minus & before,
+    );
     // Where numbers start: the first byte, and after each comma (the closing bracket's
     // place too, after a trailing comma, which then fails as no digit).
     let starts = 1 | comma << 1;
@@ -547,11 +552,9 @@ mod x86 {
             // The rest only computes on registers.
             unsafe {
                 let v = _mm_loadu_si128(p.add(16 * i).cast::<__m128i>());
-                let above = _mm_sub_epi8(v, _mm_set1_epi8(b'0' as i8));
-                let digit = _mm_cmpeq_epi8(_mm_min_epu8(above, _mm_set1_epi8(9)), above);
                 let is = |b: u8| _mm_movemask_epi8(_mm_cmpeq_epi8(v, _mm_set1_epi8(b as i8)));
                 let bits = |m: i32| u64::from(m as u16) << (16 * i);
-                c.digit |= bits(_mm_movemask_epi8(digit));
+                c.digit |= bits(digit_bits(v));
                 c.zero |= bits(is(b'0'));
                 c.dot |= bits(is(b'.'));
                 c.comma |= bits(is(b','));
@@ -569,12 +572,18 @@ mod x86 {
     #[inline(always)]
     pub(super) unsafe fn digits(p: *const u8) -> u32 {
         // SAFETY: as in `special`.
+        unsafe { digit_bits(_mm_loadu_si128(p.cast::<__m128i>())) as u32 }
+    }
+
+    /// A bit per byte of `v` that is an ASCII digit.
+    #[inline(always)]
+    fn digit_bits(v: __m128i) -> i32 {
+        // SAFETY: SSE2 is part of every x86_64 CPU; this only computes on registers.
         unsafe {
-            let v = _mm_loadu_si128(p.cast::<__m128i>());
             // A digit is at most 9 above '0', counting without sign.
             let above = _mm_sub_epi8(v, _mm_set1_epi8(b'0' as i8));
             let digit = _mm_cmpeq_epi8(_mm_min_epu8(above, _mm_set1_epi8(9)), above);
-            _mm_movemask_epi8(digit) as u32
+            _mm_movemask_epi8(digit)
         }
     }
 }
