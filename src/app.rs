@@ -29,6 +29,30 @@ pub struct Options {
     pub web_config: Option<PathBuf>,
     /// Poll only this replica's share of the sources.
     pub shard: Option<config::Shard>,
+    /// Protective limits (`--config.max-bytes`, `--web.*`, `--probe.max-concurrent`...).
+    pub limits: Limits,
+}
+
+/// Protective limits, each with a flag (see `main`) and a row in the README's reliability
+/// table; a hit is counted in `jsonbridge_limit_hits_total`.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Largest config file read.
+    pub config_max_bytes: u64,
+    /// `/probe` polls at once.
+    pub max_concurrent_probes: usize,
+    /// Server connection limits.
+    pub server: expose::web::ServerLimits,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            config_max_bytes: config::DEFAULT_MAX_CONFIG_BYTES,
+            max_concurrent_probes: expose::DEFAULT_MAX_CONCURRENT_PROBES,
+            server: expose::web::ServerLimits::default(),
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -87,9 +111,19 @@ pub async fn start(opts: Options) -> Result<Running, StartError> {
         Some(p) => crate::expose::web::WebConfig::load(p)?,
         None => crate::expose::web::WebConfig::default(),
     };
-    let text = config::read(&opts.config_file)?;
     let origin = config::Origin::file(&opts.config_file);
-    let mut config = config::parse(&text, &origin, &|k| std::env::var(k).ok())?;
+    let (path, max, o) = (
+        opts.config_file.clone(),
+        opts.limits.config_max_bytes,
+        origin.clone(),
+    );
+    // Off the async workers, as every reload is: the file may be large or slow to read.
+    let (text, mut config) = reload::off_workers(move || {
+        let text = config::read_limited(&path, max)?;
+        let config = config::parse(&text, &o, &|k| std::env::var(k).ok())?;
+        Ok((text, config))
+    })
+    .await?;
     if let Some(shard) = opts.shard {
         let total = config.sources.len();
         config.keep_shard(shard);
@@ -120,6 +154,7 @@ pub async fn start(opts: Options) -> Result<Running, StartError> {
     }
     let reloader = Arc::new(Reloader::new(
         opts.config_file.clone(),
+        opts.limits.config_max_bytes,
         opts.shard,
         text,
         store.clone(),
@@ -140,12 +175,10 @@ pub async fn start(opts: Options) -> Result<Running, StartError> {
         .then(|| spawn_reload_requests(reloader.clone(), cancel.clone()));
     spawn_sighup(reloader.clone(), cancel.clone());
 
-    let exposer = Arc::new(Exposer::new(
-        store.clone(),
-        telemetry.clone(),
-        reload_tx,
-        origin.name,
-    ));
+    let exposer = Arc::new(
+        Exposer::new(store.clone(), telemetry.clone(), reload_tx, origin.name)
+            .with_max_concurrent_probes(opts.limits.max_concurrent_probes),
+    );
     let listener = tokio::net::TcpListener::bind(&opts.listen_address)
         .await
         .map_err(|source| StartError::Listen {
@@ -163,7 +196,13 @@ pub async fn start(opts: Options) -> Result<Running, StartError> {
         "listening"
     );
     let router = expose::web::protect(expose::router(exposer), &web);
-    let server = tokio::spawn(expose::web::serve(listener, router, web, cancel.clone()));
+    let server = tokio::spawn(expose::web::serve(
+        listener,
+        router,
+        web,
+        opts.limits.server.clone(),
+        cancel.clone(),
+    ));
     Ok(Running {
         addr,
         store,

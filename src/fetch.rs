@@ -1,10 +1,14 @@
 //! `fetch`: one request to one source, returning the body bytes.
 //!
 //! Sits between [`crate::schedule`] (which calls it) and [`crate::extract`]. Guarantees: the
-//! whole fetch (connect, headers, body) ends within the source's `timeout`; a body larger than
-//! `max_body_bytes` is refused while streaming, before it is held in memory; a non-2xx status
-//! is an error; errors carry a stable `kind()` and never include header values or expanded
-//! URLs (which may hold secrets).
+//! whole fetch (connect, headers, body, redirects, retries) ends within the source's
+//! `timeout`; a body larger than `max_body_bytes` is refused while streaming, before it is
+//! held in memory; a non-2xx status is an error; errors carry a stable `kind()` and never
+//! include header values or expanded URLs (which may hold secrets).
+//!
+//! Redirects are followed here, hop by hop, not by reqwest: each hop must pass the request's
+//! [`crate::config::Redirects`] rule (a probe's allowlist), a hop to another origin carries none of the
+//! configured headers or credentials (and never a request body), and no `Referer` is sent.
 
 use std::time::Duration;
 
@@ -12,9 +16,14 @@ use bytes::Bytes;
 use tokio::io::AsyncReadExt;
 
 use chrono::{DateTime, Utc};
-use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderValue};
+use reqwest::header::{ACCEPT, ACCEPT_LANGUAGE, AUTHORIZATION, HeaderMap, HeaderValue, LOCATION};
+use reqwest::{Method, StatusCode, Url};
 
 use crate::config::{Auth, Request, Target};
+use crate::telemetry::{self, Limit};
+
+/// Redirect hops followed at most, as browsers and reqwest's default policy do.
+pub const MAX_REDIRECTS: usize = 10;
 
 mod buffer;
 use buffer::Buffer;
@@ -27,10 +36,23 @@ pub enum FetchError {
     Connect(String),
     #[error("HTTP status {0}")]
     Status(u16),
+    /// A 429 or 503 whose `Retry-After` asks for more time than the poll has left.
+    #[error(
+        "HTTP status {status}; Retry-After asks for {wait:?}, more than the {left:?} left of the timeout: not retried"
+    )]
+    RetryAfter {
+        status: u16,
+        wait: Duration,
+        left: Duration,
+    },
     #[error("response body is larger than max_body_bytes ({limit} bytes)")]
     TooLarge { limit: u64 },
-    #[error("too many redirects or a redirect loop")]
+    #[error("too many redirects (more than {MAX_REDIRECTS}) or a redirect loop")]
     Redirect,
+    /// A hop the request may not follow (outside a probe's allowlist, not http(s), or a
+    /// body that would go to another origin).
+    #[error("redirect refused: {0}")]
+    RedirectRefused(String),
     #[error("reading the response failed: {0}")]
     Body(String),
     #[error("request failed: {0}")]
@@ -49,9 +71,9 @@ impl FetchError {
         match self {
             FetchError::Timeout(_) => "timeout",
             FetchError::Connect(_) => "connect",
-            FetchError::Status(_) => "http_status",
+            FetchError::Status(_) | FetchError::RetryAfter { .. } => "http_status",
             FetchError::TooLarge { .. } => "body_too_large",
-            FetchError::Redirect => "redirect",
+            FetchError::Redirect | FetchError::RedirectRefused(_) => "redirect",
             FetchError::Body(_) => "body",
             FetchError::Request(_) => "request",
             FetchError::File { .. } => "file",
@@ -75,6 +97,9 @@ impl Fetcher {
             Target::Http { .. } => Some(
                 reqwest::Client::builder()
                     .user_agent(concat!("jsonbridge/", env!("CARGO_PKG_VERSION")))
+                    // Redirects are followed in `http`, where each hop is checked.
+                    .redirect(reqwest::redirect::Policy::none())
+                    .referer(false)
                     .timeout(request.timeout)
                     .connect_timeout(request.timeout)
                     .build()
@@ -113,13 +138,15 @@ impl FetchError {
 }
 
 /// Fetches the body of `request`: all attempts (with `retries`) end within its timeout, and
-/// the body is refused as soon as it passes `max_body_bytes`.
+/// the body is refused as soon as it passes `max_body_bytes`. A `Retry-After` on a 429 or
+/// 503 is waited for when the timeout leaves room for it; otherwise the poll ends at once.
 async fn fetch(client: Option<&reqwest::Client>, request: &Request) -> Result<Fetched, FetchError> {
+    let deadline = tokio::time::Instant::now() + request.timeout;
     let work = async {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            match once(client, request).await {
+            let (e, asked) = match once(client, request).await {
                 Ok((body, content_type)) => {
                     return Ok(Fetched {
                         body,
@@ -127,19 +154,61 @@ async fn fetch(client: Option<&reqwest::Client>, request: &Request) -> Result<Fe
                         attempts: attempt,
                     });
                 }
-                Err(e) if e.retryable() && attempt <= request.retries => {
-                    let pause = backoff(request.retry_backoff, attempt);
-                    tracing::debug!(attempt, error = %e, pause_ms = pause.as_millis() as u64, "retrying");
-                    tokio::time::sleep(pause).await;
-                }
-                Err(e) => return Err(e),
+                Err(Failed { error, retry_after }) => (error, retry_after),
+            };
+            if !(e.retryable() && attempt <= request.retries) {
+                return Err(e);
             }
+            let mut pause = backoff(request.retry_backoff, attempt);
+            if let (FetchError::Status(status), Some(wait)) = (&e, asked) {
+                let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                if wait > left {
+                    telemetry::limit_hit(Limit::RetryAfter, &request.display_url);
+                    return Err(FetchError::RetryAfter {
+                        status: *status,
+                        wait,
+                        left,
+                    });
+                }
+                pause = pause.max(wait);
+            }
+            tracing::debug!(attempt, error = %e, pause_ms = pause.as_millis() as u64, "retrying");
+            tokio::time::sleep(pause).await;
         }
     };
-    match tokio::time::timeout(request.timeout, work).await {
+    match tokio::time::timeout_at(deadline, work).await {
         Ok(r) => r,
         Err(_) => Err(FetchError::Timeout(request.timeout)),
     }
+}
+
+/// A failed attempt, with the upstream's `Retry-After` when it sent one.
+struct Failed {
+    error: FetchError,
+    retry_after: Option<Duration>,
+}
+
+impl From<FetchError> for Failed {
+    fn from(error: FetchError) -> Self {
+        Failed {
+            error,
+            retry_after: None,
+        }
+    }
+}
+
+/// `Retry-After`: seconds, or an HTTP date (RFC 9110 10.2.3); a date in the past is 0.
+fn retry_after(headers: &HeaderMap, now: DateTime<Utc>) -> Option<Duration> {
+    let v = headers
+        .get(reqwest::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim();
+    if let Ok(secs) = v.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let at = DateTime::parse_from_rfc2822(v).ok()?.with_timezone(&Utc);
+    Some((at - now).to_std().unwrap_or(Duration::ZERO))
 }
 
 /// Exponential backoff with full jitter: a random pause in [0, base * 2^(attempt-1)].
@@ -157,12 +226,12 @@ fn backoff(base: Duration, attempt: u32) -> Duration {
 async fn once(
     client: Option<&reqwest::Client>,
     request: &Request,
-) -> Result<(Bytes, Option<String>), FetchError> {
+) -> Result<(Bytes, Option<String>), Failed> {
     match &request.target {
         Target::Http { url, query } => {
             let client = client.ok_or_else(|| FetchError::Request("no HTTP client".into()))?;
             let now = chrono::Utc::now();
-            let mut url = reqwest::Url::parse(&url.render(now))
+            let mut url = Url::parse(&url.render(now))
                 .map_err(|e| FetchError::Request(format!("invalid URL: {e}")))?;
             if !query.is_empty() {
                 url.query_pairs_mut()
@@ -170,7 +239,7 @@ async fn once(
             }
             http(client, url, now, request).await
         }
-        Target::File(path) => Ok((file(path, request.max_body_bytes).await?, None)),
+        Target::File(path) => Ok((file(path, request).await?, None)),
     }
 }
 
@@ -213,23 +282,17 @@ async fn headers(request: &Request, now: DateTime<Utc>) -> Result<HeaderMap, Fet
 
 async fn http(
     client: &reqwest::Client,
-    url: reqwest::Url,
+    url: Url,
     now: DateTime<Utc>,
     request: &Request,
-) -> Result<(Bytes, Option<String>), FetchError> {
-    let mut builder = client
-        .request(request.method.clone(), url)
-        .headers(headers(request, now).await?);
-    if let Some(body) = &request.body {
-        builder = builder.body(body.render(now));
-    }
-    let mut resp = builder
-        .send()
-        .await
-        .map_err(|e| classify(e, request.timeout))?;
+) -> Result<(Bytes, Option<String>), Failed> {
+    let mut resp = follow(client, url, now, request).await?;
     let status = resp.status();
     if !status.is_success() {
-        return Err(FetchError::Status(status.as_u16()));
+        return Err(Failed {
+            retry_after: retry_after(resp.headers(), Utc::now()),
+            error: FetchError::Status(status.as_u16()),
+        });
     }
     let content_type = resp
         .headers()
@@ -238,25 +301,123 @@ async fn http(
         .map(str::to_string);
     let limit = request.max_body_bytes;
     if resp.content_length().is_some_and(|n| n > limit) {
-        return Err(FetchError::TooLarge { limit });
+        return Err(FetchError::TooLarge { limit }.into());
     }
     let mut body = Buffer::new(resp.content_length());
-    while let Some(chunk) = resp
-        .chunk()
-        .await
-        .map_err(|e| classify(e, request.timeout))?
-    {
+    let at = resp.url().clone();
+    while let Some(chunk) = resp.chunk().await.map_err(|e| classify(e, request, &at))? {
         if (body.len() + chunk.len()) as u64 > limit {
-            return Err(FetchError::TooLarge { limit });
+            return Err(FetchError::TooLarge { limit }.into());
         }
         body.push(&chunk);
     }
     Ok((body.into_bytes(), content_type))
 }
 
-async fn file(path: &std::path::Path, limit: u64) -> Result<Bytes, FetchError> {
+/// Sends the request and follows redirects, at most [`MAX_REDIRECTS`] hops, each checked
+/// against `request.redirects`. Once a hop leaves the first URL's origin (scheme, host and
+/// port), the configured headers and credentials stay behind (only `Accept` and
+/// `Accept-Language` go on), and a hop that would carry the request body there is refused.
+async fn follow(
+    client: &reqwest::Client,
+    mut url: Url,
+    now: DateTime<Utc>,
+    request: &Request,
+) -> Result<reqwest::Response, FetchError> {
+    let origin = url.origin();
+    let mut headers = headers(request, now).await?;
+    let mut method = request.method.clone();
+    let mut body = request.body.as_ref().map(|b| b.render(now));
+    let mut hops = 0;
+    loop {
+        let mut builder = client
+            .request(method.clone(), url.clone())
+            .headers(headers.clone());
+        if let Some(b) = &body {
+            builder = builder.body(b.clone());
+        }
+        let resp = builder
+            .send()
+            .await
+            .map_err(|e| classify(e, request, &url))?;
+        let status = resp.status();
+        if !status.is_redirection() || status == StatusCode::NOT_MODIFIED {
+            return Ok(resp);
+        }
+        let Some(location) = resp.headers().get(LOCATION) else {
+            return Ok(resp);
+        };
+        hops += 1;
+        if hops > MAX_REDIRECTS {
+            return Err(FetchError::Redirect);
+        }
+        let next = location
+            .to_str()
+            .ok()
+            .and_then(|l| url.join(l).ok())
+            .ok_or_else(|| refused(request, "the Location header is not a valid URL".into()))?;
+        if !matches!(next.scheme(), "http" | "https") {
+            return Err(refused(
+                request,
+                format!("{} is not http(s)", next.scheme()),
+            ));
+        }
+        if !request.redirects.allows(&next) {
+            return Err(refused(
+                request,
+                format!("{} is not in probe.allow_targets", origin_of(&next)),
+            ));
+        }
+        // 301, 302 and 303 turn a request with a body into a GET without one (as browsers
+        // do); 307 and 308 repeat it as it was.
+        if matches!(status.as_u16(), 301..=303) && method != Method::HEAD {
+            method = Method::GET;
+            body = None;
+        }
+        if next.origin() != origin {
+            if body.is_some() {
+                return Err(refused(
+                    request,
+                    format!(
+                        "{status} would send the request body to another origin ({})",
+                        origin_of(&next)
+                    ),
+                ));
+            }
+            headers = public_headers(&headers);
+        }
+        url = next;
+    }
+}
+
+fn refused(request: &Request, why: String) -> FetchError {
+    telemetry::limit_hit(Limit::RedirectRefused, &request.display_url);
+    FetchError::RedirectRefused(why)
+}
+
+/// `scheme://host:port` of a hop: what a message may show of a URL the upstream chose (its
+/// path and query may echo the request's own, tokens included).
+fn origin_of(url: &Url) -> String {
+    url.origin().ascii_serialization()
+}
+
+/// What goes on to another origin: content negotiation only. Custom headers are API keys as
+/// often as not, so none of them is kept.
+fn public_headers(headers: &HeaderMap) -> HeaderMap {
+    let mut kept = HeaderMap::new();
+    for name in [ACCEPT, ACCEPT_LANGUAGE] {
+        for v in headers.get_all(&name) {
+            kept.append(name.clone(), v.clone());
+        }
+    }
+    kept
+}
+
+async fn file(path: &std::path::Path, request: &Request) -> Result<Bytes, FetchError> {
+    let limit = request.max_body_bytes;
+    // The path as written: an expanded `${VAR}` stays out of the message.
     let err = |e: std::io::Error| FetchError::File {
-        path: path.display().to_string(),
+        path: request.display_url.clone(),
         message: e.to_string(),
     };
     let f = tokio::fs::File::open(path).await.map_err(err)?;
@@ -272,9 +433,10 @@ async fn file(path: &std::path::Path, limit: u64) -> Result<Bytes, FetchError> {
     Ok(body.into())
 }
 
-fn classify(e: reqwest::Error, timeout: Duration) -> FetchError {
+fn classify(e: reqwest::Error, request: &Request, url: &Url) -> FetchError {
+    let describe = |e: &reqwest::Error| scrub(describe(e), request, url);
     if e.is_timeout() {
-        FetchError::Timeout(timeout)
+        FetchError::Timeout(request.timeout)
     } else if e.is_redirect() {
         FetchError::Redirect
     } else if e.is_connect() {
@@ -284,6 +446,19 @@ fn classify(e: reqwest::Error, timeout: Duration) -> FetchError {
     } else {
         FetchError::Request(describe(&e))
     }
+}
+
+/// A message as it may be shown: the URL as written instead of the one sent, and a host
+/// that came from `${VAR}` (and so is not in the written URL) replaced, since resolver
+/// errors name the host they looked up.
+fn scrub(message: String, request: &Request, url: &Url) -> String {
+    let mut m = message.replace(url.as_str(), &request.display_url);
+    if let Some(host) = url.host_str()
+        && !request.display_url.contains(host)
+    {
+        m = m.replace(host, "<host>");
+    }
+    m
 }
 
 /// The error chain without the URL: reqwest puts the full URL (which may carry a token in its
@@ -303,4 +478,62 @@ fn describe(e: &reqwest::Error) -> String {
         return s;
     }
     parts.join(": ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(display_url: &str) -> Request {
+        let c = crate::config::parse(
+            &format!(
+                "sources:\n  - name: s\n    url: {display_url}\n    metrics: [{{name: n, value: $.n}}]\n"
+            ),
+            &crate::config::Origin::file(std::path::Path::new("x.yaml")),
+            &|k| (k == "HOST").then(|| "secret-host.internal".to_string()),
+        )
+        .unwrap();
+        c.sources[0].request.clone()
+    }
+
+    #[test]
+    fn messages_show_the_url_as_written() {
+        let r = request("http://${HOST}/v1?token=abc");
+        let sent = Url::parse("http://secret-host.internal/v1?token=abc").unwrap();
+        let m = scrub(
+            format!(
+                "dns error: no record found for Query {{ name: Name(\"secret-host.internal.\") }} ({sent})"
+            ),
+            &r,
+            &sent,
+        );
+        assert!(!m.contains("secret-host"), "{m}");
+        assert!(m.contains("<host>"), "{m}");
+        assert!(m.contains("http://${HOST}/v1?token=abc"), "{m}");
+        // A host written as it is stays readable.
+        let r = request("http://api.internal/v1");
+        let sent = Url::parse("http://api.internal/v1").unwrap();
+        let m = scrub("cannot resolve api.internal".into(), &r, &sent);
+        assert_eq!(m, "cannot resolve api.internal");
+    }
+
+    #[test]
+    fn retry_after_reads_seconds_and_dates() {
+        let now = DateTime::parse_from_rfc3339("2026-12-04T10:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let mut h = HeaderMap::new();
+        for (v, want) in [
+            ("7", Some(7)),
+            (" 120 ", Some(120)),
+            ("Fri, 04 Dec 2026 10:00:30 GMT", Some(30)),
+            ("Fri, 04 Dec 2026 09:00:00 GMT", Some(0)),
+            ("soon", None),
+            ("-1", None),
+        ] {
+            h.insert(reqwest::header::RETRY_AFTER, HeaderValue::from_static(v));
+            assert_eq!(retry_after(&h, now), want.map(Duration::from_secs), "{v}");
+        }
+        assert_eq!(retry_after(&HeaderMap::new(), now), None);
+    }
 }

@@ -91,7 +91,7 @@ pub fn exposition(config: &Config, source: &Arc<Source>, x: &Extraction, format:
             families,
             warnings: Vec::new(),
             modules: Vec::new(),
-            probe_allow: Vec::new(),
+            probe_allow: Vec::new().into(),
         }),
         snapshots: vec![(
             source.clone(),

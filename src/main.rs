@@ -48,6 +48,28 @@ struct Cli {
     #[arg(long = "config.no-watch")]
     no_watch: bool,
 
+    /// Largest config file read, in bytes (a larger one is refused with an error).
+    #[arg(long = "config.max-bytes", default_value_t = config::DEFAULT_MAX_CONFIG_BYTES)]
+    config_max_bytes: u64,
+
+    /// Connections open at once; more are closed when accepted. Default: 1024, or half the
+    /// open-file limit if that is less, so polls keep descriptors.
+    #[arg(long = "web.max-connections")]
+    max_connections: Option<usize>,
+
+    /// A connection that sends no request this long after it was accepted (TLS handshake
+    /// included) is closed.
+    #[arg(long = "web.first-request-timeout", default_value = "10s", value_parser = duration)]
+    first_request_timeout: std::time::Duration,
+
+    /// A connection with no request in flight and no byte moving this long is closed.
+    #[arg(long = "web.idle-timeout", default_value = "60s", value_parser = duration)]
+    idle_timeout: std::time::Duration,
+
+    /// /probe polls at once; more wait for a slot within their timeout, then get 503.
+    #[arg(long = "probe.max-concurrent", default_value_t = jsonbridge::expose::DEFAULT_MAX_CONCURRENT_PROBES)]
+    max_concurrent_probes: usize,
+
     /// Only log messages of this level and above.
     #[arg(long = "log.level", value_enum, default_value = "info", global = true)]
     log_level: LogLevel,
@@ -159,6 +181,17 @@ fn main() -> ExitCode {
                 watch_config: !cli.no_watch,
                 web_config: cli.web_config,
                 shard: cli.shard,
+                limits: app::Limits {
+                    config_max_bytes: cli.config_max_bytes,
+                    max_concurrent_probes: cli.max_concurrent_probes,
+                    server: jsonbridge::expose::web::ServerLimits {
+                        max_connections: cli
+                            .max_connections
+                            .unwrap_or_else(jsonbridge::expose::web::default_max_connections),
+                        first_request_timeout: cli.first_request_timeout,
+                        idle_timeout: cli.idle_timeout,
+                    },
+                },
             };
             match serve(opts) {
                 Ok(()) => ExitCode::SUCCESS,
@@ -170,6 +203,10 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+fn duration(text: &str) -> Result<std::time::Duration, String> {
+    config::text::parse_duration(text)
 }
 
 #[tokio::main]

@@ -10,6 +10,12 @@
 //!   at once;
 //! - file events are debounced and compared by content, so a burst of writes or a touch
 //!   causes at most one reload;
+//! - after a file event, the file is read only once it has not changed for [`QUIET`], and a
+//!   read during which its size or modification time changed is thrown away, so a file
+//!   written in pieces is not applied piece by piece (writing it elsewhere and renaming it
+//!   over the config, as editors and Kubernetes do, is the safe way: see the README);
+//! - the file is read and compiled on the blocking pool, never on the async workers that
+//!   answer scrapes and health checks; only a regular file up to `--config.max-bytes` is read;
 //! - reloads never run concurrently.
 
 use std::path::{Path, PathBuf};
@@ -73,8 +79,15 @@ pub enum Trigger {
     Request,
 }
 
+/// How long a changed file must stay unchanged before a file event reads it.
+pub const QUIET: Duration = Duration::from_millis(500);
+/// The longest a file event waits for the file to settle; then it is read as it stands
+/// (a file written without pause for that long is still guarded by the read's own check).
+const SETTLE_MAX: Duration = Duration::from_secs(10);
+
 pub struct Reloader {
     path: PathBuf,
+    max_bytes: u64,
     shard: Option<config::Shard>,
     store: Arc<Store>,
     telemetry: Arc<Telemetry>,
@@ -86,6 +99,7 @@ pub struct Reloader {
 impl Reloader {
     pub fn new(
         path: PathBuf,
+        max_bytes: u64,
         shard: Option<config::Shard>,
         initial_text: String,
         store: Arc<Store>,
@@ -94,6 +108,7 @@ impl Reloader {
     ) -> Self {
         Self {
             path,
+            max_bytes,
             shard,
             store,
             telemetry,
@@ -110,7 +125,11 @@ impl Reloader {
     /// whose content did not change).
     pub async fn reload(&self, trigger: Trigger) -> Result<Option<Changes>, ReloadError> {
         let mut last = self.last_text.lock().await;
-        let text = match config::read(&self.path) {
+        if trigger == Trigger::FileEvent {
+            settle(&self.path).await;
+        }
+        let (path, max) = (self.path.clone(), self.max_bytes);
+        let text = match off_workers(move || read_whole(&path, max)).await {
             Ok(t) => t,
             Err(e) => {
                 // A ConfigMap swap or an editor can leave the path briefly missing; a later
@@ -124,14 +143,17 @@ impl Reloader {
             return Ok(None);
         }
         *last = Some(text.clone());
-        let origin = config::Origin::file(&self.path);
-        let new = match config::parse(&text, &origin, &|k| std::env::var(k).ok()) {
-            Ok(mut c) => {
-                if let Some(shard) = self.shard {
-                    c.keep_shard(shard);
-                }
-                c
+        let (origin, shard) = (config::Origin::file(&self.path), self.shard);
+        let parsed = off_workers(move || {
+            let mut c = config::parse(&text, &origin, &|k| std::env::var(k).ok())?;
+            if let Some(shard) = shard {
+                c.keep_shard(shard);
             }
+            Ok(c)
+        })
+        .await;
+        let new = match parsed {
+            Ok(c) => c,
             Err(e) => {
                 self.telemetry.reload_failed(e.kind(), &e.to_string());
                 return Err(e.into());
@@ -199,6 +221,74 @@ impl Reloader {
         }
         Ok(changes)
     }
+}
+
+/// Runs blocking config work (reading, compiling) on the blocking pool.
+pub(crate) async fn off_workers<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ConfigError> + Send + 'static,
+) -> Result<T, ConfigError> {
+    tokio::task::spawn_blocking(f).await.unwrap_or_else(|e| {
+        Err(ConfigError::Read {
+            path: PathBuf::new(),
+            source: std::io::Error::other(format!("the config task failed: {e}")),
+        })
+    })
+}
+
+/// What tells one version of the file from the next without reading it.
+fn stamp(path: &Path) -> Option<(u64, std::time::SystemTime, u64)> {
+    let m = std::fs::metadata(path).ok()?;
+    #[cfg(unix)]
+    let ino = std::os::unix::fs::MetadataExt::ino(&m);
+    #[cfg(not(unix))]
+    let ino = 0;
+    Some((m.len(), m.modified().ok()?, ino))
+}
+
+/// Reads the file, refusing a read during which it changed (a writer still at work).
+fn read_whole(path: &Path, max_bytes: u64) -> Result<String, ConfigError> {
+    let before = stamp(path);
+    let text = config::read_limited(path, max_bytes)?;
+    if stamp(path) != before {
+        return Err(ConfigError::Read {
+            path: path.to_path_buf(),
+            source: std::io::Error::other(
+                "the file changed while it was read (a writer is still at work); waiting for the next change",
+            ),
+        });
+    }
+    Ok(text)
+}
+
+/// Waits until the file has not changed for [`QUIET`] (at most [`SETTLE_MAX`]).
+async fn settle(path: &Path) {
+    let start = tokio::time::Instant::now();
+    let p = path.to_path_buf();
+    let look = move || {
+        let p = p.clone();
+        async move {
+            tokio::task::spawn_blocking(move || {
+                let s = stamp(&p);
+                let age = s.and_then(|(_, m, _)| m.elapsed().ok());
+                (s, age)
+            })
+            .await
+            .unwrap_or((None, None))
+        }
+    };
+    let (mut prev, age) = look().await;
+    if age.is_some_and(|a| a >= QUIET) {
+        return;
+    }
+    while start.elapsed() < SETTLE_MAX {
+        tokio::time::sleep(QUIET).await;
+        let (now, _) = look().await;
+        if now == prev {
+            return;
+        }
+        prev = now;
+    }
+    tracing::warn!(file = %path.display(), "the config file kept changing for 10s; reading it as it stands");
 }
 
 /// Watches the directory of `path` and asks for a reload after each burst of changes.

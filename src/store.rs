@@ -82,7 +82,10 @@ impl Store {
 
     /// Changes whenever anything a scrape shows may have changed.
     pub fn generation(&self) -> u64 {
+        // Limit hits are counted process-wide (see `telemetry::limit_hit`); both numbers only
+        // grow, so their sum changes whenever either does.
         self.generation.load(Ordering::Acquire)
+            + crate::telemetry::LIMIT_GENERATION.load(Ordering::Acquire)
     }
 
     /// Marks the exposition stale (telemetry calls this after counting an event).

@@ -7,6 +7,7 @@
 //! and metric names from the config), never from error text.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -61,6 +62,8 @@ pub struct State {
     pub reload: ReloadStats,
     /// Tokio tasks alive when the snapshot was taken (a leak shows as growth).
     pub alive_tasks: Option<usize>,
+    /// Protective limits that bit, by limit (every limit listed).
+    pub limit_hits: Vec<(&'static str, u64)>,
 }
 
 /// How a poll ended.
@@ -105,6 +108,7 @@ impl Telemetry {
                     last_error: None,
                 },
                 alive_tasks: None,
+                limit_hits: Vec::new(),
             }),
             store,
         }
@@ -115,6 +119,7 @@ impl Telemetry {
         s.alive_tasks = tokio::runtime::Handle::try_current()
             .ok()
             .map(|h| h.metrics().num_alive_tasks());
+        s.limit_hits = limit_hits();
         s
     }
 
@@ -281,4 +286,105 @@ impl Telemetry {
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
+}
+
+/// A protective limit that bit: each has a default, a flag or config field, a log line and a
+/// count in `jsonbridge_limit_hits_total{limit}` (README, "what is promised").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limit {
+    /// A poll gave up because `Retry-After` asked for more than its timeout left.
+    RetryAfter,
+    /// A redirect hop was refused (outside a probe's allowlist, not http(s), or it would
+    /// carry the request body to another origin).
+    RedirectRefused,
+    /// A connection was refused because `--web.max-connections` were open.
+    Connections,
+    /// A connection was closed for sending nothing (no request head, or none in time).
+    IdleConnection,
+    /// Accepting failed for lack of file descriptors (or memory); the server paused.
+    AcceptError,
+    /// A `/probe` waited for one of `--probe.max-concurrent` slots, or gave up waiting.
+    ProbeConcurrency,
+    /// A basic-auth check waited for one of the bcrypt slots.
+    AuthConcurrency,
+    /// A poll waited for room in `--limits.body-bytes-in-flight`.
+    BodyBudget,
+}
+
+impl Limit {
+    const ALL: [Limit; 8] = [
+        Limit::RetryAfter,
+        Limit::RedirectRefused,
+        Limit::Connections,
+        Limit::IdleConnection,
+        Limit::AcceptError,
+        Limit::ProbeConcurrency,
+        Limit::AuthConcurrency,
+        Limit::BodyBudget,
+    ];
+
+    /// Stable label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Limit::RetryAfter => "retry_after",
+            Limit::RedirectRefused => "redirect_refused",
+            Limit::Connections => "connections",
+            Limit::IdleConnection => "idle_connection",
+            Limit::AcceptError => "accept_error",
+            Limit::ProbeConcurrency => "probe_concurrency",
+            Limit::AuthConcurrency => "auth_concurrency",
+            Limit::BodyBudget => "body_budget",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// Process-wide, as the limits are: a server guard or a fetch can count without a handle to
+/// the [`Telemetry`] of one app.
+static LIMIT_HITS: [AtomicU64; Limit::ALL.len()] = [const { AtomicU64::new(0) }; Limit::ALL.len()];
+/// Last log line per limit, in seconds since the process started, so that a flood of hits
+/// (3,000 idle connections) logs once per interval instead of once per hit.
+static LIMIT_LOGGED: [AtomicU64; Limit::ALL.len()] =
+    [const { AtomicU64::new(0) }; Limit::ALL.len()];
+/// Bumped with every hit; the exposition cache keys on it too (see [`Store::generation`]).
+pub(crate) static LIMIT_GENERATION: AtomicU64 = AtomicU64::new(0);
+static STARTED: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+
+/// How often one limit may log.
+const LIMIT_LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// Counts one hit of `limit` and logs it (at most once per [`LIMIT_LOG_EVERY`] per limit,
+/// with the count so far). `context` names what hit it (a source's URL as written, a peer
+/// address), never a secret.
+pub fn limit_hit(limit: Limit, context: &str) {
+    let i = limit.index();
+    let n = LIMIT_HITS[i].fetch_add(1, Ordering::Relaxed) + 1;
+    LIMIT_GENERATION.fetch_add(1, Ordering::Release);
+    let started = *STARTED.get_or_init(std::time::Instant::now);
+    // Stored as seconds + 1, so that 0 means "never logged".
+    let now = started.elapsed().as_secs() + 1;
+    let last = LIMIT_LOGGED[i].load(Ordering::Relaxed);
+    if (last == 0 || now >= last + LIMIT_LOG_EVERY.as_secs())
+        && LIMIT_LOGGED[i]
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+    {
+        tracing::warn!(
+            limit = limit.as_str(),
+            context,
+            hits = n,
+            "limit reached (further hits within 10s are counted in jsonbridge_limit_hits_total, not logged)"
+        );
+    }
+}
+
+/// Hits per limit so far, every limit listed (0 included), in a stable order.
+pub fn limit_hits() -> Vec<(&'static str, u64)> {
+    Limit::ALL
+        .iter()
+        .map(|l| (l.as_str(), LIMIT_HITS[l.index()].load(Ordering::Relaxed)))
+        .collect()
 }

@@ -43,8 +43,9 @@ pub struct Config {
     pub sources: Vec<Arc<Source>>,
     /// Metric blocks probed on demand against a target URL (`/probe?module=&target=`).
     pub modules: Vec<Arc<Source>>,
-    /// Targets a module may be probed against; empty: none.
-    pub probe_allow: Vec<TargetRule>,
+    /// Targets a module may be probed against, and every hop of a redirect a probe follows;
+    /// empty: none.
+    pub probe_allow: Arc<[TargetRule]>,
     /// Every family in the exposition, sorted by name.
     pub families: Vec<Family>,
     /// Lint findings (naming conventions): reported by `check`, logged at load, never fatal
@@ -200,6 +201,38 @@ pub struct Request {
     /// The URL as written in the file (with `${VAR}` unexpanded and any password removed):
     /// what logs and the status page show.
     pub display_url: String,
+    /// Where a redirect may lead (every hop is checked in `fetch`).
+    pub redirects: Redirects,
+}
+
+/// Which redirect hops a request may follow. Whatever the rule, a hop to another origin
+/// carries none of the configured headers or credentials (see `fetch`).
+#[derive(Clone, Debug)]
+pub enum Redirects {
+    /// Any http(s) hop: a source's URL is the operator's own choice.
+    Any,
+    /// Only hops these rules allow: a probe's target comes from whoever calls `/probe`, so
+    /// each hop must pass `probe.allow_targets` as the target itself did.
+    Allowed(Arc<[TargetRule]>),
+}
+
+impl PartialEq for Redirects {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Redirects::Any, Redirects::Any) => true,
+            (Redirects::Allowed(a), Redirects::Allowed(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        }
+    }
+}
+
+impl Redirects {
+    pub fn allows(&self, hop: &Url) -> bool {
+        match self {
+            Redirects::Any => true,
+            Redirects::Allowed(rules) => rules.iter().any(|r| r.allows(hop)),
+        }
+    }
 }
 
 impl Request {
@@ -371,19 +404,57 @@ impl Origin {
     }
 }
 
-/// Reads a config file as text; a directory or a non-UTF-8 file is a read error.
+/// Default of `--config.max-bytes`: far above any real config (1,000 sources take 10 MB).
+pub const DEFAULT_MAX_CONFIG_BYTES: u64 = 16 << 20;
+
+/// Reads a config file as text, at most [`DEFAULT_MAX_CONFIG_BYTES`].
 pub fn read(path: &Path) -> Result<String, ConfigError> {
+    read_limited(path, DEFAULT_MAX_CONFIG_BYTES)
+}
+
+/// Reads a config file as text. Only a regular file (after following symlinks) of at most
+/// `max_bytes` is read: a FIFO would block the reader until someone writes to it, a device
+/// would never end. Blocking I/O: call it off the async workers.
+pub fn read_limited(path: &Path, max_bytes: u64) -> Result<String, ConfigError> {
+    use std::io::Read;
     let err = |source| ConfigError::Read {
         path: path.to_path_buf(),
         source,
     };
-    let bytes = std::fs::read(path).map_err(err)?;
-    String::from_utf8(bytes).map_err(|e| {
-        err(std::io::Error::new(
-            std::io::ErrorKind::InvalidData,
-            format!("not UTF-8 text ({e})"),
-        ))
-    })
+    let invalid = |m: String| err(std::io::Error::new(std::io::ErrorKind::InvalidData, m));
+    let mut open = std::fs::OpenOptions::new();
+    open.read(true);
+    // Opening a FIFO for reading blocks until a writer comes; non-blocking, it returns at
+    // once, and the file is then refused for what it is.
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::custom_flags(&mut open, libc::O_NONBLOCK);
+    let file = open.open(path).map_err(err)?;
+    let meta = file.metadata().map_err(err)?;
+    if !meta.is_file() {
+        let what = if meta.is_dir() {
+            "is a directory"
+        } else {
+            "is not a regular file (a FIFO, socket or device)"
+        };
+        return Err(invalid(format!("{what}: only a regular file is read")));
+    }
+    if meta.len() > max_bytes {
+        return Err(invalid(format!(
+            "{} bytes, more than the {max_bytes} bytes --config.max-bytes allows",
+            meta.len()
+        )));
+    }
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    // One byte past the limit tells a file that grew while being read.
+    file.take(max_bytes + 1)
+        .read_to_end(&mut bytes)
+        .map_err(err)?;
+    if bytes.len() as u64 > max_bytes {
+        return Err(invalid(format!(
+            "more than the {max_bytes} bytes --config.max-bytes allows"
+        )));
+    }
+    String::from_utf8(bytes).map_err(|e| invalid(format!("not UTF-8 text ({e})")))
 }
 
 /// Compiles config text. `origin` names the file in messages; `env` resolves `${VAR}`.
@@ -403,12 +474,26 @@ pub fn parse(
             message: "the file is empty (expected a `sources:` list)".into(),
         }]));
     }
+    // First, before any pass that recurses over the document: a config nested thousands of
+    // levels deep would overflow the stack of a recursive one.
+    let locator = match Locator::new(text) {
+        Ok(l) => l,
+        Err(deep) => {
+            return Err(invalid(vec![Diagnostic {
+                path: String::new(),
+                position: Some(deep.position),
+                message: format!(
+                    "the document nests deeper than {} levels (a config needs about 8)",
+                    locate::MAX_DEPTH
+                ),
+            }]));
+        }
+    };
     let mut unknown = Vec::new();
     let parsed: Result<RawConfig, _> =
         serde_ignored::deserialize(serde_norway::Deserializer::from_str(text), |p| {
             unknown.push(raw::ignored_path(&p))
         });
-    let locator = Locator::new(text);
     let mut c = Compiler {
         locator: &locator,
         env,
@@ -438,6 +523,18 @@ pub fn parse(
         }
     };
     let mut config = c.config(&raw);
+    // A file that declares nothing is far more often a mistake (a truncated write, the
+    // wrong file, a template that rendered empty) than a wish to stop polling: it would
+    // remove every source. Saying so takes an explicit `sources: []`.
+    if raw.sources.is_empty() && raw.modules.is_empty() && !locator.is_sequence("sources") {
+        c.diagnostics.push(Diagnostic {
+            path: "sources".into(),
+            position: locator.find_key("sources"),
+            message: "the config declares no source and no module; write `sources: []` to run \
+                      with none on purpose"
+                .into(),
+        });
+    }
     if c.diagnostics.is_empty() {
         config.warnings = c.warnings;
         Ok(config)
@@ -625,7 +722,7 @@ impl Compiler<'_> {
             families,
             warnings: Vec::new(),
             modules,
-            probe_allow,
+            probe_allow: probe_allow.into(),
         }
     }
 
@@ -1002,6 +1099,7 @@ impl Compiler<'_> {
             retries: rs.retries.unwrap_or(0),
             retry_backoff,
             display_url: display_url(&rs.url),
+            redirects: Redirects::Any,
         })
     }
 

@@ -483,3 +483,73 @@ fn shards_split_sources_exactly_once() {
     let one: Shard = "0/1".parse().unwrap();
     assert!(one.owns("anything"));
 }
+
+#[test]
+fn a_config_must_declare_something_unless_it_says_so() {
+    for text in [
+        "# only a comment\n",
+        "sources:\n",
+        "sources:\nmodules:\n",
+        "modules: []\n",
+        "probe:\n  allow_targets: []\n",
+    ] {
+        let errs = errors(text);
+        assert!(
+            errs.iter()
+                .any(|e| e.contains("declares no source and no module")),
+            "{text:?}: {errs:?}"
+        );
+    }
+    let c = compile("sources: []\n").unwrap();
+    assert!(c.sources.is_empty());
+}
+
+#[test]
+fn nesting_is_limited_before_any_recursive_pass() {
+    let block = format!("sources:\n{}x\n", "- ".repeat(5_000));
+    let flow = format!("sources: {}{}\n", "[".repeat(20_000), "]".repeat(20_000));
+    let maps = format!(
+        "sources:\n{}",
+        (0..2_000)
+            .map(|i| format!("{}k{i}:\n", " ".repeat(i)))
+            .collect::<String>()
+    );
+    // A small stack: a pass that recursed once per level would overflow it.
+    let handle = std::thread::Builder::new()
+        .stack_size(256 * 1024)
+        .spawn(move || {
+            [block, flow, maps]
+                .iter()
+                .map(|t| errors(t).join("\n"))
+                .collect::<Vec<_>>()
+        })
+        .unwrap();
+    for e in handle.join().expect("no stack overflow") {
+        assert!(e.contains("nests deeper than 64 levels"), "{e}");
+    }
+    // 64 levels are fine as far as nesting goes (the content is then judged as usual).
+    let ok = format!("sources: {}{}\n", "[".repeat(63), "]".repeat(63));
+    assert!(!errors(&ok).join("\n").contains("nests deeper"));
+}
+
+#[test]
+fn the_locator_keeps_one_entry_per_node_not_a_path_each() {
+    // Long keys at every level: with one path string per node, memory would grow with the
+    // square of the depth times the key length.
+    // (An implicit YAML key may hold up to 1024 characters.)
+    let key = "k".repeat(1_000);
+    let mut text = String::new();
+    for depth in 0..60 {
+        text.push_str(&" ".repeat(depth));
+        text.push_str(&key);
+        text.push_str(":\n");
+    }
+    let loc = Locator::new(&text).unwrap();
+    let path: Vec<&str> = std::iter::repeat_n(key.as_str(), 3).collect();
+    // The value of the third key is the mapping that starts at the fourth.
+    assert_eq!(loc.find(&path.join(".")).map(|p| p.line), Some(4));
+    assert_eq!(loc.find_key(&path.join(".")).map(|p| p.line), Some(3));
+    assert_eq!(loc.nodes.len(), 61);
+    let stored: usize = loc.children.keys().map(|(_, k)| k.len()).sum();
+    assert_eq!(stored, 60 * 1_000);
+}

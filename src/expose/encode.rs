@@ -330,6 +330,18 @@ impl prometheus_client::collector::Collector for SelfMetrics {
                 }
             }
         }
+        {
+            let mut m = enc.encode_descriptor(
+                "jsonbridge_limit_hits",
+                "Times a protective limit bit, by limit (README: what is promised).",
+                None,
+                MetricType::Counter,
+            )?;
+            for (limit, n) in &st.limit_hits {
+                m.encode_family(&[("limit", *limit)])?
+                    .encode_counter::<NoLabelSet, u64, f64>(n, None)?;
+            }
+        }
         if let Some(n) = st.alive_tasks {
             let mut m = enc.encode_descriptor(
                 "jsonbridge_runtime_alive_tasks",

@@ -52,7 +52,13 @@ pub struct Exposer {
     /// arriving during an encode wait for it instead of encoding again or blocking a worker.
     /// Slots: OpenMetrics, text, and the same two gzip-compressed.
     cache: tokio::sync::Mutex<[Option<(u64, Bytes)>; 4]>,
+    /// `/probe` polls running at once (`--probe.max-concurrent`): each holds a body and its
+    /// extraction in memory, and anyone who can reach the port can ask for one.
+    probe_slots: tokio::sync::Semaphore,
 }
+
+/// Default of `--probe.max-concurrent`.
+pub const DEFAULT_MAX_CONCURRENT_PROBES: usize = 8;
 
 impl Exposer {
     pub fn new(
@@ -69,7 +75,14 @@ impl Exposer {
             ready: AtomicBool::new(false),
             probes: Default::default(),
             cache: tokio::sync::Mutex::new([None, None, None, None]),
+            probe_slots: tokio::sync::Semaphore::new(DEFAULT_MAX_CONCURRENT_PROBES),
         }
+    }
+
+    /// At most `n` (at least 1) `/probe` polls at once; more wait, within their timeout.
+    pub fn with_max_concurrent_probes(mut self, n: usize) -> Self {
+        self.probe_slots = tokio::sync::Semaphore::new(n.max(1));
+        self
     }
 
     /// The full exposition (snapshots and self-metrics), from the cache when nothing changed.
@@ -238,6 +251,10 @@ async fn probe(
                 return (StatusCode::BAD_REQUEST, "target cannot be used\n").into_response();
             };
             s.request.target = crate::config::Target::Http { url, query };
+            // The caller chose the target: show it as given, and let a redirect lead only
+            // where the target itself could have pointed.
+            s.request.display_url = target.clone();
+            s.request.redirects = crate::config::Redirects::Allowed(config.probe_allow.clone());
             Arc::new(s)
         }
         _ => {
@@ -249,6 +266,24 @@ async fn probe(
         }
     };
     let label = p.source.clone().or(p.module.clone()).unwrap_or_default();
+    // Bounded: a probe beyond the limit waits for a slot within its own timeout, then gives
+    // up with 503 rather than queueing without end.
+    let _slot = match x.probe_slots.try_acquire() {
+        Ok(slot) => slot,
+        Err(_) => {
+            crate::telemetry::limit_hit(crate::telemetry::Limit::ProbeConcurrency, &label);
+            match tokio::time::timeout(source.request.timeout, x.probe_slots.acquire()).await {
+                Ok(Ok(slot)) => slot,
+                _ => {
+                    return (
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "too many probes in flight (--probe.max-concurrent); try again\n",
+                    )
+                        .into_response();
+                }
+            }
+        }
+    };
     // One client per source or module (keyed by kind and name; a reload that changes the
     // request builds a new one), so on-demand polls reuse connections.
     let key = if p.module.is_some() {

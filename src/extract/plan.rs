@@ -452,3 +452,31 @@ impl ReadPlan {
         }
     }
 }
+
+/// Which of a `Need`'s keys an object has shown so far, to notice a repeated member (whose
+/// last occurrence wins, as in a built tree). Any number of keys: the first 64 in a word,
+/// the rest (rare: an item with 64 lookups or more) in words allocated when first needed.
+#[derive(Default)]
+pub(crate) struct KeysSeen {
+    low: u64,
+    high: Vec<u64>,
+}
+
+impl KeysSeen {
+    /// Marks key `p` as seen; `true` if it had been seen already.
+    pub(crate) fn repeat(&mut self, p: usize) -> bool {
+        let (word, bit) = match p.checked_sub(64) {
+            None => (&mut self.low, p),
+            Some(q) => {
+                if self.high.len() <= q / 64 {
+                    self.high.resize(q / 64 + 1, 0);
+                }
+                (&mut self.high[q / 64], q % 64)
+            }
+        };
+        let mask = 1u64 << bit;
+        let was = *word & mask != 0;
+        *word |= mask;
+        was
+    }
+}

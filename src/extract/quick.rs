@@ -124,20 +124,18 @@ impl<'de> Reader<'de, '_> {
         if self.empty(b'}') {
             return Some(());
         }
-        let mut seen = 0u64;
+        let mut seen = super::plan::KeysSeen::default();
         loop {
             let key = self.key()?;
             self.eat(b':')?;
             self.ws();
             let child = match need.keys.iter().position(|(k, _)| k.as_bytes() == key) {
                 Some(p) => {
-                    // The same bit test as `serde_json`'s reader: a repeated member empties
-                    // what the first one filled, which is left to that reader.
-                    let bit = 1u64.checked_shl(p as u32).unwrap_or(0);
-                    if seen & bit != 0 {
+                    // The same test as `serde_json`'s reader: a repeated member empties what
+                    // the first one filled, which is left to that reader.
+                    if seen.repeat(p) {
                         return None;
                     }
-                    seen |= bit;
                     Some(&need.keys[p].1)
                 }
                 None => need.any.as_deref(),

@@ -223,7 +223,7 @@ impl<'de, 'p> Walker<'de, 'p, '_> {
 /// members are told apart by their place in the plan; only a wildcard needs the names.
 #[derive(Default)]
 pub(crate) struct Seen<'a> {
-    named: u64,
+    named: super::plan::KeysSeen,
     names: HashSet<Cow<'a, str>>,
 }
 
@@ -231,13 +231,8 @@ impl<'a> Seen<'a> {
     /// Whether `key`, a member of an object read with `need`, is met for the first time.
     pub(crate) fn first(&mut self, need: &Need, key: Cow<'a, str>) -> bool {
         match need.keys.iter().position(|(k, _)| *k == key) {
-            Some(p) if p < 64 => {
-                let bit = 1u64 << p;
-                let fresh = self.named & bit == 0;
-                self.named |= bit;
-                fresh
-            }
-            _ => self.names.insert(key),
+            Some(p) => !self.named.repeat(p),
+            None => self.names.insert(key),
         }
     }
 }

@@ -635,19 +635,17 @@ impl<'de> Visitor<'de> for Filler<'_, '_, 'de> {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
         // A repeated member replaces the earlier one whole, as in a built tree: what the
         // earlier one filled is emptied first.
-        let mut seen = 0u64;
+        let mut seen = super::plan::KeysSeen::default();
         while let Some(key) = map.next_key_seed(KeySeed)? {
             let found = self.need.keys.iter().position(|(k, _)| *k == *key);
             let need = match found {
                 Some(p) => {
                     let need = &self.need.keys[p].1;
-                    let bit = 1u64.checked_shl(p as u32).unwrap_or(0);
-                    if seen & bit != 0 {
+                    if seen.repeat(p) {
                         let mut filled = Vec::new();
                         need.slots_below(&mut filled);
                         filled.into_iter().for_each(|s| self.values[s] = None);
                     }
-                    seen |= bit;
                     Some(need)
                 }
                 None => self.need.any.as_deref(),

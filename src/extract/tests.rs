@@ -1364,3 +1364,302 @@ mod reading {
         }
     }
 }
+
+mod numbers_and_corpus {
+    //! Issue 14, point 12: numbers arrive exactly as sent, on every reader path and body
+    //! size, and every path accepts and refuses what a strict parser does.
+    use super::*;
+    use proptest::prelude::*;
+
+    /// One block per reader path, each reading `v` of every item.
+    fn path_specs() -> Vec<(&'static str, Vec<MetricSpec>)> {
+        vec![
+            (
+                "slots",
+                vec![gauge(
+                    Some("$.apps.{app}.{ns}[*]"),
+                    &[("pod", "{@.name}")],
+                    "@.v",
+                )],
+            ),
+            (
+                "items built",
+                vec![gauge(
+                    Some("$.apps.{app}.{ns}[*]"),
+                    &[("pod", "{@.name}")],
+                    "max(@.points[?@.ok == true].v)",
+                )],
+            ),
+            (
+                "root first",
+                vec![gauge(
+                    Some("$.apps.{app}.{ns}[*]"),
+                    &[("pod", "{@.name}"), ("r", "{$.region}")],
+                    "@.v",
+                )],
+            ),
+            (
+                "pruned tree",
+                vec![gauge(
+                    Some("$.apps.{app}.{ns}[*]"),
+                    &[("pod", "{@.name}"), ("o", "{app.owner}")],
+                    "@.v",
+                )],
+            ),
+        ]
+    }
+
+    /// A document whose `n` items all hold `number` (at `v` and in `points`), followed by
+    /// `pad` items of filler: small bodies read on one thread, large ones on two.
+    fn document(number: &str, n: usize, pad: usize) -> String {
+        let mut items: Vec<String> = (0..n)
+            .map(|i| {
+                format!(r#"{{"name":"p{i}","v":{number},"points":[{{"ok":true,"v":{number}}}]}}"#)
+            })
+            .collect();
+        items.extend((0..pad).map(|i| format!(r#"{{"name":"f{i}","v":1,"points":[]}}"#)));
+        format!(
+            r#"{{"region":"eu","apps":{{"a":{{"owner":"o","ns":[{}]}}}}}}"#,
+            items.join(",")
+        )
+    }
+
+    /// Every reader, on one thread and on two, over `body`: the value of item `p0` (or the
+    /// error kind).
+    fn read_everywhere(body: &str) -> Vec<(String, Result<f64, String>)> {
+        let mut out = Vec::new();
+        for (name, mut specs) in path_specs() {
+            let plan = ReadPlan::new(&mut specs);
+            let runs = [
+                (
+                    "one thread",
+                    extract_bytes_in(body.as_bytes(), &specs, &plan, false),
+                ),
+                (
+                    "two threads",
+                    extract_bytes_batched(body.as_bytes(), &specs, &plan, 7),
+                ),
+            ];
+            for (how, r) in runs {
+                let got = r.map_err(|e| e.to_string()).and_then(|x| {
+                    series(&x)
+                        .into_iter()
+                        .find(|(l, _)| l[0] == "p0")
+                        .map(|(_, v)| v)
+                        .ok_or_else(|| format!("no series: {:?}", x.problems))
+                });
+                out.push((format!("{name}, {how}"), got));
+            }
+        }
+        out
+    }
+
+    /// Whether every path gives the correctly rounded double of `text` (what Rust's own
+    /// parser gives), at two body sizes.
+    fn exact_everywhere(text: &str) -> Result<(), String> {
+        let want: f64 = text.parse().unwrap();
+        for pad in [0, 300] {
+            let body = document(text, 3, pad);
+            // The tree too: serde_json itself must round correctly.
+            let doc: Value = serde_json::from_str(&body).map_err(|e| format!("{text}: {e}"))?;
+            let tree = run(&doc, &path_specs()[0].1);
+            let mut all = read_everywhere(&body);
+            all.push((
+                "tree".into(),
+                series(&tree)
+                    .into_iter()
+                    .find(|(l, _)| l[0] == "p0")
+                    .map(|(_, v)| v)
+                    .ok_or_else(|| "no series".into()),
+            ));
+            for (how, got) in all {
+                match got {
+                    Ok(v) if v.to_bits() == want.to_bits() => {}
+                    other => {
+                        return Err(format!(
+                            "{text} ({how}, pad {pad}): {other:?}, want {want:?}"
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn hard_numbers_are_read_correctly_rounded() {
+        for text in [
+            "0.9589784328838307",
+            "1.7976931348623158e308",
+            "1.7976931348623157e308",
+            "-1.7976931348623157e308",
+            "2.2250738585072014e-308",
+            "2.2250738585072011e-308",
+            "4.9406564584124654e-324",
+            "5e-324",
+            "9007199254740993",
+            "9007199254740992.5",
+            "0.1",
+            "0.30000000000000004",
+            "123456789012345678901234567890",
+            "8.98846567431158e307",
+            "1e23",
+            "7.2057594037927933e16",
+            "2.0000000000000004",
+            "1.00000000000000011102230246251565404236316680908203125",
+            "0.500000000000000166533453693773481063544750213623046875",
+            "3.0540412e5",
+            "-0.0",
+            "0",
+        ] {
+            exact_everywhere(text).unwrap();
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(300))]
+        /// Every double's shortest text (as Python, Go or JavaScript print it) reads back
+        /// to itself, in plain and in exponent notation.
+        #[test]
+        fn every_shortest_double_reads_back_to_itself(bits in any::<u64>()) {
+            let f = f64::from_bits(bits);
+            prop_assume!(f.is_finite());
+            let plain = format!("{f:?}");
+            let exp = format!("{f:e}");
+            for text in [plain, exp] {
+                prop_assert!(exact_everywhere(&text).is_ok(), "{:?}", exact_everywhere(&text));
+            }
+        }
+    }
+
+    /// Item texts of every kind, valid and not, with what a strict parser says of them.
+    fn corpus() -> Vec<String> {
+        let mut c: Vec<String> = [
+            // Escapes and surrogates.
+            r#"{"name":"a\"b\\c\/d\b\f\n\r\t","v":1}"#,
+            r#"{"name":"\u00e9\u4e2d\ud83d\ude00","v":2}"#,
+            r#"{"name":"\ud83d","v":3}"#,
+            r#"{"name":"\ude00x","v":3}"#,
+            r#"{"name":"\u12","v":3}"#,
+            r#"{"name":"\x41","v":3}"#,
+            "{\"name\":\"tab\there\",\"v\":3}",
+            "{\"name\":\"ctl\u{1}\",\"v\":3}",
+            "{\"name\":\"é中😀\",\"v\":4}",
+            // Numbers.
+            r#"{"name":"n","v":-0}"#,
+            r#"{"name":"n","v":01}"#,
+            r#"{"name":"n","v":1.}"#,
+            r#"{"name":"n","v":.5}"#,
+            r#"{"name":"n","v":+1}"#,
+            r#"{"name":"n","v":1e}"#,
+            r#"{"name":"n","v":1e+}"#,
+            r#"{"name":"n","v":1E-7}"#,
+            r#"{"name":"n","v":-}"#,
+            r#"{"name":"n","v":NaN}"#,
+            r#"{"name":"n","v":Infinity}"#,
+            r#"{"name":"n","v":0x10}"#,
+            r#"{"name":"n","v":1_000}"#,
+            // Literals, nesting, structure.
+            r#"{"name":"n","v":true}"#,
+            r#"{"name":"n","v":nul}"#,
+            r#"{"name":"n","v":[1,2,]}"#,
+            r#"{"name":"n","v":1,}"#,
+            r#"{"name":"n" "v":1}"#,
+            r#"{"name":"n","v":1"#,
+            r#"{"name":"n","v":{"a":[[[]]]}}"#,
+            r#"{'name':"n","v":1}"#,
+            r#"{name:"n","v":1}"#,
+            // Whitespace JSON allows, and what it does not.
+            "{ \"name\" :\t\"n\" ,\r\n\"v\" : 1 }",
+            "{\"name\":\"n\",\"v\":1\u{a0}}",
+            "{\"name\":\"n\",\"v\":1\u{b}}",
+            // A repeated member: valid, the last wins.
+            r#"{"name":"n","v":1,"v":2}"#,
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        // Deep, but within what the strict parser (serde_json, 128 levels) takes.
+        c.push(format!(
+            r#"{{"name":"deep","v":1,"x":{}{}}}"#,
+            "[".repeat(100),
+            "]".repeat(100)
+        ));
+        c
+    }
+
+    #[test]
+    fn every_reader_accepts_and_refuses_what_a_strict_parser_does() {
+        for item in corpus() {
+            for pad in [0, 300] {
+                let body = format!(
+                    r#"{{"region":"eu","apps":{{"a":{{"owner":"o","ns":[{item}{}]}}}}}}"#,
+                    (0..pad)
+                        .map(|i| format!(r#",{{"name":"f{i}","v":1,"points":[]}}"#))
+                        .collect::<String>()
+                );
+                // The strict parser: serde_json building the whole tree (which, beyond the grammar, also
+                // refuses a lone surrogate, as no reader can build it into text).
+                let strict = serde_json::from_str::<Value>(&body).is_ok();
+                // Truncated anywhere, the document is refused by every reader too.
+                let cut = &body[..body.len() - 1 - pad.min(1)];
+                for (text, valid) in [(body.as_str(), strict), (cut, false)] {
+                    for (name, mut specs) in path_specs() {
+                        let plan = ReadPlan::new(&mut specs);
+                        for r in [
+                            extract_bytes_in(text.as_bytes(), &specs, &plan, false),
+                            extract_bytes_batched(text.as_bytes(), &specs, &plan, 7),
+                        ] {
+                            let refused = r.is_err();
+                            assert_eq!(
+                                !refused,
+                                valid,
+                                "{name}, pad {pad}: {text:.120} -> {:?}",
+                                r.map(|x| series(&x).len())
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_number_out_of_range_is_refused_only_where_it_is_read() {
+        // Valid JSON by the grammar, but no double holds it: the poll fails where a lookup
+        // reads it, and the number is skipped like any other where none does.
+        let read = document("1e400", 1, 0);
+        let unread = r#"{"region":"eu","apps":{"a":{"owner":"o","ns":[{"name":"p0","v":1,"x":1e400,"points":[]}]}}}"#;
+        for (name, mut specs) in path_specs() {
+            let plan = ReadPlan::new(&mut specs);
+            let r = extract_bytes_in(read.as_bytes(), &specs, &plan, false);
+            assert!(r.is_err(), "{name}: {:?}", r.map(|x| series(&x)));
+            let r = extract_bytes_in(unread.as_bytes(), &specs, &plan, false);
+            assert!(r.is_ok(), "{name}: {r:?}");
+        }
+    }
+
+    #[test]
+    fn a_repeated_member_is_noticed_with_64_lookups_or_more() {
+        // 70 labels from 70 members, then `z` twice: the last `z` wins on every path.
+        let labels: Vec<(String, String)> = (0..70)
+            .map(|i| (format!("l{i}"), format!("{{@.k{i}}}")))
+            .collect();
+        let labels: Vec<(&str, &str)> = labels
+            .iter()
+            .map(|(a, b)| (a.as_str(), b.as_str()))
+            .collect();
+        let mut specs = vec![gauge(Some("$.xs[*]"), &labels, "@.z")];
+        let plan = ReadPlan::new(&mut specs);
+        let members: String = (0..70).map(|i| format!(r#""k{i}":"v{i}","#)).collect();
+        let body = format!(r#"{{"xs":[{{{members}"z":1,"z":7}}]}}"#);
+        let doc: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(series(&run(&doc, &specs))[0].1, 7.0);
+        for r in [
+            extract_bytes_in(body.as_bytes(), &specs, &plan, false),
+            extract_bytes_batched(body.as_bytes(), &specs, &plan, 1),
+        ] {
+            assert_eq!(series(&r.unwrap())[0].1, 7.0);
+        }
+    }
+}

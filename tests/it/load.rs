@@ -275,7 +275,10 @@ async fn the_config_replaced_by_a_directory_or_half_written_keeps_the_old_one() 
         .await;
     assert!(body.contains("\nchanging_value 1"));
     let (_, page) = b.get("/").await;
-    assert!(page.contains("Is a directory"), "{page}");
+    assert!(
+        page.contains("is a directory: only a regular file is read"),
+        "{page}"
+    );
     std::fs::remove_dir(&cfg).unwrap();
     // Written in two halves, as a slow writer would: the half never replaces the running
     // config; the whole file is applied.

@@ -4,6 +4,7 @@ mod browser;
 mod cli;
 mod faults;
 mod golden;
+mod hardening;
 mod http;
 mod import;
 mod load;

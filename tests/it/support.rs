@@ -134,8 +134,20 @@ impl Bridge {
         Self::start_at(dir, config).await
     }
 
+    /// Starts with protective limits other than the defaults.
+    pub async fn start_with(config_text: &str, limits: app::Limits) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("jsonbridge.yaml");
+        std::fs::write(&config, config_text).unwrap();
+        Self::start_limited(dir, config, limits).await
+    }
+
     /// Starts on an existing layout (e.g. a ConfigMap-style symlinked file).
     pub async fn start_at(dir: tempfile::TempDir, config: PathBuf) -> Self {
+        Self::start_limited(dir, config, Default::default()).await
+    }
+
+    async fn start_limited(dir: tempfile::TempDir, config: PathBuf, limits: app::Limits) -> Self {
         let running = app::start(app::Options {
             config_file: config.clone(),
             listen_address: "127.0.0.1:0".into(),
@@ -143,6 +155,7 @@ impl Bridge {
             watch_config: true,
             web_config: None,
             shard: None,
+            limits,
         })
         .await
         .unwrap_or_else(|e| panic!("start failed: {e}"));
