@@ -307,12 +307,10 @@ pub enum Limit {
     ProbeConcurrency,
     /// A basic-auth check waited for one of the bcrypt slots.
     AuthConcurrency,
-    /// A poll waited for room in `--limits.body-bytes-in-flight`.
-    BodyBudget,
 }
 
 impl Limit {
-    const ALL: [Limit; 8] = [
+    const ALL: [Limit; 7] = [
         Limit::RetryAfter,
         Limit::RedirectRefused,
         Limit::Connections,
@@ -320,7 +318,6 @@ impl Limit {
         Limit::AcceptError,
         Limit::ProbeConcurrency,
         Limit::AuthConcurrency,
-        Limit::BodyBudget,
     ];
 
     /// Stable label value.
@@ -333,7 +330,6 @@ impl Limit {
             Limit::AcceptError => "accept_error",
             Limit::ProbeConcurrency => "probe_concurrency",
             Limit::AuthConcurrency => "auth_concurrency",
-            Limit::BodyBudget => "body_budget",
         }
     }
 
