@@ -43,6 +43,8 @@ pub struct Limits {
     pub max_concurrent_probes: usize,
     /// Server connection limits.
     pub server: expose::web::ServerLimits,
+    /// Response bodies held at once, process-wide (see `fetch::budget`).
+    pub body_bytes_in_flight: u64,
 }
 
 impl Default for Limits {
@@ -51,6 +53,7 @@ impl Default for Limits {
             config_max_bytes: config::DEFAULT_MAX_CONFIG_BYTES,
             max_concurrent_probes: expose::DEFAULT_MAX_CONCURRENT_PROBES,
             server: expose::web::ServerLimits::default(),
+            body_bytes_in_flight: crate::fetch::budget::DEFAULT_BODY_BYTES_IN_FLIGHT,
         }
     }
 }
@@ -111,6 +114,7 @@ pub async fn start(opts: Options) -> Result<Running, StartError> {
         Some(p) => crate::expose::web::WebConfig::load(p)?,
         None => crate::expose::web::WebConfig::default(),
     };
+    crate::fetch::budget::set(opts.limits.body_bytes_in_flight);
     let origin = config::Origin::file(&opts.config_file);
     let (path, max, o) = (
         opts.config_file.clone(),

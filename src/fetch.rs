@@ -25,7 +25,9 @@ use crate::telemetry::{self, Limit};
 /// Redirect hops followed at most, as browsers and reqwest's default policy do.
 pub const MAX_REDIRECTS: usize = 10;
 
+pub mod budget;
 mod buffer;
+use budget::BodyPermit;
 use buffer::Buffer;
 
 #[derive(Debug, thiserror::Error)]
@@ -123,6 +125,15 @@ pub struct Fetched {
     pub content_type: Option<String>,
     /// Attempts made (1 without retries).
     pub attempts: u32,
+    /// The body's share of the process-wide budget: drop it once the body is read.
+    pub permit: BodyPermit,
+}
+
+/// A body as one attempt received it.
+struct Received {
+    bytes: Bytes,
+    content_type: Option<String>,
+    permit: BodyPermit,
 }
 
 impl FetchError {
@@ -147,11 +158,12 @@ async fn fetch(client: Option<&reqwest::Client>, request: &Request) -> Result<Fe
         loop {
             attempt += 1;
             let (e, asked) = match once(client, request).await {
-                Ok((body, content_type)) => {
+                Ok(r) => {
                     return Ok(Fetched {
-                        body,
-                        content_type,
+                        body: r.bytes,
+                        content_type: r.content_type,
                         attempts: attempt,
+                        permit: r.permit,
                     });
                 }
                 Err(Failed { error, retry_after }) => (error, retry_after),
@@ -223,10 +235,7 @@ fn backoff(base: Duration, attempt: u32) -> Duration {
     cap.mul_f64(frac)
 }
 
-async fn once(
-    client: Option<&reqwest::Client>,
-    request: &Request,
-) -> Result<(Bytes, Option<String>), Failed> {
+async fn once(client: Option<&reqwest::Client>, request: &Request) -> Result<Received, Failed> {
     match &request.target {
         Target::Http { url, query } => {
             let client = client.ok_or_else(|| FetchError::Request("no HTTP client".into()))?;
@@ -239,7 +248,7 @@ async fn once(
             }
             http(client, url, now, request).await
         }
-        Target::File(path) => Ok((file(path, request).await?, None)),
+        Target::File(path) => Ok(file(path, request).await?),
     }
 }
 
@@ -285,7 +294,7 @@ async fn http(
     url: Url,
     now: DateTime<Utc>,
     request: &Request,
-) -> Result<(Bytes, Option<String>), Failed> {
+) -> Result<Received, Failed> {
     let mut resp = follow(client, url, now, request).await?;
     let status = resp.status();
     if !status.is_success() {
@@ -303,15 +312,27 @@ async fn http(
     if resp.content_length().is_some_and(|n| n > limit) {
         return Err(FetchError::TooLarge { limit }.into());
     }
+    // An announced length is taken from the budget whole, before the first byte: a poll
+    // then never holds part of the budget while it waits for more.
+    let mut permit = BodyPermit::default();
+    if let Some(n) = resp.content_length() {
+        permit.cover(n, &request.display_url).await;
+    }
     let mut body = Buffer::new(resp.content_length());
     let at = resp.url().clone();
     while let Some(chunk) = resp.chunk().await.map_err(|e| classify(e, request, &at))? {
-        if (body.len() + chunk.len()) as u64 > limit {
+        let len = (body.len() + chunk.len()) as u64;
+        if len > limit {
             return Err(FetchError::TooLarge { limit }.into());
         }
+        permit.cover(len, &request.display_url).await;
         body.push(&chunk);
     }
-    Ok((body.into_bytes(), content_type))
+    Ok(Received {
+        bytes: body.into_bytes(),
+        content_type,
+        permit,
+    })
 }
 
 /// Sends the request and follows redirects, at most [`MAX_REDIRECTS`] hops, each checked
@@ -413,7 +434,7 @@ fn public_headers(headers: &HeaderMap) -> HeaderMap {
     kept
 }
 
-async fn file(path: &std::path::Path, request: &Request) -> Result<Bytes, FetchError> {
+async fn file(path: &std::path::Path, request: &Request) -> Result<Received, FetchError> {
     let limit = request.max_body_bytes;
     // The path as written: an expanded `${VAR}` stays out of the message.
     let err = |e: std::io::Error| FetchError::File {
@@ -421,6 +442,11 @@ async fn file(path: &std::path::Path, request: &Request) -> Result<Bytes, FetchE
         message: e.to_string(),
     };
     let f = tokio::fs::File::open(path).await.map_err(err)?;
+    let size = f.metadata().await.map_err(err)?.len();
+    let mut permit = BodyPermit::default();
+    permit
+        .cover(size.min(limit + 1), &request.display_url)
+        .await;
     let mut body = Vec::new();
     // Read one byte past the limit to tell "exactly at the limit" from "over it".
     f.take(limit + 1)
@@ -430,7 +456,11 @@ async fn file(path: &std::path::Path, request: &Request) -> Result<Bytes, FetchE
     if body.len() as u64 > limit {
         return Err(FetchError::TooLarge { limit });
     }
-    Ok(body.into())
+    Ok(Received {
+        bytes: body.into(),
+        content_type: None,
+        permit,
+    })
 }
 
 fn classify(e: reqwest::Error, request: &Request, url: &Url) -> FetchError {

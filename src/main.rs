@@ -66,6 +66,11 @@ struct Cli {
     #[arg(long = "web.idle-timeout", default_value = "60s", value_parser = duration)]
     idle_timeout: std::time::Duration,
 
+    /// Response bodies held at once by all polls and probes, in bytes (bodies under 1 MiB
+    /// are not counted); a poll that would pass it waits, within its timeout.
+    #[arg(long = "limits.body-bytes-in-flight", default_value_t = jsonbridge::fetch::budget::DEFAULT_BODY_BYTES_IN_FLIGHT)]
+    body_bytes_in_flight: u64,
+
     /// /probe polls at once; more wait for a slot within their timeout, then get 503.
     #[arg(long = "probe.max-concurrent", default_value_t = jsonbridge::expose::DEFAULT_MAX_CONCURRENT_PROBES)]
     max_concurrent_probes: usize,
@@ -184,6 +189,7 @@ fn main() -> ExitCode {
                 limits: app::Limits {
                     config_max_bytes: cli.config_max_bytes,
                     max_concurrent_probes: cli.max_concurrent_probes,
+                    body_bytes_in_flight: cli.body_bytes_in_flight,
                     server: jsonbridge::expose::web::ServerLimits {
                         max_connections: cli
                             .max_connections

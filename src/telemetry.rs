@@ -307,10 +307,12 @@ pub enum Limit {
     ProbeConcurrency,
     /// A basic-auth check waited for one of the bcrypt slots.
     AuthConcurrency,
+    /// A poll waited for room in `--limits.body-bytes-in-flight`.
+    BodyBudget,
 }
 
 impl Limit {
-    const ALL: [Limit; 7] = [
+    const ALL: [Limit; 8] = [
         Limit::RetryAfter,
         Limit::RedirectRefused,
         Limit::Connections,
@@ -318,6 +320,7 @@ impl Limit {
         Limit::AcceptError,
         Limit::ProbeConcurrency,
         Limit::AuthConcurrency,
+        Limit::BodyBudget,
     ];
 
     /// Stable label value.
@@ -330,6 +333,7 @@ impl Limit {
             Limit::AcceptError => "accept_error",
             Limit::ProbeConcurrency => "probe_concurrency",
             Limit::AuthConcurrency => "auth_concurrency",
+            Limit::BodyBudget => "body_budget",
         }
     }
 

@@ -14,7 +14,7 @@
 //! whole subtrees: such sources get a pruned tree instead, then the usual walk.
 
 use super::selector::{Selector, Step};
-use super::spec::{Binding, Lookup, MetricSpec, Part, Scope, ValueSpec};
+use super::spec::{Aggregate, Binding, Lookup, MetricSpec, Part, Scope, ValueSpec};
 
 /// The parts of one node (and below) that some block reads.
 #[derive(Debug, Clone, Default)]
@@ -297,39 +297,79 @@ pub struct ReadPlan {
 
 /// Every lookup of a block: labels, values, timestamp.
 fn lookups(block: &MetricSpec) -> impl Iterator<Item = &Lookup> {
+    lookups_with_aggregates(block).map(|(l, _)| l)
+}
+
+/// [`lookups`], each with the aggregate its value is computed with, if any.
+fn lookups_with_aggregates(
+    block: &MetricSpec,
+) -> impl Iterator<Item = (&Lookup, Option<Aggregate>)> {
     let labels = block.labels.iter().flat_map(|t| {
         t.parts.iter().filter_map(|p| match p {
-            Part::Lookup(l) => Some(l),
+            Part::Lookup(l) => Some((l, None)),
             _ => None,
         })
     });
     let values = block.outputs.iter().filter_map(|o| match &o.value {
         ValueSpec::Constant(_) => None,
-        ValueSpec::Lookup(l) | ValueSpec::Aggregate(_, l) => Some(l),
+        ValueSpec::Lookup(l) => Some((l, None)),
+        ValueSpec::Aggregate(a, l) => Some((l, Some(*a))),
     });
     labels
         .chain(values)
-        .chain(block.timestamp.iter().map(|t| &t.lookup))
+        .chain(block.timestamp.iter().map(|t| (&t.lookup, None)))
 }
 
-/// The steps from the root to a block's items, the depth of each capture, and whether the
-/// whole path is made of steps (no filter or the like).
-fn item_path(block: &MetricSpec) -> (Vec<Step>, Vec<usize>, bool) {
+/// Where a block's items are: the steps from the root, the depth of each capture's key,
+/// whether the whole path is made of steps (no filter or the like), and for an `each` whose
+/// last part has a filter the plan can follow (see [`Selector::filtered`]), the depth of the
+/// candidates the filter runs on and what it reads of them.
+struct ItemPath {
+    path: Vec<Step>,
+    depths: Vec<usize>,
+    exact: bool,
+    filtered: Option<(usize, Vec<(Vec<Step>, bool)>)>,
+}
+
+fn item_path(block: &MetricSpec) -> ItemPath {
     let mut path = Vec::new();
     let mut depths = Vec::new();
     let fragments = block.each.fragments();
     for (k, fragment) in fragments.iter().enumerate() {
         let (steps, exact) = fragment.steps();
-        path.extend_from_slice(steps);
         if !exact {
-            return (path, depths, false);
+            let filtered = (k + 1 == fragments.len())
+                .then(|| fragment.filtered())
+                .flatten()
+                .map(|f| {
+                    path.extend(f.before);
+                    let at = path.len();
+                    path.push(Step::Wildcard);
+                    path.extend(f.after);
+                    (at, f.reads)
+                });
+            if filtered.is_none() {
+                path.extend_from_slice(steps);
+            }
+            return ItemPath {
+                path,
+                depths,
+                exact: false,
+                filtered,
+            };
         }
+        path.extend_from_slice(steps);
         if k + 1 < fragments.len() {
             depths.push(path.len());
             path.push(Step::Wildcard);
         }
     }
-    (path, depths, true)
+    ItemPath {
+        path,
+        depths,
+        exact: true,
+        filtered: None,
+    }
 }
 
 /// The same lookups as [`lookups`], in the same order, to number them.
@@ -359,41 +399,79 @@ impl ReadPlan {
         }
         let blocks = &*blocks;
         let paths: Vec<_> = blocks.iter().map(item_path).collect();
-        let streamed = blocks.iter().zip(&paths).all(|(b, (_, _, exact))| {
-            *exact && lookups(b).all(|l| matches!(l.scope, Scope::Item | Scope::Root))
+        let streamed = blocks.iter().zip(&paths).all(|(b, p)| {
+            p.exact && lookups(b).all(|l| matches!(l.scope, Scope::Item | Scope::Root))
         });
         let mut root = Need::default();
         // Streamed plans read what lookups from the root need in a first pass.
         let mut first = Need::default();
-        for (b, (block, (path, depths, exact))) in blocks.iter().zip(&paths).enumerate() {
-            let item = root.at(path);
-            if !exact {
-                // A filter or the like runs on the whole subtree where the steps end.
-                item.all = true;
-            } else if streamed {
-                item.items.push(b);
+        for (b, (block, p)) in blocks.iter().zip(&paths).enumerate() {
+            let ItemPath {
+                path,
+                depths,
+                exact,
+                filtered,
+            } = p;
+            match filtered {
+                // A filter the plan can follow reads its paths of every candidate; the items
+                // it lets through are read by their lookups below, as exact items are.
+                Some((at, reads)) => {
+                    for (read, value) in reads {
+                        let node = root.at(&path[..=*at]).at(read);
+                        node.all |= *value;
+                    }
+                    root.at(path);
+                }
+                // Any other filter or the like runs on the whole subtree where the steps end.
+                None if !exact => root.at(path).all = true,
+                None if streamed => root.at(path).items.push(b),
+                None => {
+                    root.at(path);
+                }
             }
-            for l in lookups(block) {
-                let (steps, _) = l.selector.steps();
+            let exact = *exact || filtered.is_some();
+            for (l, aggregate) in lookups_with_aggregates(block) {
+                let (steps, whole_path) = l.selector.steps();
                 let base: Vec<Step> = match l.scope {
                     Scope::Root => Vec::new(),
-                    Scope::Item if *exact => path.clone(),
+                    Scope::Item if exact => path.clone(),
                     Scope::Capture(i) if i < depths.len() => path[..=depths[i]].to_vec(),
                     // Under a filter: inside the subtree read whole anyway.
                     Scope::Item | Scope::Capture(_) => continue,
                 };
                 let mut full = base;
-                // Up to the first wildcard: what is below is read whole, since the lookup's
-                // nodes are then many (an aggregate) and one slot holds them all.
-                full.extend(steps.iter().take_while(|s| **s != Step::Wildcard).cloned());
-                // The node found is read whole: it may be an array to count, an object to
-                // describe in an error, a string, a number.
                 let tree = if streamed && l.scope == Scope::Root {
                     &mut first
                 } else {
                     &mut root
                 };
-                tree.at(&full).all = true;
+                if streamed && l.scope == Scope::Item {
+                    // Up to the first wildcard: what is below is read whole, since the
+                    // lookup's nodes are then many (an aggregate) and one slot holds them all
+                    // (an item at a time, so the tree is as large as one item).
+                    full.extend(steps.iter().take_while(|s| **s != Step::Wildcard).cloned());
+                    tree.at(&full).all = true;
+                    continue;
+                }
+                // Anywhere else the tree may span the whole document: follow every step,
+                // wildcards too, so that only the nodes the lookup reaches are built.
+                full.extend(steps.iter().cloned());
+                let node = tree.at(&full);
+                match aggregate {
+                    // The rest of the path needs the subtree where the steps end.
+                    _ if !whole_path => node.all = true,
+                    // Counting needs the nodes to be there, not what they hold: an object
+                    // or array is built empty.
+                    Some(Aggregate::Count) => {}
+                    // A length needs the members or elements to be there (a string is built
+                    // as it is).
+                    Some(Aggregate::Length) => {
+                        node.any.get_or_insert_with(Default::default);
+                    }
+                    // The node found is read whole: a number to add up, an object to
+                    // describe in an error, a string, a number.
+                    _ => node.all = true,
+                }
             }
         }
         root.finish();
@@ -405,7 +483,7 @@ impl ReadPlan {
             root.slot_items(blocks, &mut slotted);
         }
         let capture_depths = if streamed {
-            paths.into_iter().map(|(_, d, _)| d).collect()
+            paths.into_iter().map(|p| p.depths).collect()
         } else {
             Vec::new()
         };

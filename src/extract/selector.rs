@@ -84,6 +84,39 @@ impl Selector {
         (&self.prefix, matches!(self.plan, Plan::Direct(_)))
     }
 
+    /// For a path that is steps, one filter, then steps (`$.pods[?@.phase == 'Running'].x`):
+    /// the steps before the filter, what the filter reads of each candidate (relative paths
+    /// of names and indexes, each with whether its value is compared or only tested for
+    /// existence), and the steps after it. `None` for anything else, or a filter that reads
+    /// more than such paths (the root, functions, wildcards): a reader then keeps the whole
+    /// subtree.
+    pub(crate) fn filtered(&self) -> Option<Filtered> {
+        use jsonpath_rust::parser::model::Segment;
+        let Plan::General(q) = &self.plan else {
+            return None;
+        };
+        let rest = &q.segments[self.prefix.len()..];
+        let (Segment::Selector(JpSelector::Filter(f)), after) = rest.split_first()? else {
+            return None;
+        };
+        let after: Vec<Step> = after
+            .iter()
+            .map(|seg| match seg {
+                Segment::Selector(JpSelector::Name(n)) => Some(Step::Name(n.clone())),
+                Segment::Selector(JpSelector::Index(i)) => Some(Step::Index(*i)),
+                Segment::Selector(JpSelector::Wildcard) => Some(Step::Wildcard),
+                _ => None,
+            })
+            .collect::<Option<_>>()?;
+        let mut reads = Vec::new();
+        filter_reads(f, &mut reads)?;
+        Some(Filtered {
+            before: self.prefix.clone(),
+            reads,
+            after,
+        })
+    }
+
     /// Appends every node selected from `value` to `out`, in document order.
     pub fn select_into<'a>(&self, value: &'a Value, out: &mut Vec<&'a Value>) {
         match &self.plan {
@@ -112,6 +145,71 @@ impl Selector {
             0 => Selected::None,
             1 => Selected::One(out[0]),
             n => Selected::Many(n),
+        }
+    }
+}
+
+/// A path with one filter (see [`Selector::filtered`]).
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Filtered {
+    pub(crate) before: Vec<Step>,
+    /// Paths from each candidate, and whether the value there is read (not only tested).
+    pub(crate) reads: Vec<(Vec<Step>, bool)>,
+    pub(crate) after: Vec<Step>,
+}
+
+/// Collects the relative paths a filter reads; `None` if it reads anything else.
+fn filter_reads(
+    f: &jsonpath_rust::parser::model::Filter,
+    out: &mut Vec<(Vec<Step>, bool)>,
+) -> Option<()> {
+    use jsonpath_rust::parser::model::{
+        Comparable, Comparison, Filter, FilterAtom, Segment, SingularQuery, SingularQuerySegment,
+        Test,
+    };
+    let singular = |segs: &[SingularQuerySegment]| -> Vec<Step> {
+        segs.iter()
+            .map(|s| match s {
+                SingularQuerySegment::Name(n) => Step::Name(n.clone()),
+                SingularQuerySegment::Index(i) => Step::Index(*i),
+            })
+            .collect()
+    };
+    match f {
+        Filter::Or(fs) | Filter::And(fs) => fs.iter().try_for_each(|f| filter_reads(f, out)),
+        Filter::Atom(FilterAtom::Filter { expr, .. }) => filter_reads(expr, out),
+        Filter::Atom(FilterAtom::Test { expr, .. }) => match &**expr {
+            Test::RelQuery(segs) => {
+                let steps = segs
+                    .iter()
+                    .map(|seg| match seg {
+                        Segment::Selector(JpSelector::Name(n)) => Some(Step::Name(n.clone())),
+                        Segment::Selector(JpSelector::Index(i)) => Some(Step::Index(*i)),
+                        _ => None,
+                    })
+                    .collect::<Option<Vec<_>>>()?;
+                out.push((steps, false));
+                Some(())
+            }
+            _ => None,
+        },
+        Filter::Atom(FilterAtom::Comparison(c)) => {
+            let (Comparison::Eq(a, b)
+            | Comparison::Ne(a, b)
+            | Comparison::Gt(a, b)
+            | Comparison::Gte(a, b)
+            | Comparison::Lt(a, b)
+            | Comparison::Lte(a, b)) = &**c;
+            for side in [a, b] {
+                match side {
+                    Comparable::Literal(_) => {}
+                    Comparable::SingularQuery(SingularQuery::Current(segs)) => {
+                        out.push((singular(segs), true));
+                    }
+                    _ => return None,
+                }
+            }
+            Some(())
         }
     }
 }

@@ -323,6 +323,12 @@ impl<'de> Visitor<'de> for Pruned<'_> {
         if need.from_end {
             let mut next = 0;
             counted_elements(&mut seq, need.tail, |i, len, raw| {
+                // Only counted from the end: the elements before the tail are not kept at
+                // all (`[-1]` of the tail is `[-1]` of the array), so a long array costs
+                // its tail, not a null per element.
+                if need.tail.is_some() && out.is_empty() {
+                    next = i;
+                }
                 // Left-out elements before this one keep their places as nulls.
                 out.resize(i - next + out.len(), Value::Null);
                 next = i + 1;
@@ -334,8 +340,14 @@ impl<'de> Visitor<'de> for Pruned<'_> {
             })?;
             return Ok(Value::Array(out));
         }
-        // Without indexes an element nobody reads is left out; with them it keeps its place.
-        let placeholders = !need.indexes.is_empty();
+        // Without indexes an element nobody reads is left out; with them it keeps its place,
+        // up to the last index read (past it, no index can reach, unless a wildcard does).
+        let last = match need.any {
+            None => need.indexes.iter().map(|(i, _)| *i).max(),
+            Some(_) => Some(i64::MAX),
+        };
+        let placeholders =
+            |i: usize| !need.indexes.is_empty() && last.is_some_and(|l| i as i64 <= l);
         in_order(&mut seq, |seq, i| match need.element(i, 0) {
             Some(n) => match seq.next_element_seed(Pruned(&n))? {
                 Some(v) => {
@@ -346,7 +358,7 @@ impl<'de> Visitor<'de> for Pruned<'_> {
             },
             None => {
                 let skipped = seq.next_element::<IgnoredAny>()?.is_some();
-                if skipped && placeholders {
+                if skipped && placeholders(i) {
                     out.push(Value::Null);
                 }
                 Ok(skipped)

@@ -1678,3 +1678,108 @@ mod numbers_and_corpus {
         }
     }
 }
+
+mod pruned_reads {
+    //! Issue 14, point 9: trees built for filters and aggregates hold only what they read,
+    //! and still give what the whole tree gives.
+    use super::*;
+
+    const BODY: &str = r#"{"region": "eu", "pods": [
+        {"app": "a", "name": "p1", "phase": "Running", "e": [1, 2, 3], "meta": {"tier": "web", "x": [9]}},
+        {"app": "b", "name": "p2", "phase": "Failed", "e": [4, 5], "ready": true},
+        {"app": "a", "name": "p3", "e": [], "meta": {"tier": "db"}},
+        {"app": "c", "name": "p4", "phase": "Running", "e": [7, 8, 9, 10], "meta": null},
+        7, "text", null, [1, 2]
+    ], "byid": {"x": {"app": "a", "v": 1}, "y": {"app": "b", "v": 2}, "z": {"v": 3}}}"#;
+
+    #[test]
+    fn filters_and_aggregates_read_like_the_tree() {
+        let cases: Vec<(Option<&str>, Vec<(&str, &str)>, &str)> = vec![
+            (
+                Some("$.pods[?@.app == 'a']"),
+                vec![("p", "{@.name}")],
+                "@.e[-1]",
+            ),
+            (
+                Some("$.pods[?@.app == 'a' && @.phase]"),
+                vec![("p", "{@.name}")],
+                "@.e[0]",
+            ),
+            (
+                Some("$.pods[?!@.phase || @.ready == true]"),
+                vec![("p", "{@.name}")],
+                "length(@.e)",
+            ),
+            (
+                Some("$.pods[?@.meta.tier == 'web']"),
+                vec![("p", "{@.name}")],
+                "@.meta.x[0]",
+            ),
+            (
+                Some("$.pods[?@.e[0] > 1]"),
+                vec![("p", "{@.name}")],
+                "@.e[-1]",
+            ),
+            (
+                Some("$.pods[?@.e[-1] >= 3].meta"),
+                vec![("t", "{@.tier}")],
+                "1",
+            ),
+            (Some("$.byid[?@.app == 'a' || @.v > 2]"), vec![], "@.v"),
+            (
+                Some("$.pods[?@.app == 'a']"),
+                vec![("r", "{$.region}")],
+                "sum(@.e[*])",
+            ),
+            (None, vec![], "count($.pods[*])"),
+            (None, vec![], "length($.pods)"),
+            (None, vec![], "length($.byid)"),
+            (None, vec![], "sum($.pods[*].e[-1])"),
+            (None, vec![], "max($.pods[*].e[0])"),
+            (None, vec![], "avg($.pods[*].e[1])"),
+            (None, vec![], "count($.pods[*].meta.tier)"),
+            (None, vec![], "count($.byid.*.app)"),
+            (None, vec![], "sum($.pods[*].e[*])"),
+            (None, vec![], "count($.pods[?@.app == 'a'])"),
+        ];
+        let doc: Value = serde_json::from_str(BODY).unwrap();
+        for (each, labels, value) in cases {
+            let mut specs = vec![gauge(each, &labels, value)];
+            let plan = ReadPlan::new(&mut specs);
+            let tree = run(&doc, &specs);
+            let got = extract_bytes_in(BODY.as_bytes(), &specs, &plan, false).unwrap();
+            let what = format!("{each:?} {value} ({})", plan.describe());
+            assert_eq!(series(&got), series(&tree), "{what}");
+            assert_eq!(got.problems, tree.problems, "{what}");
+            assert!(!series(&tree).is_empty(), "{what}: the case tests nothing");
+        }
+    }
+
+    #[test]
+    fn a_followed_filter_builds_only_what_it_reads() {
+        // The pruned tree for a filter holds the members the filter and the lookups read,
+        // not the candidates whole.
+        let mut specs = vec![gauge(
+            Some("$.pods[?@.app == 'a']"),
+            &[("p", "{@.name}")],
+            "@.e[-1]",
+        )];
+        let plan = ReadPlan::new(&mut specs);
+        let pruned = stream::parse_pruned(BODY, &plan).unwrap();
+        let first = &pruned["pods"][0];
+        let mut keys: Vec<&String> = first.as_object().unwrap().keys().collect();
+        keys.sort();
+        assert_eq!(keys, ["app", "e", "name"]);
+        // Only the tail of `e` is kept: `[-1]` of it is `[-1]` of the array.
+        assert_eq!(first["e"], serde_json::json!([3]));
+        // A filter the plan cannot follow (a function) keeps the candidates whole.
+        let mut specs = vec![gauge(
+            Some("$.pods[?length(@.e) > 1]"),
+            &[("p", "{@.name}")],
+            "@.e[-1]",
+        )];
+        let plan = ReadPlan::new(&mut specs);
+        let pruned = stream::parse_pruned(BODY, &plan).unwrap();
+        assert_eq!(pruned["pods"][0]["phase"], "Running");
+    }
+}

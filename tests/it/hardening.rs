@@ -550,3 +550,45 @@ async fn bcrypt_guesses_do_not_stall_a_verified_scrape() {
     let (code, _) = d.terminate();
     assert_eq!(code, Some(0));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_bodies_at_once_queue_for_the_body_budget() {
+    // Two sources of 3 MiB each, answered at the same moment, under a 4 MiB budget: the
+    // second body waits for the first to be read, and both polls succeed.
+    let body = format!(r#"{{"n": 1, "pad": "{}"}}"#, "x".repeat(3 << 20));
+    let up = Upstream::start(Reply {
+        delay: Duration::from_millis(300),
+        ..Reply::json(&body)
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("jsonbridge.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "sources:\n{}{}",
+            source("a", &format!("{}/a", up.base), ""),
+            source("b", &format!("{}/b", up.base), "")
+        ),
+    )
+    .unwrap();
+    let d =
+        crate::support::Daemon::start(&config, &["--limits.body-bytes-in-flight", "4194304"], &[]);
+    let base = format!("http://{}", d.addr);
+    let mut m = String::new();
+    for _ in 0..100 {
+        m = crate::support::get_text(&format!("{base}/metrics")).await;
+        if m.contains("\na_n 1") && m.contains("\nb_n 1") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(m.contains("\na_n 1") && m.contains("\nb_n 1"), "{m}");
+    assert_eq!(
+        sample(&m, r#"jsonbridge_limit_hits_total{limit="body_budget"}"#),
+        Some(1.0),
+        "{m}"
+    );
+    let (code, _) = d.terminate();
+    assert_eq!(code, Some(0));
+}
