@@ -13,7 +13,7 @@
 //! captured node (`pod.x`) reads around the items themselves, and a filter in `each` needs
 //! whole subtrees: such sources get a pruned tree instead, then the usual walk.
 
-use super::selector::{Selector, Step};
+use super::selector::{FilterReads, Selector, Step};
 use super::spec::{Aggregate, Binding, Lookup, MetricSpec, Part, Scope, ValueSpec};
 
 /// The parts of one node (and below) that some block reads.
@@ -328,7 +328,7 @@ struct ItemPath {
     path: Vec<Step>,
     depths: Vec<usize>,
     exact: bool,
-    filtered: Option<(usize, Vec<(Vec<Step>, bool)>)>,
+    filtered: Option<(usize, FilterReads)>,
 }
 
 fn item_path(block: &MetricSpec) -> ItemPath {

@@ -149,20 +149,21 @@ impl Selector {
     }
 }
 
+/// What a filter reads of each candidate: relative paths, each with whether its value is
+/// compared (`true`) or only tested for existence.
+pub(crate) type FilterReads = Vec<(Vec<Step>, bool)>;
+
 /// A path with one filter (see [`Selector::filtered`]).
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Filtered {
     pub(crate) before: Vec<Step>,
     /// Paths from each candidate, and whether the value there is read (not only tested).
-    pub(crate) reads: Vec<(Vec<Step>, bool)>,
+    pub(crate) reads: FilterReads,
     pub(crate) after: Vec<Step>,
 }
 
 /// Collects the relative paths a filter reads; `None` if it reads anything else.
-fn filter_reads(
-    f: &jsonpath_rust::parser::model::Filter,
-    out: &mut Vec<(Vec<Step>, bool)>,
-) -> Option<()> {
+fn filter_reads(f: &jsonpath_rust::parser::model::Filter, out: &mut FilterReads) -> Option<()> {
     use jsonpath_rust::parser::model::{
         Comparable, Comparison, Filter, FilterAtom, Segment, SingularQuery, SingularQuerySegment,
         Test,

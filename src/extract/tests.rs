@@ -1694,7 +1694,8 @@ mod pruned_reads {
 
     #[test]
     fn filters_and_aggregates_read_like_the_tree() {
-        let cases: Vec<(Option<&str>, Vec<(&str, &str)>, &str)> = vec![
+        type Case<'a> = (Option<&'a str>, Vec<(&'a str, &'a str)>, &'a str);
+        let cases: Vec<Case> = vec![
             (
                 Some("$.pods[?@.app == 'a']"),
                 vec![("p", "{@.name}")],
