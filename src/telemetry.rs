@@ -309,10 +309,12 @@ pub enum Limit {
     AuthConcurrency,
     /// A poll waited for room in `--limits.body-bytes-in-flight`.
     BodyBudget,
+    /// A scrape of `/metrics` waited for one of the 16 slots.
+    ScrapeConcurrency,
 }
 
 impl Limit {
-    const ALL: [Limit; 8] = [
+    const ALL: [Limit; 9] = [
         Limit::RetryAfter,
         Limit::RedirectRefused,
         Limit::Connections,
@@ -321,6 +323,7 @@ impl Limit {
         Limit::ProbeConcurrency,
         Limit::AuthConcurrency,
         Limit::BodyBudget,
+        Limit::ScrapeConcurrency,
     ];
 
     /// Stable label value.
@@ -334,6 +337,7 @@ impl Limit {
             Limit::ProbeConcurrency => "probe_concurrency",
             Limit::AuthConcurrency => "auth_concurrency",
             Limit::BodyBudget => "body_budget",
+            Limit::ScrapeConcurrency => "scrape_concurrency",
         }
     }
 

@@ -553,3 +553,38 @@ fn the_locator_keeps_one_entry_per_node_not_a_path_each() {
     let stored: usize = loc.children.keys().map(|(_, k)| k.len()).sum();
     assert_eq!(stored, 60 * 1_000);
 }
+
+#[test]
+fn cron_day_of_month_and_day_of_week_both_match_in_utc() {
+    use std::time::{Duration, UNIX_EPOCH};
+    let at = |s: &str| -> std::time::SystemTime {
+        chrono::DateTime::parse_from_rfc3339(s)
+            .unwrap()
+            .with_timezone(&chrono::Utc)
+            .into()
+    };
+    // Friday the 13th at 06:00 UTC: in 2026 the first is in February. Classic cron (either
+    // field matching) would fire on Friday 2 January or on Tuesday 13 January.
+    let friday_13th = Schedule::Cron("0 0 6 13 * Fri".into());
+    assert_eq!(
+        friday_13th.next_poll(None, at("2026-01-01T00:00:00Z")),
+        Some(at("2026-02-13T06:00:00Z"))
+    );
+    // UTC, whatever the machine's zone: 06:00 is 06:00Z.
+    let daily = Schedule::Cron("0 0 6 * * *".into());
+    assert_eq!(
+        daily.next_poll(None, at("2026-03-29T05:59:59Z")),
+        Some(at("2026-03-29T06:00:00Z"))
+    );
+    // An interval counts from the last poll, never into the past.
+    let every = Schedule::Every(Duration::from_secs(60));
+    let last = UNIX_EPOCH + Duration::from_secs(1_000);
+    assert_eq!(
+        every.next_poll(Some(last), last),
+        Some(last + Duration::from_secs(60))
+    );
+    assert_eq!(
+        every.next_poll(Some(last), last + Duration::from_secs(600)),
+        Some(last + Duration::from_secs(600))
+    );
+}

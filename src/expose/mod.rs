@@ -55,6 +55,8 @@ pub struct Exposer {
     /// `/probe` polls running at once (`--probe.max-concurrent`): each holds a body and its
     /// extraction in memory, and anyone who can reach the port can ask for one.
     probe_slots: tokio::sync::Semaphore,
+    /// Scrapes served at once ([`MAX_CONCURRENT_SCRAPES`]).
+    scrape_slots: tokio::sync::Semaphore,
 }
 
 /// Default of `--probe.max-concurrent`.
@@ -76,6 +78,7 @@ impl Exposer {
             probes: Default::default(),
             cache: tokio::sync::Mutex::new([None, None, None, None]),
             probe_slots: tokio::sync::Semaphore::new(DEFAULT_MAX_CONCURRENT_PROBES),
+            scrape_slots: tokio::sync::Semaphore::new(MAX_CONCURRENT_SCRAPES),
         }
     }
 
@@ -152,12 +155,7 @@ pub fn router(exposer: Arc<Exposer>) -> Router {
     Router::new()
         .route("/", get(page::index))
         .route("/source/{name}", get(page::source))
-        .route(
-            "/metrics",
-            get(metrics).layer(tower::limit::ConcurrencyLimitLayer::new(
-                MAX_CONCURRENT_SCRAPES,
-            )),
-        )
+        .route("/metrics", get(metrics))
         .route("/-/healthy", get(|| async { "Healthy\n" }))
         .route("/-/ready", get(ready))
         .route("/-/reload", post(reload))
@@ -166,6 +164,17 @@ pub fn router(exposer: Arc<Exposer>) -> Router {
 }
 
 async fn metrics(State(x): State<Arc<Exposer>>, headers: HeaderMap) -> Response {
+    // More wait their turn (counted); a scrape that waits holds no memory of its own yet.
+    let _slot = match x.scrape_slots.try_acquire() {
+        Ok(s) => s,
+        Err(_) => {
+            crate::telemetry::limit_hit(crate::telemetry::Limit::ScrapeConcurrency, "/metrics");
+            match x.scrape_slots.acquire().await {
+                Ok(s) => s,
+                Err(_) => return StatusCode::SERVICE_UNAVAILABLE.into_response(),
+            }
+        }
+    };
     let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
     let format = Format::negotiate(accept);
     let gzip = accepts_gzip(headers.get(header::ACCEPT_ENCODING));
@@ -416,5 +425,65 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
             tracing::error!(error = %e, "encoding task failed");
             None
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tower::ServiceExt;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn scrapes_beyond_the_limit_wait_their_turn() {
+        let config = Arc::new(
+            crate::config::parse(
+                "sources: []\n",
+                &crate::config::Origin::file(std::path::Path::new("x.yaml")),
+                &|_| None,
+            )
+            .unwrap(),
+        );
+        let store = Arc::new(Store::new(config));
+        let telemetry = Arc::new(Telemetry::new(store.clone()));
+        let x = Arc::new(Exposer::new(store, telemetry, None, "x.yaml".into()));
+        let app = router(x.clone());
+        // Hold the cache: every scrape that gets a slot stops there.
+        let held = x.cache.lock().await;
+        let waits = crate::telemetry::limit_hits()
+            .into_iter()
+            .find(|(l, _)| *l == "scrape_concurrency")
+            .unwrap()
+            .1;
+        let mut scrapes = Vec::new();
+        for _ in 0..MAX_CONCURRENT_SCRAPES + 4 {
+            let app = app.clone();
+            scrapes.push(tokio::spawn(async move {
+                let req = axum::http::Request::get("/metrics")
+                    .body(axum::body::Body::empty())
+                    .unwrap();
+                app.oneshot(req).await.unwrap().status()
+            }));
+        }
+        for _ in 0..1000 {
+            if x.scrape_slots.available_permits() == 0 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        // Sixteen in, the other four waiting for a slot (and counted).
+        assert_eq!(x.scrape_slots.available_permits(), 0);
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        assert!(scrapes.iter().all(|s| !s.is_finished()));
+        let now = crate::telemetry::limit_hits()
+            .into_iter()
+            .find(|(l, _)| *l == "scrape_concurrency")
+            .unwrap()
+            .1;
+        assert!(now >= waits + 4, "{waits} -> {now}");
+        drop(held);
+        for s in scrapes {
+            assert_eq!(s.await.unwrap(), StatusCode::OK);
+        }
+        assert_eq!(x.scrape_slots.available_permits(), MAX_CONCURRENT_SCRAPES);
     }
 }

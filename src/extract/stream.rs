@@ -322,12 +322,34 @@ impl<'de> Visitor<'de> for Pruned<'_> {
         let mut out = Vec::new();
         if need.from_end {
             let mut next = 0;
+            // Read by indexes from both ends and nothing else: the elements between the
+            // last one counted from the start and the first one counted from the end are
+            // not kept (`[0]` and `[-1]` of what is kept are those of the array).
+            let ends = (need.any.is_none() && need.tail.is_none()).then(|| {
+                let head = need.indexes.iter().map(|(i, _)| *i + 1).max().unwrap_or(0);
+                let tail = need
+                    .indexes
+                    .iter()
+                    .map(|(i, _)| (-*i).max(0))
+                    .max()
+                    .unwrap_or(0);
+                (head.max(0) as usize, tail as usize)
+            });
             counted_elements(&mut seq, need.tail, |i, len, raw| {
                 // Only counted from the end: the elements before the tail are not kept at
                 // all (`[-1]` of the tail is `[-1]` of the array), so a long array costs
                 // its tail, not a null per element.
                 if need.tail.is_some() && out.is_empty() {
                     next = i;
+                }
+                if let Some((head, tail)) = ends
+                    && len > head + tail
+                    && i >= head
+                {
+                    if i < len - tail {
+                        return Ok(());
+                    }
+                    next = next.max(len - tail);
                 }
                 // Left-out elements before this one keep their places as nulls.
                 out.resize(i - next + out.len(), Value::Null);

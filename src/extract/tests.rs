@@ -1773,6 +1773,16 @@ mod pruned_reads {
         assert_eq!(keys, ["app", "e", "name"]);
         // Only the tail of `e` is kept: `[-1]` of it is `[-1]` of the array.
         assert_eq!(first["e"], serde_json::json!([3]));
+        // Read from both ends only: the middle of the array is not kept.
+        let mut specs = vec![gauge(
+            Some("$.pods[?@.e[0] > 1]"),
+            &[("p", "{@.name}")],
+            "@.e[-1]",
+        )];
+        let plan = ReadPlan::new(&mut specs);
+        let pruned = stream::parse_pruned(BODY, &plan).unwrap();
+        assert_eq!(pruned["pods"][3]["e"], serde_json::json!([7, 10]));
+        assert_eq!(pruned["pods"][1]["e"], serde_json::json!([4, 5]));
         // A filter the plan cannot follow (a function) keeps the candidates whole.
         let mut specs = vec![gauge(
             Some("$.pods[?length(@.e) > 1]"),

@@ -183,6 +183,54 @@ async fn golden_outputs_pass_promtool() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
+/// Parses OpenMetrics text with the reference parser of the Prometheus Python client
+/// (`prometheus_client.openmetrics.parser`, strict: `# EOF`, counter `_total` samples, label
+/// escaping, timestamps); `Err` carries its complaint. promtool 2.42 reads only the 0.0.4
+/// text format, so this is the OpenMetrics check.
+pub fn openmetrics_check(text: &str) -> Result<(), String> {
+    use std::io::Write;
+    const SCRIPT: &str = "import sys\nfrom prometheus_client.openmetrics.parser import text_string_to_metric_families as p\nlist(p(sys.stdin.read()))\n";
+    let mut child = std::process::Command::new("python3")
+        .args(["-c", SCRIPT])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let said = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(
+        !said.contains("No module named 'prometheus_client'"),
+        "the Python Prometheus client is missing: pip install prometheus_client, or run ./test.sh which does"
+    );
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(said)
+    }
+}
+
+#[tokio::test]
+async fn golden_openmetrics_outputs_pass_the_reference_parser() {
+    let mut failures = Vec::new();
+    for case in cases() {
+        let (_, om, _) = render_case(&case).await;
+        if let Err(e) = openmetrics_check(&om) {
+            failures.push(format!("{}: {e}", case.name));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    // And the check is one: a broken exposition is refused.
+    assert!(openmetrics_check("# TYPE x counter\nx 1\n# EOF\n").is_err());
+    assert!(openmetrics_check("# TYPE x gauge\nx 1\n").is_err());
+}
+
 #[tokio::test]
 async fn bad_items_are_reported_by_kind() {
     let (_, _, problems) = render(&fixtures().join("configs/bad-items.yaml")).await;

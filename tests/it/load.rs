@@ -165,23 +165,34 @@ async fn sigterm_during_scrapes_and_slow_polls_exits_cleanly() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let stop = Arc::new(AtomicBool::new(false));
-    let (s2, b2) = (stop.clone(), base.clone());
+    let scraped = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (s2, b2, n2) = (stop.clone(), base.clone(), scraped.clone());
     let scraper = tokio::spawn(async move {
         let mut complete = 0;
         let mut torn = 0;
         while !s2.load(Ordering::SeqCst) {
             match client().get(format!("{b2}/metrics")).send().await {
                 Ok(r) => match r.text().await {
-                    Ok(body) if body.ends_with('\n') => complete += 1,
+                    // Whole: the last family is there and the last line ends.
+                    Ok(body)
+                        if body.ends_with('\n')
+                            && body.contains("jsonbridge_config_reloads_total") =>
+                    {
+                        complete += 1;
+                        n2.fetch_add(1, Ordering::SeqCst);
+                    }
                     Ok(_) | Err(_) => torn += 1,
                 },
                 // Refused once the listener is closed: expected after the signal.
-                Err(_) => break,
+                Err(e) if e.is_connect() => break,
+                // Anything else (reset, closed mid-answer) is a scrape cut off.
+                Err(_) => torn += 1,
             }
         }
         (complete, torn)
     });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Scrapes are running (not a fixed pause): then the signal comes in among them.
+    crate::support::wait_for(10, "scrapes to run", || scraped.load(Ordering::SeqCst) >= 5).await;
     let started = Instant::now();
     let (code, log) = d.terminate();
     let took = started.elapsed();

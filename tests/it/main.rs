@@ -11,6 +11,7 @@ mod load;
 mod packaging;
 mod poll;
 mod prometheus;
+mod promises;
 mod props;
 mod reload;
 mod security;

@@ -144,8 +144,86 @@ fn comparable(x: &Extraction) -> String {
 }
 
 fn agree(source: &Source, doc: &Value) -> Result<(), TestCaseError> {
-    let body = serde_json::to_vec(doc).unwrap();
-    if source.plan.is_scanned() {
+    agree_on(source, doc, &serde_json::to_vec(doc).unwrap(), true)
+}
+
+/// Writes `v` as JSON text in one of many valid forms that `style` picks: whitespace (space,
+/// tab, CR, LF) around tokens, `\uXXXX` escapes (surrogate pairs beyond the BMP) for some
+/// characters of strings and member names, and, in some objects, the first member written
+/// once more before the others with another value (a repeated member: the last one wins, so
+/// the text still means `v`).
+fn write_styled(v: &Value, next: &mut dyn FnMut() -> u8, out: &mut String) {
+    let mut pick = |n: u8| next() % n;
+    fn ws(k: u8, out: &mut String) {
+        out.push_str(["", " ", "\n\t", "\r\n  "][k as usize % 4]);
+    }
+    fn string(text: &str, escape_every: u8, out: &mut String) {
+        out.push('"');
+        for (i, c) in text.chars().enumerate() {
+            if escape_every > 0 && i % escape_every as usize == 0 {
+                let mut units = [0u16; 2];
+                for u in c.encode_utf16(&mut units) {
+                    out.push_str(&format!("\\u{u:04x}"));
+                }
+            } else {
+                let quoted = serde_json::to_string(&c.to_string()).unwrap();
+                out.push_str(&quoted[1..quoted.len() - 1]);
+            }
+        }
+        out.push('"');
+    }
+    ws(pick(4), out);
+    match v {
+        Value::String(t) => string(t, pick(4), out),
+        Value::Array(items) => {
+            out.push('[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                write_styled(item, &mut || pick(255), out);
+            }
+            ws(pick(4), out);
+            out.push(']');
+        }
+        Value::Object(members) => {
+            out.push('{');
+            let mut first = true;
+            if let Some((k, _)) = members.iter().next().filter(|_| pick(4) == 0) {
+                string(k, 0, out);
+                out.push_str(":{\"decoy\": [1, \"x\"]}");
+                first = false;
+            }
+            for (k, item) in members {
+                if !first {
+                    out.push(',');
+                }
+                first = false;
+                ws(pick(4), out);
+                string(k, pick(3), out);
+                ws(pick(4), out);
+                out.push(':');
+                write_styled(item, &mut || pick(255), out);
+            }
+            ws(pick(4), out);
+            out.push('}');
+        }
+        other => out.push_str(&other.to_string()),
+    }
+    ws(pick(4), out);
+}
+
+/// Every reader on `body` against extraction over `doc` (what `body` means). `scan_must_take`:
+/// a scanned plan must read it by the scan itself (only for compact text without repeated
+/// members, which is what the scan takes).
+fn agree_on(
+    source: &Source,
+    doc: &Value,
+    body: &[u8],
+    scan_must_take: bool,
+) -> Result<(), TestCaseError> {
+    let body = body.to_vec();
+    if source.plan.is_scanned() && scan_must_take {
         // A valid document is read by the scan itself, not by the readers it falls back to
         // (which would hide a wrong scan behind right results).
         let text = std::str::from_utf8(&body).unwrap();
@@ -208,6 +286,51 @@ proptest! {
         prop_assert!(!slotted.plan.is_scanned());
         for s in [&pruned, &slotted, &nested, &rooted, &scanned] {
             agree(s, &doc)?;
+        }
+    }
+
+    /// The same, on text as APIs write it: whitespace, escapes, repeated members; and cut
+    /// short anywhere, every reader refuses it as the strict parser does.
+    #[test]
+    fn reading_styled_or_broken_text_gives_what_the_tree_gives(
+        doc in prop_oneof![json(), shaped()],
+        style in prop::collection::vec(any::<u8>(), 1..64),
+        cut in any::<prop::sample::Index>(),
+    ) {
+        let mut text = String::new();
+        let mut bytes = style.iter().copied().cycle();
+        write_styled(&doc, &mut || bytes.next().unwrap_or(0), &mut text);
+        let meant: Value = serde_json::from_str(&text).map_err(|e| TestCaseError::fail(format!("{e}: {text}")))?;
+        prop_assert_eq!(&meant, &doc, "{}", text);
+        let sources = [
+            source(include_str!("../../fuzz/specs.yaml")),
+            source(SLOTTED),
+            source(NESTED),
+            source(ROOTED),
+            source(SCANNED),
+        ];
+        for s in &sources {
+            agree_on(s, &doc, text.as_bytes(), false)?;
+        }
+        // Cut short: invalid JSON for the strict parser, and for every reader.
+        let mut at = cut.index(text.len().max(1));
+        while !text.is_char_boundary(at) {
+            at -= 1;
+        }
+        let short = &text[..at];
+        if serde_json::from_str::<Value>(short).is_err() && !short.trim().is_empty() {
+            for s in &sources {
+                for r in [
+                    extract_bytes_in(short.as_bytes(), &s.metrics, &s.plan, false),
+                    extract_bytes_in(short.as_bytes(), &s.metrics, &s.plan, true),
+                    extract_bytes_batched(short.as_bytes(), &s.metrics, &s.plan, 2),
+                ] {
+                    prop_assert!(
+                        matches!(r, Err(jsonbridge::extract::ReadError::Json(_))),
+                        "accepted a cut-off text: {}", short
+                    );
+                }
+            }
         }
     }
 

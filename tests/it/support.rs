@@ -272,6 +272,8 @@ pub enum Raw {
     EndlessChunks,
     /// 302 to itself, forever.
     RedirectLoop,
+    /// A Content-Length that is not the body's length; the whole body is sent anyway.
+    Lying { announced: usize, body: Vec<u8> },
 }
 
 impl Raw {
@@ -290,6 +292,8 @@ pub struct RawUpstream {
     pub base: String,
     behavior: Arc<Mutex<Raw>>,
     pub connections: Arc<AtomicUsize>,
+    /// Bytes of response bodies the peer accepted (written without error).
+    pub written: Arc<AtomicUsize>,
 }
 
 impl RawUpstream {
@@ -299,7 +303,8 @@ impl RawUpstream {
         let base = format!("http://{}", listener.local_addr().unwrap());
         let behavior = Arc::new(Mutex::new(behavior));
         let connections = Arc::new(AtomicUsize::new(0));
-        let (b, c) = (behavior.clone(), connections.clone());
+        let written = Arc::new(AtomicUsize::new(0));
+        let (b, c, w) = (behavior.clone(), connections.clone(), written.clone());
         tokio::spawn(async move {
             loop {
                 let Ok((mut sock, _)) = listener.accept().await else {
@@ -307,6 +312,7 @@ impl RawUpstream {
                 };
                 c.fetch_add(1, Ordering::SeqCst);
                 let now = b.lock().unwrap().clone();
+                let w = w.clone();
                 tokio::spawn(async move {
                     // Read the request head; the body (if any) is ignored.
                     let mut head = Vec::new();
@@ -366,8 +372,16 @@ impl RawUpstream {
                                 if sock.write_all(chunk.as_bytes()).await.is_err() {
                                     break;
                                 }
+                                w.fetch_add(0x4000, Ordering::SeqCst);
                             }
                             Ok(())
+                        }
+                        Raw::Lying { announced, body } => {
+                            let head = format!(
+                                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {announced}\r\nConnection: close\r\n\r\n"
+                            );
+                            let _ = sock.write_all(head.as_bytes()).await;
+                            sock.write_all(&body).await
                         }
                         Raw::RedirectLoop => {
                             sock.write_all(b"HTTP/1.1 302 Found\r\nLocation: /loop\r\nContent-Length: 0\r\n\r\n")
@@ -381,6 +395,7 @@ impl RawUpstream {
             base,
             behavior,
             connections,
+            written,
         }
     }
 
