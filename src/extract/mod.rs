@@ -12,6 +12,7 @@
 //! (items into slots, or as small trees), `labels` stores each series' label values in one
 //! allocation. Large bodies are extracted on a second thread while the first parses.
 
+mod fold;
 pub mod labels;
 mod parallel;
 pub mod plan;
@@ -192,11 +193,15 @@ fn note(problems: &mut Problems, output: usize, err: &ItemError, item: &dyn Fn()
 /// Runs every metric block over `doc`.
 pub fn extract(doc: &Value, blocks: &[MetricSpec]) -> Result<Extraction, ExtractError> {
     let mut out = Extraction::default();
+    let root = DocRoot {
+        tree: doc,
+        folds: None,
+    };
     for block in blocks {
         let mut run = BlockRun::new(block);
-        block
-            .each
-            .for_each(doc, &mut |item, caps| run.item(Item::Node(item), doc, caps));
+        block.each.for_each(doc, &mut |item, caps| {
+            run.item(Item::Node(item), root, caps)
+        });
         run.finish(&mut out)?;
     }
     Ok(out)
@@ -276,16 +281,44 @@ pub fn extract_scanned(
     if !plan.scanned {
         return None;
     }
-    let root = root_lookups(body, plan).ok()?;
-    let runs = parallel::run(body, blocks, plan, &root, batch.max(1)).ok()?;
+    let (tree, folds) = root_lookups(body, plan).ok()?;
+    let root = DocRoot {
+        tree: &tree,
+        folds: folds.as_deref(),
+    };
+    let runs = parallel::run(body, blocks, plan, root, batch.max(1)).ok()?;
     Some(finish(runs))
 }
 
+/// The document root as lookups from `$` see it: the tree of what they read and, where the
+/// plan folds aggregates, their results by fold id (see [`fold`]).
+#[derive(Clone, Copy)]
+pub(crate) struct DocRoot<'a> {
+    pub(crate) tree: &'a Value,
+    pub(crate) folds: Option<&'a [fold::Fold]>,
+}
+
 /// What lookups from the root read, built by a first pass: the items may come before it.
-fn root_lookups(body: &str, plan: &ReadPlan) -> Result<Value, serde_json::Error> {
-    match &plan.first {
-        Some(need) => stream::parse_need(body, need),
-        None => Ok(Value::Null),
+/// Aggregates the plan folds are folded in the same pass; a member repeated on their way
+/// makes it read again without folds (only a tree tells which occurrence counts).
+fn root_lookups(
+    body: &str,
+    plan: &ReadPlan,
+) -> Result<(Value, Option<Vec<fold::Fold>>), serde_json::Error> {
+    let Some(need) = &plan.first else {
+        return Ok((Value::Null, None));
+    };
+    if plan.folds.is_empty() {
+        return Ok((stream::parse_need(body, need)?, None));
+    }
+    let folding = fold::Folding::new(plan.folds.len());
+    match stream::parse_need_folding(body, need, &folding) {
+        Ok(tree) => Ok((tree, Some(folding.into_folds()))),
+        Err(_) if folding.repeated.get() => {
+            let plain = plan.first_plain.as_ref().unwrap_or(need);
+            Ok((stream::parse_need(body, plain)?, None))
+        }
+        Err(e) => Err(e),
     }
 }
 
@@ -321,20 +354,24 @@ fn read_body(
         let doc = stream::parse_pruned(body, plan)?;
         return Ok(extract(&doc, blocks)?);
     }
-    let root = root_lookups(body, plan)?;
+    let (tree, folds) = root_lookups(body, plan)?;
+    let root = DocRoot {
+        tree: &tree,
+        folds: folds.as_deref(),
+    };
     let scanned = batch
         .filter(|_| plan.scanned)
-        .map(|batch| parallel::run(body, blocks, plan, &root, batch));
+        .map(|batch| parallel::run(body, blocks, plan, root, batch));
     let read = match scanned {
         Some(Ok(runs)) => Some(runs),
         Some(Err(scan::Bail::Repeated)) => None,
         // Not read by the scan (or it gave up: the readers below say why, and where).
-        _ if pipelined && plan.is_slotted() => pipeline::run(body, blocks, plan, &root)?,
+        _ if pipelined && plan.is_slotted() => pipeline::run(body, blocks, plan, root)?,
         _ => {
             let mut inline = Inline {
                 runs: blocks.iter().map(BlockRun::new).collect(),
                 plan,
-                root: &root,
+                root,
                 body,
                 values: Vec::new(),
                 failed: None,
@@ -426,7 +463,7 @@ fn line_column(before: &[u8]) -> (usize, usize) {
 fn slotted_item(
     runs: &mut [BlockRun<'_>],
     plan: &ReadPlan,
-    root: &Value,
+    root: DocRoot<'_>,
     id: usize,
     values: &[Option<Value>],
     path: &[stream::Key<'_>],
@@ -448,7 +485,7 @@ struct Inline<'b, 'p, 'de> {
     runs: Vec<BlockRun<'b>>,
     plan: &'p ReadPlan,
     /// What lookups from the root read (see `ReadPlan::first`).
-    root: &'p Value,
+    root: DocRoot<'p>,
     body: &'de str,
     /// The current item's slots, built.
     values: Vec<Option<Value>>,
@@ -493,7 +530,9 @@ mod pipeline {
 
     use super::plan::ReadPlan;
     use super::stream::{self, ItemPath, Items, Key, Stop};
-    use super::{BlockRun, Bound, Item, MetricSpec, NONE, ReadError, slotted_item, value_error};
+    use super::{
+        BlockRun, Bound, DocRoot, Item, MetricSpec, NONE, ReadError, slotted_item, value_error,
+    };
 
     /// Items per batch: enough to make the channel's cost negligible.
     const BATCH: usize = 1024;
@@ -607,7 +646,7 @@ mod pipeline {
     fn extract_batch(
         runs: &mut [BlockRun<'_>],
         plan: &ReadPlan,
-        root: &Value,
+        root: DocRoot<'_>,
         body: &str,
         batch: &Batch<'_>,
         values: &mut Vec<Option<Value>>,
@@ -640,7 +679,7 @@ mod pipeline {
         body: &str,
         blocks: &'b [MetricSpec],
         plan: &ReadPlan,
-        root: &Value,
+        root: DocRoot<'_>,
     ) -> Result<Option<Vec<BlockRun<'b>>>, ReadError> {
         std::thread::scope(|scope| {
             let (tx, rx) = mpsc::sync_channel::<Batch>(4);
@@ -711,7 +750,7 @@ impl<'b> BlockRun<'b> {
         }
     }
 
-    fn item(&mut self, item: Item<'_>, doc: &Value, caps: &[Bound<'_>]) {
+    fn item(&mut self, item: Item<'_>, doc: DocRoot<'_>, caps: &[Bound<'_>]) {
         let block = self.block;
         let n = block.outputs.len();
         let problems = &mut self.problems;
@@ -941,7 +980,7 @@ fn render_labels(names: &[String], values: &Labels) -> String {
 
 fn labels_of(
     block: &MetricSpec,
-    root: &Value,
+    root: DocRoot<'_>,
     item: Item<'_>,
     caps: &[Bound<'_>],
     b: &mut LabelsBuilder,
@@ -967,13 +1006,13 @@ fn value_path(v: &ValueSpec) -> String {
 fn value_of(
     output: &Output,
     item: Item<'_>,
-    root: &Value,
+    root: DocRoot<'_>,
     caps: &[Bound<'_>],
 ) -> Result<f64, ItemError> {
     let conv = &output.conversion;
     let raw = match &output.value {
         ValueSpec::Constant(v) => Ok(*v),
-        ValueSpec::Lookup(l) => match l.select(item, root, caps) {
+        ValueSpec::Lookup(l) => match l.select(item, root.tree, caps) {
             Selected::None => Err(ItemError::ValueMissing {
                 path: l.display().into(),
             }),
@@ -1003,7 +1042,7 @@ fn value_of(
 fn state_of(
     output: &Output,
     item: Item<'_>,
-    root: &Value,
+    root: DocRoot<'_>,
     caps: &[Bound<'_>],
 ) -> Result<String, ItemError> {
     let ValueSpec::Lookup(l) = &output.value else {
@@ -1011,7 +1050,7 @@ fn state_of(
             path: value_path(&output.value),
         });
     };
-    match l.select(item, root, caps) {
+    match l.select(item, root.tree, caps) {
         Selected::One(v) => match v {
             Value::String(s) => Ok(s.clone()),
             Value::Number(n) => Ok(n.to_string()),
@@ -1038,12 +1077,17 @@ fn aggregate(
     func: Aggregate,
     l: &Lookup,
     item: Item<'_>,
-    root: &Value,
+    root: DocRoot<'_>,
     caps: &[Bound<'_>],
 ) -> Result<f64, ItemError> {
     let path = || format!("{}({})", format!("{func:?}").to_lowercase(), l.display());
+    if let (Some(id), Some(folds)) = (l.fold, root.folds) {
+        return folds[id]
+            .result(func)
+            .ok_or_else(|| ItemError::ValueMissing { path: path() });
+    }
     if func == Aggregate::Length {
-        return match l.select(item, root, caps) {
+        return match l.select(item, root.tree, caps) {
             Selected::One(Value::Array(a)) => Ok(a.len() as f64),
             Selected::One(Value::Object(o)) => Ok(o.len() as f64),
             Selected::One(Value::String(s)) => Ok(s.chars().count() as f64),
@@ -1060,7 +1104,7 @@ fn aggregate(
         };
     }
     let mut nodes = Vec::new();
-    l.select_all(item, root, caps, &mut nodes);
+    l.select_all(item, root.tree, caps, &mut nodes);
     if func == Aggregate::Count {
         return Ok(nodes.len() as f64);
     }
@@ -1114,11 +1158,11 @@ fn convert(v: &Value, conv: &Conversion, path: &str) -> Result<f64, ItemError> {
 fn timestamp_of(
     t: &TimestampSpec,
     item: Item<'_>,
-    root: &Value,
+    root: DocRoot<'_>,
     caps: &[Bound<'_>],
 ) -> Result<i64, ItemError> {
     let path = || t.lookup.display().to_string();
-    let v = match t.lookup.select(item, root, caps) {
+    let v = match t.lookup.select(item, root.tree, caps) {
         Selected::One(v) => v,
         _ => return Err(ItemError::TimestampMissing { path: path() }),
     };
@@ -1209,7 +1253,7 @@ fn truncate_quoted(s: &str) -> String {
 fn render(
     t: &Template,
     label: &str,
-    root: &Value,
+    root: DocRoot<'_>,
     item: Item<'_>,
     caps: &[Bound<'_>],
     out: &mut String,
@@ -1218,7 +1262,7 @@ fn render(
         match part {
             Part::Literal(s) => out.push_str(s),
             Part::Capture(i) => out.push_str(&caps[*i].key),
-            Part::Lookup(l) => match l.select(item, root, caps) {
+            Part::Lookup(l) => match l.select(item, root.tree, caps) {
                 Selected::One(v) => match v {
                     Value::String(s) => out.push_str(s),
                     Value::Number(n) => {

@@ -17,13 +17,11 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, TrySendError};
 
-use serde_json::Value;
-
 use super::plan::{Need, ReadPlan};
 use super::quick;
 use super::scan::{self, Bail};
 use super::stream::{self, Key};
-use super::{BlockRun, MetricSpec, Series, slotted_item};
+use super::{BlockRun, DocRoot, MetricSpec, Series, slotted_item};
 
 /// Items per batch: enough to make handing one over negligible, few enough that neither
 /// thread waits long for the other at the end.
@@ -161,7 +159,7 @@ pub(super) fn run<'b>(
     text: &str,
     blocks: &'b [MetricSpec],
     plan: &ReadPlan,
-    root: &Value,
+    root: DocRoot<'_>,
     batch: usize,
 ) -> Result<Vec<BlockRun<'b>>, Bail> {
     run_with(text, blocks, plan, root, batch, |waiting| !waiting)
@@ -173,7 +171,7 @@ pub(super) fn run_with<'b, 'de, 'p>(
     text: &'de str,
     blocks: &'b [MetricSpec],
     plan: &'p ReadPlan,
-    root: &Value,
+    root: DocRoot<'_>,
     batch: usize,
     read_here: fn(bool) -> bool,
 ) -> Result<Vec<BlockRun<'b>>, Bail> {
@@ -280,7 +278,7 @@ fn count(plan: &ReadPlan, need: &Need, per_block: &mut [usize]) {
 fn extract<'b>(
     blocks: &'b [MetricSpec],
     plan: &ReadPlan,
-    root: &Value,
+    root: DocRoot<'_>,
     text: &str,
     batch: &Batch<'_, '_>,
 ) -> Result<Done<'b>, Bail> {

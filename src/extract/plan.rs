@@ -40,6 +40,15 @@ pub struct Need {
     pub(crate) slots: Vec<usize>,
     /// Set on item nodes whose items are read into slots.
     pub(crate) slotted: Option<SlotRef>,
+    /// The node must be in the tree even if nothing below it is read (it is counted, or
+    /// is an element of something whose length is taken).
+    pub(crate) present: bool,
+    /// Aggregates that fold this node (ids into [`ReadPlan::folds`]; see [`super::fold`]).
+    pub(crate) folds: Vec<usize>,
+    /// Folds here or below (worked out by `mark_folds`).
+    pub(crate) has_folds: bool,
+    /// Only folds read this node and what is below it: a folding pass keeps none of it.
+    pub(crate) fold_only: bool,
 }
 
 /// A slotted item node: its entry in [`ReadPlan`]'s list, and how many slots its items have.
@@ -112,6 +121,74 @@ impl Need {
             if !self.slots.contains(s) {
                 self.slots.push(*s);
             }
+        }
+        self.present |= other.present;
+        for f in &other.folds {
+            if !self.folds.contains(f) {
+                self.folds.push(*f);
+            }
+        }
+    }
+
+    /// Nothing at or below this node is read.
+    fn is_empty(&self) -> bool {
+        !self.all
+            && !self.present
+            && self.keys.is_empty()
+            && self.indexes.is_empty()
+            && self.any.is_none()
+            && self.items.is_empty()
+            && self.folds.is_empty()
+    }
+
+    /// Works out `has_folds` and `fold_only`, all the way down.
+    fn mark_folds(&mut self) {
+        let mut below = false;
+        let mut only = true;
+        for c in self.children_mut() {
+            c.mark_folds();
+            below |= c.has_folds;
+            only &= c.fold_only || !c.has_folds && c.is_empty();
+        }
+        self.has_folds = below || !self.folds.is_empty();
+        self.fold_only =
+            self.has_folds && only && !self.all && !self.present && self.items.is_empty();
+    }
+
+    /// Takes fold `id` off every node (it is computed from the tree instead).
+    fn drop_fold(&mut self, id: usize) {
+        self.folds.retain(|f| *f != id);
+        self.children_mut().for_each(|c| c.drop_fold(id));
+    }
+
+    /// The same needs with every fold turned into what the tree needs for it: a node to
+    /// count, or a value read whole.
+    fn without_folds(&self, kinds: &[Aggregate]) -> Need {
+        let mut n = self.clone();
+        fn unfold(n: &mut Need, kinds: &[Aggregate]) {
+            for f in std::mem::take(&mut n.folds) {
+                match kinds[f] {
+                    Aggregate::Count => n.present = true,
+                    _ => n.all = true,
+                }
+            }
+            n.has_folds = false;
+            n.fold_only = false;
+            n.children_mut().for_each(|c| unfold(c, kinds));
+        }
+        unfold(&mut n, kinds);
+        n
+    }
+
+    /// Whether the walk along `steps` from here meets a node read whole (whose subtree is
+    /// then built without looking at its needs, so folds below it would never be met).
+    fn whole_on_the_way(&self, steps: &[Step]) -> bool {
+        if self.all {
+            return true;
+        }
+        match steps.split_first() {
+            None => false,
+            Some((step, rest)) => self.child(step).is_none_or(|c| c.whole_on_the_way(rest)),
         }
     }
 
@@ -293,6 +370,11 @@ pub struct ReadPlan {
     pub(crate) capture_depths: Vec<Vec<usize>>,
     /// Items can be found by [`super::scan`] and read on several threads.
     pub(crate) scanned: bool,
+    /// Aggregates from the root folded by the first pass (see [`super::fold`]), by id.
+    pub(crate) folds: Vec<Aggregate>,
+    /// `first` without folds: read when a member repeated on the way to folded nodes makes
+    /// the folding pass give up.
+    pub(crate) first_plain: Option<Need>,
 }
 
 /// Every lookup of a block: labels, values, timestamp.
@@ -395,9 +477,25 @@ impl ReadPlan {
         for block in blocks.iter_mut() {
             for (id, l) in lookups_mut(block).enumerate() {
                 l.id = id;
+                l.fold = None;
             }
         }
-        let blocks = &*blocks;
+        let (plan, folded) = Self::build(blocks);
+        for (b, block) in blocks.iter_mut().enumerate() {
+            for l in lookups_mut(block) {
+                l.fold = folded
+                    .iter()
+                    .find(|(fb, fl, _)| *fb == b && *fl == l.id)
+                    .map(|(_, _, id)| *id);
+            }
+        }
+        plan
+    }
+
+    /// The plan, and the folded lookups as (block, lookup id, fold id).
+    fn build(blocks: &[MetricSpec]) -> (Self, Vec<(usize, usize, usize)>) {
+        let mut folds: Vec<Aggregate> = Vec::new();
+        let mut folded: Vec<(usize, usize, usize, Vec<Step>)> = Vec::new();
         let paths: Vec<_> = blocks.iter().map(item_path).collect();
         let streamed = blocks.iter().zip(&paths).all(|(b, p)| {
             p.exact && lookups(b).all(|l| matches!(l.scope, Scope::Item | Scope::Root))
@@ -460,13 +558,21 @@ impl ReadPlan {
                 match aggregate {
                     // The rest of the path needs the subtree where the steps end.
                     _ if !whole_path => node.all = true,
+                    // An aggregate from the root of a streamed plan is folded while the
+                    // first pass parses (unless `finish` finds that it cannot be).
+                    Some(a) if streamed && l.scope == Scope::Root && a != Aggregate::Length => {
+                        let id = folds.len();
+                        folds.push(a);
+                        node.folds.push(id);
+                        folded.push((b, l.id, id, full));
+                    }
                     // Counting needs the nodes to be there, not what they hold: an object
                     // or array is built empty.
-                    Some(Aggregate::Count) => {}
+                    Some(Aggregate::Count) => node.present = true,
                     // A length needs the members or elements to be there (a string is built
                     // as it is).
                     Some(Aggregate::Length) => {
-                        node.any.get_or_insert_with(Default::default);
+                        node.any.get_or_insert_with(Default::default).present = true;
                     }
                     // The node found is read whole: a number to add up, an object to
                     // describe in an error, a string, a number.
@@ -476,8 +582,17 @@ impl ReadPlan {
         }
         root.finish();
         first.finish();
-        let first =
-            (first.all || !first.keys.is_empty() || !first.indexes.is_empty()).then_some(first);
+        // A fold below a node read whole would never be met: computed from the tree instead.
+        folded.retain(|(_, _, id, path)| {
+            let whole = first.whole_on_the_way(path);
+            if whole {
+                first.drop_fold(*id);
+            }
+            !whole
+        });
+        first.mark_folds();
+        let first_plain = (!folded.is_empty()).then(|| first.without_folds(&folds));
+        let first = (!first.is_empty()).then_some(first);
         let mut slotted = Vec::new();
         if streamed {
             root.slot_items(blocks, &mut slotted);
@@ -494,9 +609,12 @@ impl ReadPlan {
             slotted,
             capture_depths,
             scanned: false,
+            folds,
+            first_plain,
         };
         plan.scanned = plan.is_slotted() && super::scan::scannable(&plan.root);
-        plan
+        let folded = folded.into_iter().map(|(b, l, id, _)| (b, l, id)).collect();
+        (plan, folded)
     }
 
     /// Whether items reach extraction while the document is parsed (no tree is built).

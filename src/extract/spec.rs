@@ -154,6 +154,9 @@ pub struct Lookup {
     pub selector: Selector,
     /// Position among the block's lookups (numbered by [`super::ReadPlan::new`]).
     pub(crate) id: usize,
+    /// An aggregate from the root folded while the body is parsed: its place among the
+    /// plan's folds (set by [`super::ReadPlan::new`]; see [`super::fold`]).
+    pub(crate) fold: Option<usize>,
     /// As written, for messages.
     text: String,
 }
@@ -184,6 +187,7 @@ impl Lookup {
             scope,
             selector,
             id: 0,
+            fold: None,
             text: path.to_string(),
         })
     }

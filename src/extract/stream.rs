@@ -17,7 +17,8 @@ use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqA
 use serde_json::value::RawValue;
 use serde_json::{Map, Number, Value};
 
-use super::plan::{Need, ReadPlan};
+use super::fold::Folding;
+use super::plan::{KeysSeen, Need, ReadPlan};
 use super::scan::Seen;
 
 /// A member name or an array position on the way from the root to an item.
@@ -182,8 +183,25 @@ pub fn parse_pruned(text: &str, plan: &ReadPlan) -> Result<Value, serde_json::Er
 
 /// Parses a whole document, building only what `need` (from the root) reads.
 pub(crate) fn parse_need(text: &str, need: &Need) -> Result<Value, serde_json::Error> {
+    parse_with(text, need, None)
+}
+
+/// [`parse_need`], adding the nodes `need` folds to `folding` instead of building them.
+pub(crate) fn parse_need_folding(
+    text: &str,
+    need: &Need,
+    folding: &Folding,
+) -> Result<Value, serde_json::Error> {
+    parse_with(text, need, Some(folding))
+}
+
+fn parse_with(
+    text: &str,
+    need: &Need,
+    folding: Option<&Folding>,
+) -> Result<Value, serde_json::Error> {
     let mut de = serde_json::Deserializer::from_str(text);
-    let v = Pruned(need).deserialize(&mut de)?;
+    let v = Pruned(need, folding).deserialize(&mut de)?;
     de.end()?;
     Ok(v)
 }
@@ -246,9 +264,28 @@ pub(crate) fn fill_slots<'de>(
 
 /// Builds the part of a node that `need` reads.
 #[derive(Clone, Copy)]
-struct Pruned<'n>(&'n Need);
+/// Builds what a [`Need`] reads; with a [`Folding`], nodes that only folds read are added to
+/// them and not kept.
+struct Pruned<'n, 'f>(&'n Need, Option<&'f Folding>);
 
-impl<'de> DeserializeSeed<'de> for Pruned<'_> {
+impl Pruned<'_, '_> {
+    /// Hands `v` to the folds of this node, if any.
+    fn fold(&self, v: Value) -> Value {
+        if let Some(f) = self.1
+            && !self.0.folds.is_empty()
+        {
+            f.add(&self.0.folds, &v);
+        }
+        v
+    }
+
+    /// Whether a child read with `child` is left out of the tree (only folds read it).
+    fn leaves_out(&self, child: &Need) -> bool {
+        self.1.is_some() && child.fold_only
+    }
+}
+
+impl<'de> DeserializeSeed<'de> for Pruned<'_, '_> {
     type Value = Value;
 
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
@@ -270,51 +307,71 @@ where
     seed.deserialize(&mut de).map_err(E::custom)
 }
 
-impl<'de> Visitor<'de> for Pruned<'_> {
+impl<'de> Visitor<'de> for Pruned<'_, '_> {
     type Value = Value;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("any JSON value")
     }
     fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
-        Ok(Value::Bool(v))
+        Ok(self.fold(Value::Bool(v)))
     }
     fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
-        Ok(Value::Number(v.into()))
+        Ok(self.fold(Value::Number(v.into())))
     }
     fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
-        Ok(Value::Number(v.into()))
+        Ok(self.fold(Value::Number(v.into())))
     }
     fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
-        Ok(Number::from_f64(v).map_or(Value::Null, Value::Number))
+        Ok(self.fold(Number::from_f64(v).map_or(Value::Null, Value::Number)))
     }
     fn visit_str<E>(self, v: &str) -> Result<Value, E> {
-        Ok(Value::String(v.to_string()))
+        Ok(self.fold(Value::String(v.to_string())))
     }
     fn visit_string<E>(self, v: String) -> Result<Value, E> {
-        Ok(Value::String(v))
+        Ok(self.fold(Value::String(v)))
     }
     fn visit_unit<E>(self) -> Result<Value, E> {
-        Ok(Value::Null)
+        Ok(self.fold(Value::Null))
     }
     fn visit_none<E>(self) -> Result<Value, E> {
-        Ok(Value::Null)
+        Ok(self.fold(Value::Null))
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
         let mut out = Map::new();
+        // With folds, a member met twice on their way would be counted twice where the tree
+        // keeps only the last: stop, and let the document be read without folds.
+        let mut named = KeysSeen::default();
+        let mut others = std::collections::HashSet::new();
         while let Some(key) = map.next_key_seed(KeySeed)? {
             match self.0.member(&key) {
                 Some(n) => {
-                    let v = map.next_value_seed(Pruned(n))?;
-                    out.insert(key.into_owned(), v);
+                    if let Some(f) = self.1
+                        && n.has_folds
+                    {
+                        let again = match self.0.keys.iter().position(|(k, _)| *k == *key) {
+                            Some(p) => named.repeat(p),
+                            None => !others.insert(key.to_string()),
+                        };
+                        if again {
+                            f.repeated.set(true);
+                            return Err(de::Error::custom(
+                                "repeated member on the way to folded nodes",
+                            ));
+                        }
+                    }
+                    let v = map.next_value_seed(Pruned(n, self.1))?;
+                    if !self.leaves_out(n) {
+                        out.insert(key.into_owned(), v);
+                    }
                 }
                 None => {
                     map.next_value::<IgnoredAny>()?;
                 }
             }
         }
-        Ok(Value::Object(out))
+        Ok(self.fold(Value::Object(out)))
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
@@ -355,12 +412,12 @@ impl<'de> Visitor<'de> for Pruned<'_> {
                 out.resize(i - next + out.len(), Value::Null);
                 next = i + 1;
                 out.push(match need.element(i, len) {
-                    Some(n) => reparse(raw, Pruned(&n))?,
+                    Some(n) => reparse(raw, Pruned(&n, self.1))?,
                     None => Value::Null,
                 });
                 Ok(())
             })?;
-            return Ok(Value::Array(out));
+            return Ok(self.fold(Value::Array(out)));
         }
         // Without indexes an element nobody reads is left out; with them it keeps its place,
         // up to the last index read (past it, no index can reach, unless a wildcard does).
@@ -371,9 +428,12 @@ impl<'de> Visitor<'de> for Pruned<'_> {
         let placeholders =
             |i: usize| !need.indexes.is_empty() && last.is_some_and(|l| i as i64 <= l);
         in_order(&mut seq, |seq, i| match need.element(i, 0) {
-            Some(n) => match seq.next_element_seed(Pruned(&n))? {
+            Some(n) => match seq.next_element_seed(Pruned(&n, self.1))? {
                 Some(v) => {
-                    out.push(v);
+                    // Left out where only folds read it and no index counts positions.
+                    if !(self.leaves_out(&n) && need.indexes.is_empty()) {
+                        out.push(v);
+                    }
                     Ok(true)
                 }
                 None => Ok(false),
@@ -386,7 +446,7 @@ impl<'de> Visitor<'de> for Pruned<'_> {
                 Ok(skipped)
             }
         })?;
-        Ok(Value::Array(out))
+        Ok(self.fold(Value::Array(out)))
     }
 }
 
@@ -451,7 +511,7 @@ impl<'de> DeserializeSeed<'de> for Streamed<'_, '_, '_, 'de> {
                 .slotted(slots.id, &mut ctx.slots, &ctx.path)
                 .map_err(<D::Error as de::Error>::custom)
         } else if !need.items.is_empty() || need.all {
-            let v = Pruned(need).deserialize(d)?;
+            let v = Pruned(need, None).deserialize(d)?;
             dispatch(need, &v, &ctx.path, &mut Vec::new(), ctx.items);
             Ok(())
         } else {

@@ -616,6 +616,12 @@ mod reading {
     //! test in tests/it/props.rs compares them on random documents).
     use super::*;
 
+    /// A root that nothing reads.
+    const NO_ROOT: DocRoot<'static> = DocRoot {
+        tree: &Value::Null,
+        folds: None,
+    };
+
     fn plan_of(specs: &mut [MetricSpec]) -> ReadPlan {
         ReadPlan::new(specs)
     }
@@ -829,7 +835,7 @@ mod reading {
             ] {
                 assert_eq!(whole(&got.unwrap()), whole(&tree), "{body}");
             }
-            let runs = parallel::run(body, &specs, &plan, &Value::Null, 1);
+            let runs = parallel::run(body, &specs, &plan, NO_ROOT, 1);
             assert_eq!(runs.err(), Some(scan::Bail::Repeated));
         }
     }
@@ -874,8 +880,7 @@ mod reading {
             // The scan itself succeeds: the result is not the fallback's. Items read where
             // they are found, or by whoever takes their batch, or as the helper is free.
             for (w, way) in ways.iter().enumerate() {
-                let runs =
-                    parallel::run_with(&body, &specs, &plan, &Value::Null, batch, *way).unwrap();
+                let runs = parallel::run_with(&body, &specs, &plan, NO_ROOT, batch, *way).unwrap();
                 let mut got = Extraction::default();
                 for r in runs {
                     r.finish(&mut got).unwrap();
@@ -886,13 +891,7 @@ mod reading {
             assert_eq!(whole(&got), whole(&tree), "batch {batch}");
         }
         // No item at all: no batch to join.
-        let runs = parallel::run(
-            r#"{"apps": {"a": {"n": []}}}"#,
-            &specs,
-            &plan,
-            &Value::Null,
-            4,
-        );
+        let runs = parallel::run(r#"{"apps": {"a": {"n": []}}}"#, &specs, &plan, NO_ROOT, 4);
         assert!(
             runs.unwrap()
                 .iter()
@@ -914,7 +913,7 @@ mod reading {
             pods.join(","),
             "x".repeat(1 << 20)
         );
-        let runs = parallel::run(&body, &specs, &plan, &Value::Null, 2).unwrap();
+        let runs = parallel::run(&body, &specs, &plan, NO_ROOT, 2).unwrap();
         let series = &runs[0].series[0];
         assert_eq!(series.len(), 9);
         assert!(series.capacity() < 2048, "{}", series.capacity());
@@ -973,7 +972,7 @@ mod reading {
             format!(r#"{{"apps": {{"a": {{"n": [{pod}, tru]}}}}}}"#),
         ] {
             assert!(
-                parallel::run(&body, &specs, &plan, &Value::Null, 1).is_err(),
+                parallel::run(&body, &specs, &plan, NO_ROOT, 1).is_err(),
                 "{body}"
             );
             let one = read(&body, &specs, &plan).unwrap_err().to_string();
@@ -1792,5 +1791,133 @@ mod pruned_reads {
         let plan = ReadPlan::new(&mut specs);
         let pruned = stream::parse_pruned(BODY, &plan).unwrap();
         assert_eq!(pruned["pods"][0]["phase"], "Running");
+    }
+}
+
+mod folds {
+    //! Aggregates from the root folded while the first pass parses: the tree's results, to
+    //! the bit, and no tree of the folded nodes.
+    use super::*;
+
+    const BODY: &str = r#"{"region": "eu", "pods": [
+        {"name": "p1", "e": [1.5, "2", true, null], "meta": {"w": 3}},
+        {"name": "p2", "e": [-0.0, 1e300, 1e300], "meta": {"w": "x"}},
+        {"name": "p3", "e": [], "meta": null},
+        {"name": "p4", "e": [0.1, 0.2, 0.30000000000000004]}
+    ], "byid": {"a": {"v": 1}, "b": {"v": [2]}, "c": {"v": "7.5"}}, "none": []}"#;
+
+    fn root_blocks(values: &[&str]) -> Vec<MetricSpec> {
+        // Items streamed from $.pods[*] (so the plan is streamed), each block adding an
+        // aggregate from the root as a second value... one block per aggregate keeps the
+        // problems apart.
+        values
+            .iter()
+            .map(|v| gauge(Some("$.pods[*]"), &[("pod", "{@.name}")], v))
+            .collect()
+    }
+
+    fn compare(values: &[&str], body: &str, want_folds: usize) {
+        let mut specs = root_blocks(values);
+        let plan = ReadPlan::new(&mut specs);
+        assert!(plan.is_streamed(), "{}", plan.describe());
+        assert_eq!(plan.folds.len(), want_folds, "{values:?}");
+        let doc: Value = serde_json::from_str(body).unwrap();
+        let tree = run(&doc, &specs);
+        for r in [
+            extract_bytes_in(body.as_bytes(), &specs, &plan, false),
+            extract_bytes_in(body.as_bytes(), &specs, &plan, true),
+            extract_bytes_batched(body.as_bytes(), &specs, &plan, 1),
+        ] {
+            let got = r.unwrap();
+            let bits = |x: &Extraction| -> Vec<(Vec<String>, u64)> {
+                series(x)
+                    .into_iter()
+                    .map(|(l, v)| (l, v.to_bits()))
+                    .collect()
+            };
+            assert_eq!(bits(&got), bits(&tree), "{values:?}");
+            assert_eq!(got.problems, tree.problems, "{values:?}");
+        }
+    }
+
+    #[test]
+    fn folded_aggregates_give_what_the_tree_gives() {
+        let all = [
+            "count($.pods[*])",
+            "count($.pods[*].e[*])",
+            "sum($.pods[*].e[*])",
+            "min($.pods[*].e[*])",
+            "max($.pods[*].e[*])",
+            "avg($.pods[*].e[*])",
+            "sum($.pods[*].e[-1])",
+            "sum($.pods[*].e[0])",
+            "sum($.pods[*].meta.w)",
+            "count($.byid.*)",
+            "sum($.byid.*.v)",
+            "max($.none[*])",
+            "sum($.none[*])",
+            "count($.*)",
+            "avg($.nothing[*].here)",
+        ];
+        for v in all {
+            compare(&[v], BODY, 1);
+        }
+        // Several at once, sharing nodes, beside lookups that read the same nodes.
+        compare(&all, BODY, all.len());
+        let mut specs = vec![
+            gauge(
+                Some("$.pods[*]"),
+                &[("first", "{$.pods[0].name}")],
+                "count($.pods[*])",
+            ),
+            gauge(Some("$.pods[*]"), &[("pod", "{@.name}")], "length($.pods)"),
+        ];
+        let plan = ReadPlan::new(&mut specs);
+        let doc: Value = serde_json::from_str(BODY).unwrap();
+        let got = extract_bytes_in(BODY.as_bytes(), &specs, &plan, false).unwrap();
+        assert_eq!(series(&got), series(&run(&doc, &specs)));
+    }
+
+    #[test]
+    fn a_repeated_member_on_the_way_reads_the_tree_instead() {
+        // The tree keeps the last `pods`: the folds of the first must not count.
+        let body = r#"{"pods": [{"name": "old", "e": [100]}], "x": 1, "pods": [{"name": "p", "e": [1, 2]}]}"#;
+        compare(&["sum($.pods[*].e[*])", "count($.pods[*])"], body, 2);
+        let body = r#"{"pods": [{"name": "p", "e": [5], "e": [1, 2]}]}"#;
+        compare(&["sum($.pods[*].e[*])"], body, 1);
+    }
+
+    #[test]
+    fn a_fold_below_a_node_read_whole_is_computed_from_the_tree() {
+        let mut specs = vec![
+            gauge(Some("$.pods[*]"), &[("all", "{$.byid}")], "1"),
+            gauge(Some("$.pods[*]"), &[("pod", "{@.name}")], "sum($.byid.*.v)"),
+        ];
+        let plan = ReadPlan::new(&mut specs);
+        let ValueSpec::Aggregate(_, l) = &specs[1].outputs[0].value else {
+            panic!("an aggregate");
+        };
+        assert_eq!(
+            l.fold, None,
+            "a fold below `{{$.byid}}`, which is read whole"
+        );
+        let doc: Value = serde_json::from_str(BODY).unwrap();
+        let got = extract_bytes_in(BODY.as_bytes(), &specs, &plan, false).unwrap();
+        let tree = run(&doc, &specs);
+        assert_eq!(series(&got), series(&tree));
+        assert_eq!(got.problems, tree.problems);
+    }
+
+    #[test]
+    fn folded_nodes_are_not_kept() {
+        let mut specs = root_blocks(&["max($.pods[*].e[*])", "count($.byid.*)"]);
+        let plan = ReadPlan::new(&mut specs);
+        let folding = fold::Folding::new(plan.folds.len());
+        let tree =
+            stream::parse_need_folding(BODY, plan.first.as_ref().unwrap(), &folding).unwrap();
+        assert_eq!(tree, serde_json::json!({}));
+        let folds = folding.into_folds();
+        assert_eq!(folds[0].result(spec::Aggregate::Max), Some(1e300));
+        assert_eq!(folds[1].result(spec::Aggregate::Count), Some(3.0));
     }
 }
