@@ -504,6 +504,10 @@ impl Connections {
                 })
                 .map(|(id, _)| *id)?;
             if let Some(a) = open.remove(&victim) {
+                telemetry::limit_hit(
+                    Limit::Connections,
+                    "the longest-idle connection gave its place",
+                );
                 a.evict.notify_one();
             }
         }

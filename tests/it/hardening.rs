@@ -592,3 +592,61 @@ async fn large_bodies_at_once_queue_for_the_body_budget() {
     let (code, _) = d.terminate();
     assert_eq!(code, Some(0));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_cannot_take_the_descriptors_polls_need() {
+    // Under a 256-descriptor limit, 400 connections that send nothing (more than the limit
+    // itself): scrapes are answered and a poll every second keeps succeeding meanwhile.
+    let up = Upstream::start(Reply::json(r#"{"n": 4}"#)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("jsonbridge.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "sources:\n  - name: p\n    url: {}/x\n    every: 1s\n    metrics:\n      - {{name: p_n, help: N., value: $.n}}\n",
+            up.base
+        ),
+    )
+    .unwrap();
+    let d = crate::support::Daemon::start_with_open_files(
+        &config,
+        &["--web.first-request-timeout", "60s"],
+        256,
+    );
+    let addr: std::net::SocketAddr = d.addr.parse().unwrap();
+    let base = format!("http://{}", d.addr);
+    let mut idle = Vec::new();
+    for _ in 0..400 {
+        match tokio::time::timeout(Duration::from_secs(2), tokio::net::TcpStream::connect(addr))
+            .await
+        {
+            Ok(Ok(s)) => idle.push(s),
+            _ => break,
+        }
+    }
+    assert!(
+        idle.len() >= 200,
+        "only {} connections could be opened",
+        idle.len()
+    );
+    let polls_before = up.hits();
+    for _ in 0..5 {
+        let r = client()
+            .get(format!("{base}/metrics"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        assert!(r.text().await.unwrap().contains("\np_n 4"));
+    }
+    wait_for(10, "two more polls", || up.hits() >= polls_before + 2).await;
+    let m = crate::support::get_text(&format!("{base}/metrics")).await;
+    assert!(
+        sample(&m, r#"jsonbridge_limit_hits_total{limit="connections"}"#).is_some_and(|n| n >= 1.0),
+        "{m}"
+    );
+    assert_eq!(sample(&m, r#"jsonbridge_source_up{source="p"}"#), Some(1.0));
+    drop(idle);
+    let (code, _) = d.terminate();
+    assert_eq!(code, Some(0));
+}

@@ -90,14 +90,28 @@ async fn two_hundred_reloads_under_continuous_scrapes() {
             "reload {i}"
         );
         if i == 40 {
-            // Let the polls of the restarted source finish, then take the baseline.
-            tokio::time::sleep(Duration::from_millis(500)).await;
+            // Once the restarted source's poll has landed (its metric is named after the
+            // reload), take the baseline.
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while !get_text(&format!("{base}/metrics"))
+                .await
+                .contains("\nc40 2")
+            {
+                assert!(Instant::now() < deadline, "reload 40 never polled");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
             rss_after_warmup = d.rss_kib();
             let m = get_text(&format!("{base}/metrics")).await;
             tasks_after_warmup = sample(&m, "jsonbridge_runtime_alive_tasks").unwrap();
         }
     }
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The scrapers go on past the last reload (not a fixed pause: until they scraped again).
+    let after = scrapes.load(Ordering::SeqCst);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while scrapes.load(Ordering::SeqCst) < after + 10 {
+        assert!(Instant::now() < deadline, "the scrapers stopped");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     done.store(true, Ordering::SeqCst);
     for s in scrapers {
         let failures = s.await.unwrap();

@@ -43,9 +43,17 @@ async fn an_oversized_body_is_refused_while_it_streams() {
         })
         .await;
     assert!(m.contains("jsonbridge_source_up{source=\"big\"} 0"));
-    // Give the writer a moment to notice the closed socket, then look at what it wrote.
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let written = endless.written.load(std::sync::atomic::Ordering::SeqCst);
+    // Once the writer has stopped (its count stands still), look at what it wrote.
+    let written = || endless.written.load(std::sync::atomic::Ordering::SeqCst);
+    let mut last = written();
+    for _ in 0..100 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        if written() == last {
+            break;
+        }
+        last = written();
+    }
+    let written = written();
     assert!(
         written < 16 << 20,
         "{written} bytes were taken from the upstream for a 1 MiB limit"

@@ -413,8 +413,25 @@ pub struct Daemon {
 
 impl Daemon {
     pub fn start(config: &std::path::Path, extra: &[&str], env: &[(&str, &str)]) -> Self {
-        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_jsonbridge"))
-            .envs(env.iter().copied())
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_jsonbridge"));
+        cmd.envs(env.iter().copied());
+        Self::spawn(cmd, config, extra)
+    }
+
+    /// Starts under an open-file limit of `nofile` (the shell's `ulimit -n`, then `exec`, so
+    /// the pid is jsonbridge's).
+    pub fn start_with_open_files(config: &std::path::Path, extra: &[&str], nofile: u32) -> Self {
+        let mut cmd = std::process::Command::new("sh");
+        cmd.args([
+            "-c",
+            &format!("ulimit -n {nofile} && exec \"$0\" \"$@\""),
+            env!("CARGO_BIN_EXE_jsonbridge"),
+        ]);
+        Self::spawn(cmd, config, extra)
+    }
+
+    fn spawn(mut cmd: std::process::Command, config: &std::path::Path, extra: &[&str]) -> Self {
+        let mut child = cmd
             .arg("--config.file")
             .arg(config)
             .args(["--web.listen-address", "127.0.0.1:0"])
