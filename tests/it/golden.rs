@@ -136,33 +136,37 @@ async fn exposition_matches_golden_files() {
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }
 
-/// Runs `promtool check metrics` on text; `Err` carries promtool's complaint.
-pub fn promtool_check(text: &str) -> Result<(), String> {
+/// Runs `cmd` with `text` on its standard input: whether it succeeded, and what it printed
+/// (stdout, then stderr).
+fn piped(cmd: &mut std::process::Command, text: &str) -> std::io::Result<(bool, String)> {
     use std::io::Write;
-    let mut child = std::process::Command::new("promtool")
-        .args(["check", "metrics"])
+    let mut child = cmd
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| {
-            panic!(
-                "promtool not found ({e}): install Debian's `prometheus` package, or run ./test.sh which does"
-            )
-        });
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+        .spawn()?;
+    child.stdin.take().unwrap().write_all(text.as_bytes())?;
+    let out = child.wait_with_output()?;
     let said = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    if out.status.success() && said.trim().is_empty() {
+    Ok((out.status.success(), said))
+}
+
+/// Runs `promtool check metrics` on text; `Err` carries promtool's complaint.
+pub fn promtool_check(text: &str) -> Result<(), String> {
+    let (ok, said) = piped(
+        std::process::Command::new("promtool").args(["check", "metrics"]),
+        text,
+    )
+    .unwrap_or_else(|e| {
+        panic!(
+            "promtool not found ({e}): install Debian's `prometheus` package, or run ./test.sh which does"
+        )
+    });
+    if ok && said.trim().is_empty() {
         Ok(())
     } else {
         Err(said)
@@ -188,32 +192,17 @@ async fn golden_outputs_pass_promtool() {
 /// escaping, timestamps); `Err` carries its complaint. promtool 2.42 reads only the 0.0.4
 /// text format, so this is the OpenMetrics check.
 pub fn openmetrics_check(text: &str) -> Result<(), String> {
-    use std::io::Write;
     const SCRIPT: &str = "import sys\nfrom prometheus_client.openmetrics.parser import text_string_to_metric_families as p\nlist(p(sys.stdin.read()))\n";
-    let mut child = std::process::Command::new("python3")
-        .args(["-c", SCRIPT])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("python3");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    let said = String::from_utf8_lossy(&out.stderr).to_string();
+    let (ok, said) = piped(
+        std::process::Command::new("python3").args(["-c", SCRIPT]),
+        text,
+    )
+    .expect("python3");
     assert!(
         !said.contains("No module named 'prometheus_client'"),
         "the Python Prometheus client is missing: pip install prometheus_client, or run ./test.sh which does"
     );
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(said)
-    }
+    if ok { Ok(()) } else { Err(said) }
 }
 
 #[tokio::test]

@@ -7,14 +7,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::support::{
-    Bridge, Daemon, Raw, RawUpstream, Reply, Upstream, get_text, sample, wait_for,
+    Bridge, Daemon, Raw, RawUpstream, Reply, Upstream, get_text, sample, source, wait_for,
 };
-
-fn source(name: &str, url: &str, extra: &str) -> String {
-    format!(
-        "  - name: {name}\n    url: {url}\n    every: 1h\n{extra}    metrics:\n      - {{name: {name}_n, help: N., value: $.n}}\n"
-    )
-}
 
 fn polls(m: &str, source: &str, result: &str) -> Option<f64> {
     sample(

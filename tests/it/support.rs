@@ -13,6 +13,27 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use jsonbridge::app::{self, Running};
 
+/// A source named `name` polling `url` hourly, with `extra` YAML lines, and one metric
+/// `NAME_n` from `$.n`: a list item of `sources:`.
+pub fn source(name: &str, url: &str, extra: &str) -> String {
+    format!(
+        "  - name: {name}\n    url: {url}\n    every: 1h\n{extra}    metrics:\n      - {{name: {name}_n, help: N., value: $.n}}\n"
+    )
+}
+
+/// A running jsonbridge with one source, `kept`, already polled (`kept_n 5`).
+pub async fn one_polled_source() -> (Upstream, Bridge) {
+    let up = Upstream::start(Reply::json(r#"{"n": 5}"#)).await;
+    let b = Bridge::start(&format!(
+        "sources:\n{}",
+        source("kept", &format!("{}/x", up.base), "")
+    ))
+    .await;
+    b.wait_metrics(10, "first poll", |m| m.contains("\nkept_n 5"))
+        .await;
+    (up, b)
+}
+
 pub fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
 }
