@@ -88,8 +88,8 @@ impl Selector {
     /// the steps before the filter, what the filter reads of each candidate (relative paths
     /// of names and indexes, each with whether its value is compared or only tested for
     /// existence), and the steps after it. `None` for anything else, or a filter that reads
-    /// more than such paths (the root, functions, wildcards): a reader then keeps the whole
-    /// subtree.
+    /// more than the candidate (the root, a function of its own): a reader then keeps the
+    /// whole subtree.
     pub(crate) fn filtered(&self) -> Option<Filtered> {
         use jsonpath_rust::parser::model::Segment;
         let Plan::General(q) = &self.plan else {
@@ -165,8 +165,7 @@ pub(crate) struct Filtered {
 /// Collects the relative paths a filter reads; `None` if it reads anything else.
 fn filter_reads(f: &jsonpath_rust::parser::model::Filter, out: &mut FilterReads) -> Option<()> {
     use jsonpath_rust::parser::model::{
-        Comparable, Comparison, Filter, FilterAtom, Segment, SingularQuery, SingularQuerySegment,
-        Test,
+        Comparable, Comparison, Filter, FilterAtom, SingularQuery, SingularQuerySegment,
     };
     let singular = |segs: &[SingularQuerySegment]| -> Vec<Step> {
         segs.iter()
@@ -179,21 +178,7 @@ fn filter_reads(f: &jsonpath_rust::parser::model::Filter, out: &mut FilterReads)
     match f {
         Filter::Or(fs) | Filter::And(fs) => fs.iter().try_for_each(|f| filter_reads(f, out)),
         Filter::Atom(FilterAtom::Filter { expr, .. }) => filter_reads(expr, out),
-        Filter::Atom(FilterAtom::Test { expr, .. }) => match &**expr {
-            Test::RelQuery(segs) => {
-                let steps = segs
-                    .iter()
-                    .map(|seg| match seg {
-                        Segment::Selector(JpSelector::Name(n)) => Some(Step::Name(n.clone())),
-                        Segment::Selector(JpSelector::Index(i)) => Some(Step::Index(*i)),
-                        _ => None,
-                    })
-                    .collect::<Option<Vec<_>>>()?;
-                out.push((steps, false));
-                Some(())
-            }
-            _ => None,
-        },
+        Filter::Atom(FilterAtom::Test { expr, .. }) => test_reads(expr, false, out),
         Filter::Atom(FilterAtom::Comparison(c)) => {
             let (Comparison::Eq(a, b)
             | Comparison::Ne(a, b)
@@ -207,12 +192,65 @@ fn filter_reads(f: &jsonpath_rust::parser::model::Filter, out: &mut FilterReads)
                     Comparable::SingularQuery(SingularQuery::Current(segs)) => {
                         out.push((singular(segs), true));
                     }
-                    _ => return None,
+                    Comparable::Function(func) => function_reads(func, out)?,
+                    Comparable::SingularQuery(SingularQuery::Root(_)) => return None,
                 }
             }
             Some(())
         }
     }
+}
+
+/// What a test (`@.x`, or a function) reads of the candidate. `value`: what the query finds
+/// is read (a function's argument), not only tested for existence. A query past its names
+/// and indexes (`@.xs[*]`, `@..x`) reads the node where those end whole.
+fn test_reads(
+    t: &jsonpath_rust::parser::model::Test,
+    value: bool,
+    out: &mut FilterReads,
+) -> Option<()> {
+    use jsonpath_rust::parser::model::{Segment, Test};
+    match t {
+        Test::RelQuery(segs) => {
+            let steps: Vec<Step> = segs
+                .iter()
+                .map_while(|seg| match seg {
+                    Segment::Selector(JpSelector::Name(n)) => Some(Step::Name(n.clone())),
+                    Segment::Selector(JpSelector::Index(i)) => Some(Step::Index(*i)),
+                    _ => None,
+                })
+                .collect();
+            let whole = steps.len() < segs.len();
+            out.push((steps, value || whole));
+            Some(())
+        }
+        Test::Function(func) => function_reads(func, out),
+        Test::AbsQuery(_) => None,
+    }
+}
+
+/// What a function of a filter reads: its query arguments, whole (`length(@.xs)`,
+/// `match(@.name, 'a.*')`, `count(@.xs[*])`). A function of jsonbridge's own making is not
+/// followed.
+fn function_reads(
+    func: &jsonpath_rust::parser::model::TestFunction,
+    out: &mut FilterReads,
+) -> Option<()> {
+    use jsonpath_rust::parser::model::{FnArg, TestFunction};
+    let args: Vec<&FnArg> = match func {
+        TestFunction::Length(a) => vec![&**a],
+        TestFunction::Value(a) | TestFunction::Count(a) => vec![a],
+        TestFunction::Search(a, b) | TestFunction::Match(a, b) => vec![a, b],
+        TestFunction::Custom(..) => return None,
+    };
+    for a in args {
+        match a {
+            FnArg::Literal(_) => {}
+            FnArg::Test(t) => test_reads(t, true, out)?,
+            FnArg::Filter(f) => filter_reads(f, out)?,
+        }
+    }
+    Some(())
 }
 
 /// What a path that must name one node found.

@@ -1726,6 +1726,12 @@ mod pruned_reads {
                 "1",
             ),
             (Some("$.byid[?@.app == 'a' || @.v > 2]"), vec![], "@.v"),
+            (Some("$.pods[?length(@.e) > 2]"), vec![("p", "{@.name}")], "@.e[0]"),
+            (Some("$.pods[?match(@.name, 'p[13]')]"), vec![("p", "{@.name}")], "@.e[-1]"),
+            (Some("$.pods[?search(@.phase, 'unn')]"), vec![("p", "{@.name}")], "length(@.e)"),
+            (Some("$.pods[?count(@.e[*]) > 1 && value(@.meta.tier) == 'web']"), vec![("p", "{@.name}")], "@.e[1]"),
+            (Some("$.pods[?@.meta.x[*]]"), vec![("p", "{@.name}")], "1"),
+            (Some("$.pods[?@.meta.tier || length(@.e) == 2]"), vec![("p", "{@.name}")], "@.e[-1]"),
             (
                 Some("$.pods[?@.app == 'a']"),
                 vec![("r", "{$.region}")],
@@ -1782,9 +1788,21 @@ mod pruned_reads {
         let pruned = stream::parse_pruned(BODY, &plan).unwrap();
         assert_eq!(pruned["pods"][3]["e"], serde_json::json!([7, 10]));
         assert_eq!(pruned["pods"][1]["e"], serde_json::json!([4, 5]));
-        // A filter the plan cannot follow (a function) keeps the candidates whole.
+        // A function's query argument is read whole, and nothing else of the candidate.
         let mut specs = vec![gauge(
-            Some("$.pods[?length(@.e) > 1]"),
+            Some("$.pods[?length(@.e) > 2]"),
+            &[("p", "{@.name}")],
+            "1",
+        )];
+        let plan = ReadPlan::new(&mut specs);
+        let pruned = stream::parse_pruned(BODY, &plan).unwrap();
+        let mut keys: Vec<&String> = pruned["pods"][0].as_object().unwrap().keys().collect();
+        keys.sort();
+        assert_eq!(keys, ["e", "name"]);
+        assert_eq!(pruned["pods"][0]["e"], serde_json::json!([1, 2, 3]));
+        // A filter the plan cannot follow (it reads the root) keeps the candidates whole.
+        let mut specs = vec![gauge(
+            Some("$.pods[?@.app == $.region]"),
             &[("p", "{@.name}")],
             "@.e[-1]",
         )];
