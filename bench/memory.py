@@ -35,6 +35,9 @@ SHAPES = [
     ("count() over the document", "$", {}, "count($.apps.*.*[*])"),
     ("sum() over the document", "$", {}, "sum($.apps.*.*[*].energy_consumed[-1])"),
     ("max() of every point in the document", "$", {}, "max($.apps.*.*[*].energy_consumed[*])"),
+    ("filter calling a function", "$.apps.*.*[?length(@.energy_consumed) > 1]", {"pod": "{@.name}"}, "@.energy_consumed[-1]"),
+    ("descendant search in a value", "$", {}, "count($..name)"),
+    ("descendant search in each", "$..energy_consumed", {}, "length(@)"),
 ]
 
 

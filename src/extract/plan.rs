@@ -13,7 +13,7 @@
 //! captured node (`pod.x`) reads around the items themselves, and a filter in `each` needs
 //! whole subtrees: such sources get a pruned tree instead, then the usual walk.
 
-use super::selector::{FilterReads, Selector, Step};
+use super::selector::{Deep, FilterReads, Selector, Step};
 use super::spec::{Aggregate, Binding, Lookup, MetricSpec, Part, Scope, ValueSpec};
 
 /// The parts of one node (and below) that some block reads.
@@ -49,6 +49,9 @@ pub struct Need {
     pub(crate) has_folds: bool,
     /// Only folds read this node and what is below it: a folding pass keeps none of it.
     pub(crate) fold_only: bool,
+    /// Descendant searches from here (`..name`): every member called `name` at any depth
+    /// below gets the need that goes with it (see `stream::Pruned`).
+    pub(crate) deep: Vec<(String, Need)>,
 }
 
 /// A slotted item node: its entry in [`ReadPlan`]'s list, and how many slots its items have.
@@ -101,7 +104,7 @@ impl Need {
         next.at(rest)
     }
 
-    fn merge(&mut self, other: &Need) {
+    pub(crate) fn merge(&mut self, other: &Need) {
         self.all |= other.all;
         for (k, n) in &other.keys {
             self.at(&[Step::Name(k.clone())]).merge(n);
@@ -123,6 +126,12 @@ impl Need {
             }
         }
         self.present |= other.present;
+        for (name, n) in &other.deep {
+            match self.deep.iter_mut().find(|(k, _)| k == name) {
+                Some((_, mine)) => mine.merge(n),
+                None => self.deep.push((name.clone(), n.clone())),
+            }
+        }
         for f in &other.folds {
             if !self.folds.contains(f) {
                 self.folds.push(*f);
@@ -139,6 +148,7 @@ impl Need {
             && self.any.is_none()
             && self.items.is_empty()
             && self.folds.is_empty()
+            && self.deep.is_empty()
     }
 
     /// Works out `has_folds` and `fold_only`, all the way down.
@@ -151,8 +161,12 @@ impl Need {
             only &= c.fold_only || !c.has_folds && c.is_empty();
         }
         self.has_folds = below || !self.folds.is_empty();
-        self.fold_only =
-            self.has_folds && only && !self.all && !self.present && self.items.is_empty();
+        self.fold_only = self.has_folds
+            && only
+            && !self.all
+            && !self.present
+            && self.items.is_empty()
+            && self.deep.is_empty();
     }
 
     /// Takes fold `id` off every node (it is computed from the tree instead).
@@ -289,7 +303,7 @@ impl Need {
 
     /// Folds `any` into the named members and indexes (so a lookup finds one entry), and
     /// works out `has_items` and `from_end`, all the way down.
-    fn finish(&mut self) {
+    pub(crate) fn finish(&mut self) {
         if let Some(any) = self.any.as_deref() {
             let any = any.clone();
             let children = self.keys.iter_mut().map(|(_, n)| n);
@@ -306,6 +320,9 @@ impl Need {
         if let Some(n) = self.any.as_deref_mut() {
             n.finish();
             below |= n.has_items;
+        }
+        for (_, n) in &mut self.deep {
+            n.finish();
         }
         self.has_items = below || !self.items.is_empty();
         self.from_end = self.indexes.iter().any(|(i, _)| *i < 0);
@@ -411,6 +428,9 @@ struct ItemPath {
     depths: Vec<usize>,
     exact: bool,
     filtered: Option<(usize, FilterReads)>,
+    /// The last part of `each` is a descendant search by name (`$.apps..pods[*]`): `path`
+    /// ends where it starts; the items are what its rule reaches.
+    deep: Option<Deep>,
 }
 
 fn item_path(block: &MetricSpec) -> ItemPath {
@@ -430,6 +450,9 @@ fn item_path(block: &MetricSpec) -> ItemPath {
                     path.extend(f.after);
                     (at, f.reads)
                 });
+            let deep = (filtered.is_none() && k + 1 == fragments.len())
+                .then(|| fragment.deep())
+                .flatten();
             if filtered.is_none() {
                 path.extend_from_slice(steps);
             }
@@ -438,6 +461,7 @@ fn item_path(block: &MetricSpec) -> ItemPath {
                 depths,
                 exact: false,
                 filtered,
+                deep,
             };
         }
         path.extend_from_slice(steps);
@@ -451,6 +475,7 @@ fn item_path(block: &MetricSpec) -> ItemPath {
         depths,
         exact: true,
         filtered: None,
+        deep: None,
     }
 }
 
@@ -509,7 +534,15 @@ impl ReadPlan {
                 depths,
                 exact,
                 filtered,
+                deep,
             } = p;
+            // A descendant search in `each`: the items and what their lookups read are the
+            // need of its rule, below the match (pushed once the lookups are in).
+            let mut rule = deep.as_ref().map(|d| {
+                let mut r = Need::default();
+                r.at(&d.after).all |= !d.after_exact;
+                r
+            });
             match filtered {
                 // A filter the plan can follow reads its paths of every candidate; the items
                 // it lets through are read by their lookups below, as exact items are.
@@ -521,6 +554,7 @@ impl ReadPlan {
                     root.at(path);
                 }
                 // Any other filter or the like runs on the whole subtree where the steps end.
+                None if deep.is_some() => {}
                 None if !exact => root.at(path).all = true,
                 None if streamed => root.at(path).items.push(b),
                 None => {
@@ -530,18 +564,23 @@ impl ReadPlan {
             let exact = *exact || filtered.is_some();
             for (l, aggregate) in lookups_with_aggregates(block) {
                 let (steps, whole_path) = l.selector.steps();
+                let base: Vec<Step> = match (l.scope, deep) {
+                    (Scope::Item, Some(d)) if d.after_exact => d.after.clone(),
+                    _ => Vec::new(),
+                };
                 let base: Vec<Step> = match l.scope {
                     Scope::Root => Vec::new(),
+                    Scope::Item if deep.as_ref().is_some_and(|d| d.after_exact) => base,
                     Scope::Item if exact => path.clone(),
                     Scope::Capture(i) if i < depths.len() => path[..=depths[i]].to_vec(),
                     // Under a filter: inside the subtree read whole anyway.
                     Scope::Item | Scope::Capture(_) => continue,
                 };
                 let mut full = base;
-                let tree = if streamed && l.scope == Scope::Root {
-                    &mut first
-                } else {
-                    &mut root
+                let tree = match (&mut rule, l.scope) {
+                    (Some(r), Scope::Item) => r,
+                    _ if streamed && l.scope == Scope::Root => &mut first,
+                    _ => &mut root,
                 };
                 if streamed && l.scope == Scope::Item {
                     // Up to the first wildcard: what is below is read whole, since the
@@ -555,12 +594,30 @@ impl ReadPlan {
                 // wildcards too, so that only the nodes the lookup reaches are built.
                 full.extend(steps.iter().cloned());
                 let node = tree.at(&full);
-                match aggregate {
+                match (aggregate, l.selector.deep()) {
+                    // A descendant search by name: a rule from here down (see `Need::deep`),
+                    // with what the rest of the path reads at each node it finds.
+                    (a, Some(d)) if !whole_path => {
+                        let mut rule = Need::default();
+                        let found = rule.at(&d.after);
+                        match a {
+                            _ if !d.after_exact => found.all = true,
+                            Some(Aggregate::Count) => found.present = true,
+                            Some(Aggregate::Length) => {
+                                found.any.get_or_insert_with(Default::default).present = true;
+                            }
+                            _ => found.all = true,
+                        }
+                        match node.deep.iter_mut().find(|(k, _)| *k == d.name) {
+                            Some((_, mine)) => mine.merge(&rule),
+                            None => node.deep.push((d.name, rule)),
+                        }
+                    }
                     // The rest of the path needs the subtree where the steps end.
                     _ if !whole_path => node.all = true,
                     // An aggregate from the root of a streamed plan is folded while the
                     // first pass parses (unless `finish` finds that it cannot be).
-                    Some(a) if streamed && l.scope == Scope::Root && a != Aggregate::Length => {
+                    (Some(a), _) if streamed && l.scope == Scope::Root && a != Aggregate::Length => {
                         let id = folds.len();
                         folds.push(a);
                         node.folds.push(id);
@@ -568,15 +625,22 @@ impl ReadPlan {
                     }
                     // Counting needs the nodes to be there, not what they hold: an object
                     // or array is built empty.
-                    Some(Aggregate::Count) => node.present = true,
+                    (Some(Aggregate::Count), _) => node.present = true,
                     // A length needs the members or elements to be there (a string is built
                     // as it is).
-                    Some(Aggregate::Length) => {
+                    (Some(Aggregate::Length), _) => {
                         node.any.get_or_insert_with(Default::default).present = true;
                     }
                     // The node found is read whole: a number to add up, an object to
                     // describe in an error, a string, a number.
                     _ => node.all = true,
+                }
+            }
+            if let (Some(r), Some(d)) = (rule, deep) {
+                let node = root.at(path);
+                match node.deep.iter_mut().find(|(k, _)| *k == d.name) {
+                    Some((_, mine)) => mine.merge(&r),
+                    None => node.deep.push((d.name.clone(), r)),
                 }
             }
         }

@@ -117,6 +117,38 @@ impl Selector {
         })
     }
 
+    /// For a path that is steps, one descendant search by name, then steps
+    /// (`$.apps..pods[*].name`): the steps before, the name, and the steps after (those up
+    /// to anything else, with whether they are the whole rest). `None` for anything else.
+    pub(crate) fn deep(&self) -> Option<Deep> {
+        use jsonpath_rust::parser::model::Segment;
+        let Plan::General(q) = &self.plan else {
+            return None;
+        };
+        let rest = &q.segments[self.prefix.len()..];
+        let (Segment::Descendant(inner), rest) = rest.split_first()? else {
+            return None;
+        };
+        let Segment::Selector(JpSelector::Name(name)) = &**inner else {
+            return None;
+        };
+        let after: Vec<Step> = rest
+            .iter()
+            .map_while(|seg| match seg {
+                Segment::Selector(JpSelector::Name(n)) => Some(Step::Name(n.clone())),
+                Segment::Selector(JpSelector::Index(i)) => Some(Step::Index(*i)),
+                Segment::Selector(JpSelector::Wildcard) => Some(Step::Wildcard),
+                _ => None,
+            })
+            .collect();
+        Some(Deep {
+            before: self.prefix.clone(),
+            name: name.clone(),
+            after_exact: after.len() == rest.len(),
+            after,
+        })
+    }
+
     /// Appends every node selected from `value` to `out`, in document order.
     pub fn select_into<'a>(&self, value: &'a Value, out: &mut Vec<&'a Value>) {
         match &self.plan {
@@ -147,6 +179,16 @@ impl Selector {
             n => Selected::Many(n),
         }
     }
+}
+
+/// A path with one descendant search by name (see [`Selector::deep`]).
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Deep {
+    pub(crate) before: Vec<Step>,
+    pub(crate) name: String,
+    pub(crate) after: Vec<Step>,
+    /// The steps after are the whole rest of the path (else what they reach is read whole).
+    pub(crate) after_exact: bool,
 }
 
 /// What a filter reads of each candidate: relative paths, each with whether its value is

@@ -201,7 +201,7 @@ fn parse_with(
     folding: Option<&Folding>,
 ) -> Result<Value, serde_json::Error> {
     let mut de = serde_json::Deserializer::from_str(text);
-    let v = Pruned(need, folding).deserialize(&mut de)?;
+    let v = Pruned(need, folding, &[]).deserialize(&mut de)?;
     de.end()?;
     Ok(v)
 }
@@ -262,13 +262,108 @@ pub(crate) fn fill_slots<'de>(
     de.end()
 }
 
-/// Builds the part of a node that `need` reads.
-#[derive(Clone, Copy)]
-/// Builds what a [`Need`] reads; with a [`Folding`], nodes that only folds read are added to
-/// them and not kept.
-struct Pruned<'n, 'f>(&'n Need, Option<&'f Folding>);
+/// Descendant searches in force: (member name, what is read of each member found).
+type Rules = [(String, Need)];
 
-impl Pruned<'_, '_> {
+/// Builds what a [`Need`] reads; with a [`Folding`], nodes that only folds read are added to
+/// them and not kept. `Rules` are descendant searches from above: every member they name
+/// gets their need too, and below members nothing else reads they are looked for by
+/// [`Descend`], which keeps only what leads to one.
+#[derive(Clone, Copy)]
+struct Pruned<'n, 'f, 'r>(&'n Need, Option<&'f Folding>, &'r Rules);
+
+/// What the rules give member `key`: `base` merged with the needs of the rules that name it
+/// (`None` where nothing reads it).
+fn with_rules<'a>(base: Option<&'a Need>, rules: &Rules, key: &str) -> Option<Cow<'a, Need>> {
+    let mut found = rules.iter().filter(|(k, _)| k == key).peekable();
+    if found.peek().is_none() {
+        return base.map(Cow::Borrowed);
+    }
+    let mut n = base.cloned().unwrap_or_default();
+    for (_, r) in found {
+        n.merge(r);
+    }
+    n.finish();
+    Some(Cow::Owned(n))
+}
+
+/// The rules in force below a node: those from above and its own.
+fn rules_below<'a>(above: &'a Rules, need: &Need) -> Cow<'a, Rules> {
+    if need.deep.is_empty() {
+        Cow::Borrowed(above)
+    } else {
+        Cow::Owned(above.iter().chain(&need.deep).cloned().collect())
+    }
+}
+
+/// Looks below a node nothing reads for the members descendant searches name: `None` where
+/// there is none, else the node with only the way to them.
+struct Descend<'f, 'r>(Option<&'f Folding>, &'r Rules);
+
+impl<'de> DeserializeSeed<'de> for Descend<'_, '_> {
+    type Value = Option<Value>;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Option<Value>, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Descend<'_, '_> {
+    type Value = Option<Value>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_none<E>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut out = Map::new();
+        while let Some(key) = map.next_key_seed(KeySeed)? {
+            match with_rules(None, self.1, &key) {
+                Some(n) => {
+                    let v = map.next_value_seed(Pruned(&n, self.0, self.1))?;
+                    out.insert(key.into_owned(), v);
+                }
+                None => {
+                    if let Some(v) = map.next_value_seed(Descend(self.0, self.1))? {
+                        out.insert(key.into_owned(), v);
+                    }
+                }
+            }
+        }
+        Ok((!out.is_empty()).then_some(Value::Object(out)))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut out = Vec::new();
+        while let Some(v) = seq.next_element_seed(Descend(self.0, self.1))? {
+            out.extend(v);
+        }
+        Ok((!out.is_empty()).then_some(Value::Array(out)))
+    }
+}
+
+impl Pruned<'_, '_, '_> {
     /// Hands `v` to the folds of this node, if any.
     fn fold(&self, v: Value) -> Value {
         if let Some(f) = self.1
@@ -285,7 +380,7 @@ impl Pruned<'_, '_> {
     }
 }
 
-impl<'de> DeserializeSeed<'de> for Pruned<'_, '_> {
+impl<'de> DeserializeSeed<'de> for Pruned<'_, '_, '_> {
     type Value = Value;
 
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
@@ -307,7 +402,7 @@ where
     seed.deserialize(&mut de).map_err(E::custom)
 }
 
-impl<'de> Visitor<'de> for Pruned<'_, '_> {
+impl<'de> Visitor<'de> for Pruned<'_, '_, '_> {
     type Value = Value;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
@@ -344,8 +439,9 @@ impl<'de> Visitor<'de> for Pruned<'_, '_> {
         // keeps only the last: stop, and let the document be read without folds.
         let mut named = KeysSeen::default();
         let mut others = std::collections::HashSet::new();
+        let rules = rules_below(self.2, self.0);
         while let Some(key) = map.next_key_seed(KeySeed)? {
-            match self.0.member(&key) {
+            match with_rules(self.0.member(&key), &rules, &key) {
                 Some(n) => {
                     if let Some(f) = self.1
                         && n.has_folds
@@ -361,8 +457,13 @@ impl<'de> Visitor<'de> for Pruned<'_, '_> {
                             ));
                         }
                     }
-                    let v = map.next_value_seed(Pruned(n, self.1))?;
-                    if !self.leaves_out(n) {
+                    let v = map.next_value_seed(Pruned(&n, self.1, &rules))?;
+                    if !self.leaves_out(&n) {
+                        out.insert(key.into_owned(), v);
+                    }
+                }
+                None if !rules.is_empty() => {
+                    if let Some(v) = map.next_value_seed(Descend(self.1, &rules))? {
                         out.insert(key.into_owned(), v);
                     }
                 }
@@ -377,6 +478,25 @@ impl<'de> Visitor<'de> for Pruned<'_, '_> {
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
         let need = self.0;
         let mut out = Vec::new();
+        let rules = rules_below(self.2, need);
+        if !rules.is_empty() {
+            // Descendant searches look into every element: none is left unread. Elements
+            // keep their places where an index reads them; elsewhere only those that lead to
+            // something are kept.
+            let positions = !need.indexes.is_empty();
+            counted_elements(&mut seq, None, |i, len, raw| {
+                match need.element(i, len) {
+                    Some(n) => out.push(reparse(raw, Pruned(&n, self.1, &rules))?),
+                    None => match reparse(raw, Descend(self.1, &rules))? {
+                        Some(v) => out.push(v),
+                        None if positions => out.push(Value::Null),
+                        None => {}
+                    },
+                }
+                Ok(())
+            })?;
+            return Ok(self.fold(Value::Array(out)));
+        }
         if need.from_end {
             let mut next = 0;
             // Read by indexes from both ends and nothing else: the elements between the
@@ -412,7 +532,7 @@ impl<'de> Visitor<'de> for Pruned<'_, '_> {
                 out.resize(i - next + out.len(), Value::Null);
                 next = i + 1;
                 out.push(match need.element(i, len) {
-                    Some(n) => reparse(raw, Pruned(&n, self.1))?,
+                    Some(n) => reparse(raw, Pruned(&n, self.1, &[]))?,
                     None => Value::Null,
                 });
                 Ok(())
@@ -428,7 +548,7 @@ impl<'de> Visitor<'de> for Pruned<'_, '_> {
         let placeholders =
             |i: usize| !need.indexes.is_empty() && last.is_some_and(|l| i as i64 <= l);
         in_order(&mut seq, |seq, i| match need.element(i, 0) {
-            Some(n) => match seq.next_element_seed(Pruned(&n, self.1))? {
+            Some(n) => match seq.next_element_seed(Pruned(&n, self.1, &[]))? {
                 Some(v) => {
                     // Left out where only folds read it and no index counts positions.
                     if !(self.leaves_out(&n) && need.indexes.is_empty()) {
@@ -511,7 +631,7 @@ impl<'de> DeserializeSeed<'de> for Streamed<'_, '_, '_, 'de> {
                 .slotted(slots.id, &mut ctx.slots, &ctx.path)
                 .map_err(<D::Error as de::Error>::custom)
         } else if !need.items.is_empty() || need.all {
-            let v = Pruned(need, None).deserialize(d)?;
+            let v = Pruned(need, None, &[]).deserialize(d)?;
             dispatch(need, &v, &ctx.path, &mut Vec::new(), ctx.items);
             Ok(())
         } else {

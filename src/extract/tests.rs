@@ -1747,6 +1747,23 @@ mod pruned_reads {
             (None, vec![], "count($.byid.*.app)"),
             (None, vec![], "sum($.pods[*].e[*])"),
             (None, vec![], "count($.pods[?@.app == 'a'])"),
+            (None, vec![], "count($..name)"),
+            (None, vec![], "count($..app)"),
+            (None, vec![], "sum($..e[0])"),
+            (None, vec![], "sum($..e[*])"),
+            (None, vec![], "max($..v)"),
+            (None, vec![], "length($.pods[0]..x)"),
+            (None, vec![], "count($.pods..x)"),
+            (None, vec![], "count($..meta.tier)"),
+            (None, vec![], "sum($..x[-1])"),
+            (Some("$.pods[*]"), vec![("p", "{@.name}")], "count($..tier)"),
+            (Some("$.pods[?@.app == 'a']"), vec![("p", "{@.name}")], "count($..e[*])"),
+            (Some("$.byid.*"), vec![], "sum($..v)"),
+            (Some("$..pods[*]"), vec![("p", "{@.name}")], "@.e[-1]"),
+            (Some("$..meta"), vec![("t", "{@.tier}")], "1"),
+            (Some("$..byid.*"), vec![], "@.v"),
+            (Some("$.pods[*]..x"), vec![], "@[0]"),
+            (Some("$..e"), vec![], "length(@)"),
         ];
         let doc: Value = serde_json::from_str(BODY).unwrap();
         for (each, labels, value) in cases {
@@ -1800,6 +1817,24 @@ mod pruned_reads {
         keys.sort();
         assert_eq!(keys, ["e", "name"]);
         assert_eq!(pruned["pods"][0]["e"], serde_json::json!([1, 2, 3]));
+        // A descendant search keeps only the way to what it finds.
+        let mut specs = vec![gauge(None, &[], "count($..tier)")];
+        let plan = ReadPlan::new(&mut specs);
+        let first = stream::parse_need(BODY, plan.first.as_ref().unwrap()).unwrap();
+        assert_eq!(
+            first,
+            serde_json::json!({"pods": [{"meta": {"tier": "web"}}, {"meta": {"tier": "db"}}]})
+        );
+        // So does a descendant search in `each`, with what the items' lookups read.
+        let mut specs = vec![gauge(Some("$..meta"), &[("t", "{@.tier}")], "1")];
+        let plan = ReadPlan::new(&mut specs);
+        let pruned = stream::parse_pruned(BODY, &plan).unwrap();
+        assert_eq!(
+            pruned,
+            serde_json::json!({"pods": [
+                {"meta": {"tier": "web"}}, {"meta": {"tier": "db"}}, {"meta": null}
+            ]})
+        );
         // A filter the plan cannot follow (it reads the root) keeps the candidates whole.
         let mut specs = vec![gauge(
             Some("$.pods[?@.app == $.region]"),
