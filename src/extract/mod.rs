@@ -494,6 +494,9 @@ struct Inline<'b, 'p, 'de> {
 
 impl<'de> stream::Items<'de> for Inline<'_, '_, 'de> {
     fn node(&mut self, b: usize, item: &Value, path: &stream::ItemPath<'_, '_, '_>) {
+        if !self.plan.lets_through(b, item) {
+            return;
+        }
         let (run, root) = (&mut self.runs[b], self.root);
         with_captures(
             self.plan,
@@ -601,6 +604,9 @@ mod pipeline {
 
     impl<'de> Items<'de> for Sender<'de, '_> {
         fn node(&mut self, block: usize, item: &Value, path: &ItemPath<'_, '_, '_>) {
+            if !self.plan.lets_through(block, item) {
+                return;
+            }
             let keys = self.plan.capture_depths[block]
                 .iter()
                 .map(|d| path.key(*d).into_owned())

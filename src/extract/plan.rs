@@ -243,12 +243,19 @@ impl Need {
     }
 
     /// Makes item nodes slotted where they can be (see [`Slotted`]), all the way down.
-    fn slot_items(&mut self, blocks: &[MetricSpec], out: &mut Vec<Slotted>) {
+    fn slot_items(
+        &mut self,
+        blocks: &[MetricSpec],
+        filters: &[Option<Selector>],
+        out: &mut Vec<Slotted>,
+    ) {
         let below = self.children().any(|c| c.has_items);
         if !self.items.is_empty() && !below {
             let exact = self.items.iter().all(|b| {
-                // Lookups from the root are read before (see `ReadPlan::first`).
-                lookups(&blocks[*b]).all(|l| l.scope != Scope::Item || l.selector.steps().1)
+                // Lookups from the root are read before (see `ReadPlan::first`); a filter
+                // is tried on the candidate built as a tree.
+                filters[*b].is_none()
+                    && lookups(&blocks[*b]).all(|l| l.scope != Scope::Item || l.selector.steps().1)
             });
             if exact {
                 let mut count = 0;
@@ -280,7 +287,8 @@ impl Need {
                 return;
             }
         }
-        self.children_mut().for_each(|c| c.slot_items(blocks, out));
+        self.children_mut()
+            .for_each(|c| c.slot_items(blocks, filters, out));
     }
 
     /// The slot an item lookup's node is in, from this (slotted item) node.
@@ -392,6 +400,9 @@ pub struct ReadPlan {
     /// `first` without folds: read when a member repeated on the way to folded nodes makes
     /// the folding pass give up.
     pub(crate) first_plain: Option<Need>,
+    /// Per block of a streamed plan whose `each` ends with a filter: the filter, which each
+    /// candidate streamed is tried against.
+    pub(crate) item_filters: Vec<Option<Selector>>,
 }
 
 /// Every lookup of a block: labels, values, timestamp.
@@ -431,6 +442,10 @@ struct ItemPath {
     /// The last part of `each` is a descendant search by name (`$.apps..pods[*]`): `path`
     /// ends where it starts; the items are what its rule reaches.
     deep: Option<Deep>,
+    /// `each` ends with a filter the plan can follow (`$.pods[?@.phase == 'Running']`):
+    /// the filter alone. A streamed plan then streams every candidate and keeps those it
+    /// lets through, one at a time, instead of building them all first.
+    test: Option<Selector>,
 }
 
 fn item_path(block: &MetricSpec) -> ItemPath {
@@ -447,9 +462,14 @@ fn item_path(block: &MetricSpec) -> ItemPath {
                     path.extend(f.before);
                     let at = path.len();
                     path.push(Step::Wildcard);
+                    let last = f.after.is_empty();
                     path.extend(f.after);
-                    (at, f.reads)
+                    (at, f.reads, last.then_some(f.test))
                 });
+            let (filtered, test) = match filtered {
+                Some((at, reads, test)) => (Some((at, reads)), test),
+                None => (None, None),
+            };
             let deep = (filtered.is_none() && k + 1 == fragments.len())
                 .then(|| fragment.deep())
                 .flatten();
@@ -462,6 +482,7 @@ fn item_path(block: &MetricSpec) -> ItemPath {
                 exact: false,
                 filtered,
                 deep,
+                test,
             };
         }
         path.extend_from_slice(steps);
@@ -476,6 +497,7 @@ fn item_path(block: &MetricSpec) -> ItemPath {
         exact: true,
         filtered: None,
         deep: None,
+        test: None,
     }
 }
 
@@ -523,8 +545,14 @@ impl ReadPlan {
         let mut folded: Vec<(usize, usize, usize, Vec<Step>)> = Vec::new();
         let paths: Vec<_> = blocks.iter().map(item_path).collect();
         let streamed = blocks.iter().zip(&paths).all(|(b, p)| {
-            p.exact && lookups(b).all(|l| matches!(l.scope, Scope::Item | Scope::Root))
+            (p.exact || p.test.is_some())
+                && lookups(b).all(|l| matches!(l.scope, Scope::Item | Scope::Root))
         });
+        // Streamed: each candidate of such a block is tried against its filter as it comes.
+        let item_filters: Vec<Option<Selector>> = paths
+            .iter()
+            .map(|p| p.test.clone().filter(|_| streamed))
+            .collect();
         let mut root = Need::default();
         // Streamed plans read what lookups from the root need in a first pass.
         let mut first = Need::default();
@@ -535,6 +563,7 @@ impl ReadPlan {
                 exact,
                 filtered,
                 deep,
+                test: _,
             } = p;
             // A descendant search in `each`: the items and what their lookups read are the
             // need of its rule, below the match (pushed once the lookups are in).
@@ -551,7 +580,10 @@ impl ReadPlan {
                         let node = root.at(&path[..=*at]).at(read);
                         node.all |= *value;
                     }
-                    root.at(path);
+                    let item = root.at(path);
+                    if item_filters[b].is_some() {
+                        item.items.push(b);
+                    }
                 }
                 // Any other filter or the like runs on the whole subtree where the steps end.
                 None if deep.is_some() => {}
@@ -617,7 +649,9 @@ impl ReadPlan {
                     _ if !whole_path => node.all = true,
                     // An aggregate from the root of a streamed plan is folded while the
                     // first pass parses (unless `finish` finds that it cannot be).
-                    (Some(a), _) if streamed && l.scope == Scope::Root && a != Aggregate::Length => {
+                    (Some(a), _)
+                        if streamed && l.scope == Scope::Root && a != Aggregate::Length =>
+                    {
                         let id = folds.len();
                         folds.push(a);
                         node.folds.push(id);
@@ -659,7 +693,7 @@ impl ReadPlan {
         let first = (!first.is_empty()).then_some(first);
         let mut slotted = Vec::new();
         if streamed {
-            root.slot_items(blocks, &mut slotted);
+            root.slot_items(blocks, &item_filters, &mut slotted);
         }
         let capture_depths = if streamed {
             paths.into_iter().map(|p| p.depths).collect()
@@ -675,10 +709,19 @@ impl ReadPlan {
             scanned: false,
             folds,
             first_plain,
+            item_filters,
         };
         plan.scanned = plan.is_slotted() && super::scan::scannable(&plan.root);
         let folded = folded.into_iter().map(|(b, l, id, _)| (b, l, id)).collect();
         (plan, folded)
+    }
+
+    /// Whether a candidate streamed for block `b` is one of its items (see `item_filters`).
+    pub(crate) fn lets_through(&self, b: usize, candidate: &serde_json::Value) -> bool {
+        match self.item_filters.get(b) {
+            Some(Some(test)) => test.keeps(candidate),
+            _ => true,
+        }
     }
 
     /// Whether items reach extraction while the document is parsed (no tree is built).

@@ -110,10 +110,16 @@ impl Selector {
             .collect::<Option<_>>()?;
         let mut reads = Vec::new();
         filter_reads(f, &mut reads)?;
+        let query = JpQuery::new(vec![Segment::Selector(JpSelector::Filter(f.clone()))]);
         Some(Filtered {
             before: self.prefix.clone(),
             reads,
             after,
+            test: Selector {
+                source: format!("$[?{f}]"),
+                plan: Plan::General(query),
+                prefix: Vec::new(),
+            },
         })
     }
 
@@ -202,6 +208,26 @@ pub(crate) struct Filtered {
     /// Paths from each candidate, and whether the value there is read (not only tested).
     pub(crate) reads: FilterReads,
     pub(crate) after: Vec<Step>,
+    /// The filter alone, to try one candidate with [`Selector::keeps`].
+    pub(crate) test: Selector,
+}
+
+impl PartialEq for Selector {
+    fn eq(&self, other: &Self) -> bool {
+        self.source == other.source
+    }
+}
+
+impl Selector {
+    /// Whether the filter of a [`Filtered::test`] lets `candidate` through: the filter run
+    /// on a one-element array holding it (a filter sees only `@`, so the candidate's
+    /// neighbours cannot change the answer).
+    pub(crate) fn keeps(&self, candidate: &Value) -> bool {
+        let one = Value::Array(vec![candidate.clone()]);
+        let mut out = Vec::new();
+        self.select_into(&one, &mut out);
+        !out.is_empty()
+    }
 }
 
 /// Collects the relative paths a filter reads; `None` if it reads anything else.

@@ -116,6 +116,13 @@ sources:
         each: "$.apps.*.*[-1]"
         labels: {pod: "{@.name}"}
         value: "@..v"
+      - name: fl
+        each: "$.apps.{app}.*[?@.v > 1 || length(@.name) == 1 || @.pods[0]]"
+        labels: {app: "{app}", pod: "{@.name}"}
+        value: "@.v"
+      - name: fo
+        each: "$.apps.*[?!@.x]"
+        value: "count(@[*])"
 "#;
 
 /// Lookups from the root next to item lookups: the root's part is read first, then items
