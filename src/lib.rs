@@ -13,7 +13,8 @@
 //! - [`schedule`] runs one job per source (cron or interval) and never lets a poll overlap itself.
 //! - [`fetch`] gets the body (HTTP or `file://`) within a timeout and a size limit.
 //! - [`extract`] is a pure function from a JSON document to samples. Polls read the body along
-//!   a plan made once per config ([`extract::plan`]), building only what the metrics look up.
+//!   a plan made once per config ([`extract::plan`]), building only what the metrics look up
+//!   (and folding aggregates from the root instead of building what they read).
 //! - [`store`] keeps one immutable snapshot per source, replaced whole by each good poll.
 //! - [`expose`] serves the snapshots through prometheus-client, cached until something changes.
 //! - [`reload`] validates a new file first, then applies it source by source.

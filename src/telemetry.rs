@@ -360,7 +360,7 @@ static STARTED: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::n
 /// How often one limit may log.
 const LIMIT_LOG_EVERY: Duration = Duration::from_secs(10);
 
-/// Counts one hit of `limit` and logs it (at most once per [`LIMIT_LOG_EVERY`] per limit,
+/// Counts one hit of `limit` and logs it (at most once per `LIMIT_LOG_EVERY` per limit,
 /// with the count so far). `context` names what hit it (a source's URL as written, a peer
 /// address), never a secret.
 pub fn limit_hit(limit: Limit, context: &str) {

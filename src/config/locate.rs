@@ -55,7 +55,7 @@ pub struct Locator {
 impl Locator {
     /// Indexes `text`. Where the event parser stops on a syntax error, what came before it is
     /// kept (the serde parse reports that error with its own position). Only nesting beyond
-    /// [`MAX_DEPTH`] is an error here.
+    /// `MAX_DEPTH` is an error here.
     pub fn new(text: &str) -> Result<Self, TooDeep> {
         let mut b = Builder {
             loc: Locator {

@@ -3,15 +3,23 @@
 //!
 //! A [`Need`] mirrors the document: which members and elements lead to something a block
 //! reads, and where whole subtrees are needed (the end of every lookup, and wherever a path
-//! turns into a filter, slice, union or descendant search). Everything else is skipped by the
-//! parser without being built: on the energy API's shape that is most of the document.
+//! turns into something the plan cannot follow: a slice, a union, a filter that reads the
+//! root). Everything else is skipped by the parser without being built: on the energy API's
+//! shape that is most of the document. Every step of a path is followed (wildcards as
+//! `any`), an array read only by index keeps only the ends it needs, a filter keeps of each
+//! candidate what it reads, and a descendant search by name is a rule (`Need::deep`) that
+//! keeps only the way to the members it finds. Trees so built stay within a few times the
+//! body (BENCHMARKS.md, "Memory per reader path").
 //!
 //! When every block reads only its item, the keys of its captures and the root, the plan is
 //! *streamed*: items are handed to extraction as the parser reaches them, so no document tree
-//! exists. What lookups from the root (`$.x`) read may come later in the document than the
-//! items, so it is built by a first, pruned pass. A lookup from a
-//! captured node (`pod.x`) reads around the items themselves, and a filter in `each` needs
-//! whole subtrees: such sources get a pruned tree instead, then the usual walk.
+//! exists; an `each` that ends with a filter on the candidate streams too, each candidate
+//! tried against the filter (`ReadPlan::lets_through`). What lookups from the root (`$.x`)
+//! read may come later in the document than the items, so it is built by a first, pruned
+//! pass, in which aggregates from the root are folded instead of built (`extract::fold`). A
+//! lookup from a captured node (`pod.x`) reads around the items themselves, and other
+//! filters or descendant searches in `each` need more than one item at a time: such sources
+//! get a pruned tree instead, then the usual walk.
 
 use super::selector::{Deep, FilterReads, Selector, Step};
 use super::spec::{Aggregate, Binding, Lookup, MetricSpec, Part, Scope, ValueSpec};
