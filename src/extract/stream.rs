@@ -337,21 +337,21 @@ impl<'de> Visitor<'de> for Descend<'_, '_> {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let mut out = Map::new();
+        let mut out = Vec::new();
         while let Some(key) = map.next_key_seed(KeySeed)? {
             match with_rules(None, self.1, &key) {
                 Some(n) => {
                     let v = map.next_value_seed(Pruned(&n, self.0, self.1))?;
-                    out.insert(key.into_owned(), v);
+                    out.push((key.into_owned(), v));
                 }
                 None => {
                     if let Some(v) = map.next_value_seed(Descend(self.0, self.1))? {
-                        out.insert(key.into_owned(), v);
+                        out.push((key.into_owned(), v));
                     }
                 }
             }
         }
-        Ok((!out.is_empty()).then_some(Value::Object(out)))
+        Ok((!out.is_empty()).then_some(Value::Object(sized(out))))
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
@@ -385,11 +385,79 @@ impl<'de> DeserializeSeed<'de> for Pruned<'_, '_, '_> {
 
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
         if self.0.all {
-            Value::deserialize(d)
+            Whole.deserialize(d)
         } else {
             d.deserialize_any(self)
         }
     }
+}
+
+/// Builds a whole subtree as `Value::deserialize` does, with each object and array sized to
+/// what it holds instead of grown by doubling: a tree of many small objects costs much less
+/// (an object of one member took room for three).
+struct Whole;
+
+impl<'de> DeserializeSeed<'de> for Whole {
+    type Value = Value;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Whole {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::Number(v.into()))
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::Number(v.into()))
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+        Ok(Number::from_f64(v).map_or(Value::Null, Value::Number))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_string()))
+    }
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_none<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut members = Vec::new();
+        while let Some(key) = map.next_key_seed(KeySeed)? {
+            members.push((key.into_owned(), map.next_value_seed(Whole)?));
+        }
+        Ok(Value::Object(sized(members)))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut out = Vec::new();
+        while let Some(v) = seq.next_element_seed(Whole)? {
+            out.push(v);
+        }
+        out.shrink_to_fit();
+        Ok(Value::Array(out))
+    }
+}
+
+/// An object of exactly these members, in this order; a repeated name keeps its first place
+/// and its last value, as inserting them one by one does.
+fn sized(members: Vec<(String, Value)>) -> Map<String, Value> {
+    members.into_iter().collect()
 }
 
 /// Re-reads an element kept as raw text once its array's length was known.
@@ -434,7 +502,7 @@ impl<'de> Visitor<'de> for Pruned<'_, '_, '_> {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
-        let mut out = Map::new();
+        let mut out = Vec::new();
         // With folds, a member met twice on their way would be counted twice where the tree
         // keeps only the last: stop, and let the document be read without folds.
         let mut named = KeysSeen::default();
@@ -459,12 +527,12 @@ impl<'de> Visitor<'de> for Pruned<'_, '_, '_> {
                     }
                     let v = map.next_value_seed(Pruned(&n, self.1, &rules))?;
                     if !self.leaves_out(&n) {
-                        out.insert(key.into_owned(), v);
+                        out.push((key.into_owned(), v));
                     }
                 }
                 None if !rules.is_empty() => {
                     if let Some(v) = map.next_value_seed(Descend(self.1, &rules))? {
-                        out.insert(key.into_owned(), v);
+                        out.push((key.into_owned(), v));
                     }
                 }
                 None => {
@@ -472,7 +540,7 @@ impl<'de> Visitor<'de> for Pruned<'_, '_, '_> {
                 }
             }
         }
-        Ok(self.fold(Value::Object(out)))
+        Ok(self.fold(Value::Object(sized(out))))
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
