@@ -33,16 +33,7 @@ impl Selector {
     /// Compiles a path that starts with `$`. The error is jsonpath-rust's message.
     pub fn compile(path: &str) -> Result<Self, String> {
         let query = jsonpath_rust::parser::parse_json_path(path).map_err(|e| e.to_string())?;
-        let prefix: Vec<Step> = query
-            .segments
-            .iter()
-            .map_while(|seg| match seg {
-                Segment::Selector(JpSelector::Name(n)) => Some(Step::Name(n.clone())),
-                Segment::Selector(JpSelector::Index(i)) => Some(Step::Index(*i)),
-                Segment::Selector(JpSelector::Wildcard) => Some(Step::Wildcard),
-                _ => None,
-            })
-            .collect();
+        let prefix: Vec<Step> = query.segments.iter().map_while(step_of).collect();
         let plan = if prefix.len() == query.segments.len() {
             Plan::Direct(prefix.clone())
         } else {
@@ -99,15 +90,7 @@ impl Selector {
         let (Segment::Selector(JpSelector::Filter(f)), after) = rest.split_first()? else {
             return None;
         };
-        let after: Vec<Step> = after
-            .iter()
-            .map(|seg| match seg {
-                Segment::Selector(JpSelector::Name(n)) => Some(Step::Name(n.clone())),
-                Segment::Selector(JpSelector::Index(i)) => Some(Step::Index(*i)),
-                Segment::Selector(JpSelector::Wildcard) => Some(Step::Wildcard),
-                _ => None,
-            })
-            .collect::<Option<_>>()?;
+        let after: Vec<Step> = after.iter().map(step_of).collect::<Option<_>>()?;
         let mut reads = Vec::new();
         filter_reads(f, &mut reads)?;
         let query = JpQuery::new(vec![Segment::Selector(JpSelector::Filter(f.clone()))]);
@@ -138,15 +121,7 @@ impl Selector {
         let Segment::Selector(JpSelector::Name(name)) = &**inner else {
             return None;
         };
-        let after: Vec<Step> = rest
-            .iter()
-            .map_while(|seg| match seg {
-                Segment::Selector(JpSelector::Name(n)) => Some(Step::Name(n.clone())),
-                Segment::Selector(JpSelector::Index(i)) => Some(Step::Index(*i)),
-                Segment::Selector(JpSelector::Wildcard) => Some(Step::Wildcard),
-                _ => None,
-            })
-            .collect();
+        let after: Vec<Step> = rest.iter().map_while(step_of).collect();
         Some(Deep {
             before: self.prefix.clone(),
             name: name.clone(),
@@ -184,6 +159,16 @@ impl Selector {
             1 => Selected::One(out[0]),
             n => Selected::Many(n),
         }
+    }
+}
+
+/// The step a segment is, if it is a name, an index or a wildcard.
+fn step_of(seg: &Segment) -> Option<Step> {
+    match seg {
+        Segment::Selector(JpSelector::Name(n)) => Some(Step::Name(n.clone())),
+        Segment::Selector(JpSelector::Index(i)) => Some(Step::Index(*i)),
+        Segment::Selector(JpSelector::Wildcard) => Some(Step::Wildcard),
+        _ => None,
     }
 }
 
