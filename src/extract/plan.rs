@@ -177,6 +177,11 @@ impl Need {
             && self.deep.is_empty();
     }
 
+    /// Whether a descendant search starts at or below this node.
+    fn has_deep(&self) -> bool {
+        !self.deep.is_empty() || self.children().any(Need::has_deep)
+    }
+
     /// Takes fold `id` off every node (it is computed from the tree instead).
     fn drop_fold(&mut self, id: usize) {
         self.folds.retain(|f| *f != id);
@@ -689,8 +694,11 @@ impl ReadPlan {
         root.finish();
         first.finish();
         // A fold below a node read whole would never be met: computed from the tree instead.
+        // A descendant search can make any member it names read whole as the parse goes, so
+        // beside one no fold is made.
+        let deep = first.has_deep();
         folded.retain(|(_, _, id, path)| {
-            let whole = first.whole_on_the_way(path);
+            let whole = deep || first.whole_on_the_way(path);
             if whole {
                 first.drop_fold(*id);
             }

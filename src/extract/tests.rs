@@ -1986,6 +1986,27 @@ mod folds {
     }
 
     #[test]
+    fn beside_a_descendant_search_nothing_is_folded() {
+        // `..v` makes every member called v read whole, folds below included: they would
+        // never be met, so the plan computes them from the tree (found by the property test).
+        let body = r#"{"apps": {"a": {"a": [{"v": {"apps": false}}, {"name": 0}]}}, "pods": [{"name": 0}], "name": false}"#;
+        let mut specs = vec![
+            gauge(Some("$.apps.{app}.{ns}[*]"), &[], "avg($.apps.*.*[*].v[*])"),
+            gauge(Some("$.apps.{app}.{ns}[*]"), &[], "max($..v)"),
+        ];
+        let plan = ReadPlan::new(&mut specs);
+        let ValueSpec::Aggregate(_, l) = &specs[0].outputs[0].value else {
+            panic!("an aggregate");
+        };
+        assert_eq!(l.fold, None);
+        let doc: Value = serde_json::from_str(body).unwrap();
+        let got = extract_bytes_in(body.as_bytes(), &specs, &plan, false).unwrap();
+        let tree = run(&doc, &specs);
+        assert_eq!(series(&got), series(&tree));
+        assert_eq!(got.problems, tree.problems);
+    }
+
+    #[test]
     fn folded_nodes_are_not_kept() {
         let mut specs = root_blocks(&["max($.pods[*].e[*])", "count($.byid.*)"]);
         let plan = ReadPlan::new(&mut specs);

@@ -125,6 +125,24 @@ sources:
         value: "count(@[*])"
 "#;
 
+/// Aggregates from the root folded while the first pass parses (no descendant search beside
+/// them, which would make the plan read them from the tree instead).
+const FOLDED: &str = r#"
+sources:
+  - name: s
+    url: file:///x
+    metrics:
+      - each: "$.apps.{app}.{ns}[*]"
+        labels: {app: "{app}", pod: "{@.name}", first: "{$.pods[0].name}"}
+        values:
+          f_count: "count($.pods[*])"
+          f_sum: "sum($.pods[*].t)"
+          f_avg: "avg($.apps.*.*[*].v[*])"
+          f_min: "min($.pods[*].v[-1])"
+          f_max: "max($.apps.*.*[*].v)"
+          f_len: "length($.pods)"
+"#;
+
 /// Lookups from the root next to item lookups: the root's part is read first, then items
 /// are streamed into slots.
 const ROOTED: &str = include_str!("../../fuzz/specs-rooted.yaml");
@@ -287,11 +305,13 @@ proptest! {
         let nested = source(NESTED);
         let rooted = source(ROOTED);
         let scanned = source(SCANNED);
+        let folded = source(FOLDED);
+        prop_assert!(folded.plan.is_streamed());
         prop_assert!(!pruned.plan.is_streamed());
         prop_assert!(slotted.plan.is_streamed() && nested.plan.is_streamed());
         prop_assert!(rooted.plan.is_scanned() && scanned.plan.is_scanned());
         prop_assert!(!slotted.plan.is_scanned());
-        for s in [&pruned, &slotted, &nested, &rooted, &scanned] {
+        for s in [&pruned, &slotted, &nested, &rooted, &scanned, &folded] {
             agree(s, &doc)?;
         }
     }
@@ -315,6 +335,7 @@ proptest! {
             source(NESTED),
             source(ROOTED),
             source(SCANNED),
+            source(FOLDED),
         ];
         for s in &sources {
             agree_on(s, &doc, text.as_bytes(), false)?;
