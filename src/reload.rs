@@ -262,27 +262,24 @@ fn read_whole(path: &Path, max_bytes: u64) -> Result<String, ConfigError> {
 
 /// Waits until the file has not changed for [`QUIET`] (at most [`SETTLE_MAX`]).
 async fn settle(path: &Path) {
+    // The file's stamp and how long ago it changed, looked up on the blocking pool.
+    async fn look(path: &Path) -> (Option<(u64, std::time::SystemTime, u64)>, Option<Duration>) {
+        let p = path.to_path_buf();
+        tokio::task::spawn_blocking(move || {
+            let s = stamp(&p);
+            (s, s.and_then(|(_, m, _)| m.elapsed().ok()))
+        })
+        .await
+        .unwrap_or((None, None))
+    }
     let start = tokio::time::Instant::now();
-    let p = path.to_path_buf();
-    let look = move || {
-        let p = p.clone();
-        async move {
-            tokio::task::spawn_blocking(move || {
-                let s = stamp(&p);
-                let age = s.and_then(|(_, m, _)| m.elapsed().ok());
-                (s, age)
-            })
-            .await
-            .unwrap_or((None, None))
-        }
-    };
-    let (mut prev, age) = look().await;
+    let (mut prev, age) = look(path).await;
     if age.is_some_and(|a| a >= QUIET) {
         return;
     }
     while start.elapsed() < SETTLE_MAX {
         tokio::time::sleep(QUIET).await;
-        let (now, _) = look().await;
+        let (now, _) = look(path).await;
         if now == prev {
             return;
         }

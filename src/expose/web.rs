@@ -419,16 +419,20 @@ pub async fn serve(
             };
             let idle = activity.clone().closes(limits);
             tokio::pin!(idle);
-            match acceptor {
-                None => {
+            // Until the connection ends or `idle` says to close it (dropping it closes it).
+            macro_rules! serve_until_idle {
+                ($io:expr) => {{
                     let conn = builder
-                        .serve_connection(TokioIo::new(stream), service)
+                        .serve_connection(TokioIo::new($io), service)
                         .into_owned();
                     tokio::select! {
                         _ = watcher.watch(conn) => {}
                         _ = &mut idle => {}
                     }
-                }
+                }};
+            }
+            match acceptor {
+                None => serve_until_idle!(stream),
                 Some(acceptor) => {
                     let tls = tokio::select! {
                         r = acceptor.accept(stream) => match r {
@@ -440,13 +444,7 @@ pub async fn serve(
                         },
                         _ = &mut idle => return,
                     };
-                    let conn = builder
-                        .serve_connection(TokioIo::new(tls), service)
-                        .into_owned();
-                    tokio::select! {
-                        _ = watcher.watch(conn) => {}
-                        _ = &mut idle => {}
-                    }
+                    serve_until_idle!(tls)
                 }
             }
         });

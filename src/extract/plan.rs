@@ -610,16 +610,13 @@ impl ReadPlan {
             for (l, aggregate) in lookups_with_aggregates(block) {
                 let (steps, whole_path) = l.selector.steps();
                 let base: Vec<Step> = match (l.scope, deep) {
+                    (Scope::Root, _) => Vec::new(),
+                    // Inside the descendant search's rule, from the node it finds.
                     (Scope::Item, Some(d)) if d.after_exact => d.after.clone(),
-                    _ => Vec::new(),
-                };
-                let base: Vec<Step> = match l.scope {
-                    Scope::Root => Vec::new(),
-                    Scope::Item if deep.as_ref().is_some_and(|d| d.after_exact) => base,
-                    Scope::Item if exact => path.clone(),
-                    Scope::Capture(i) if i < depths.len() => path[..=depths[i]].to_vec(),
+                    (Scope::Item, _) if exact => path.clone(),
+                    (Scope::Capture(i), _) if i < depths.len() => path[..=depths[i]].to_vec(),
                     // Under a filter: inside the subtree read whole anyway.
-                    Scope::Item | Scope::Capture(_) => continue,
+                    (Scope::Item | Scope::Capture(_), _) => continue,
                 };
                 let mut full = base;
                 let tree = match (&mut rule, l.scope) {

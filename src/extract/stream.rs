@@ -476,29 +476,30 @@ impl<'de> Visitor<'de> for Pruned<'_, '_, '_> {
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("any JSON value")
     }
-    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
-        Ok(self.fold(Value::Bool(v)))
+    // Scalars are built as `Whole` builds them, then handed to this node's folds.
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<Value, E> {
+        Whole.visit_bool(v).map(|v| self.fold(v))
     }
-    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
-        Ok(self.fold(Value::Number(v.into())))
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Value, E> {
+        Whole.visit_i64(v).map(|v| self.fold(v))
     }
-    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
-        Ok(self.fold(Value::Number(v.into())))
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Value, E> {
+        Whole.visit_u64(v).map(|v| self.fold(v))
     }
-    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
-        Ok(self.fold(Number::from_f64(v).map_or(Value::Null, Value::Number)))
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Value, E> {
+        Whole.visit_f64(v).map(|v| self.fold(v))
     }
-    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
-        Ok(self.fold(Value::String(v.to_string())))
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Value, E> {
+        Whole.visit_str(v).map(|v| self.fold(v))
     }
-    fn visit_string<E>(self, v: String) -> Result<Value, E> {
-        Ok(self.fold(Value::String(v)))
+    fn visit_string<E: de::Error>(self, v: String) -> Result<Value, E> {
+        Whole.visit_string(v).map(|v| self.fold(v))
     }
-    fn visit_unit<E>(self) -> Result<Value, E> {
-        Ok(self.fold(Value::Null))
+    fn visit_unit<E: de::Error>(self) -> Result<Value, E> {
+        Whole.visit_unit().map(|v| self.fold(v))
     }
-    fn visit_none<E>(self) -> Result<Value, E> {
-        Ok(self.fold(Value::Null))
+    fn visit_none<E: de::Error>(self) -> Result<Value, E> {
+        Whole.visit_none().map(|v| self.fold(v))
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {

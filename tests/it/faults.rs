@@ -35,11 +35,7 @@ sources:
 }
 
 fn polls(body: &str, kind: &str) -> f64 {
-    sample(
-        body,
-        &format!(r#"jsonbridge_source_polls_total{{source="victim",result="{kind}"}}"#),
-    )
-    .unwrap_or(0.0)
+    crate::support::polls(body, "victim", kind).unwrap_or(0.0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

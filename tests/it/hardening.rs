@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::support::{
-    Bridge, Reply, Upstream, client, one_polled_source, sample, source, wait_for,
+    Bridge, Reply, Upstream, client, one_polled_source, polls, sample, source, wait_for,
 };
 
 /// What a scripted upstream saw: path, query and headers of each request, in order.
@@ -133,12 +133,7 @@ async fn credentials_stay_with_their_origin_across_redirects() {
     let b = Bridge::start(&config).await;
     let m = b
         .wait_metrics(10, "both polls", |m| {
-            m.contains("\naway_n 2")
-                && sample(
-                    m,
-                    r#"jsonbridge_source_polls_total{source="posted",result="redirect"}"#,
-                )
-                .is_some()
+            m.contains("\naway_n 2") && polls(m, "posted", "redirect").is_some()
         })
         .await;
     // Same origin: the headers go along. Another origin: only content negotiation, no
@@ -210,11 +205,7 @@ async fn retry_after_is_waited_for_within_the_timeout_or_ends_the_poll() {
     let b = Bridge::start(&config).await;
     let m = b
         .wait_metrics(10, "both polls", |m| {
-            m.contains("\npatient_n 3")
-                && sample(
-                    m,
-                    r#"jsonbridge_source_polls_total{source="busy",result="http_status"}"#,
-                ) == Some(1.0)
+            m.contains("\npatient_n 3") && polls(m, "busy", "http_status") == Some(1.0)
         })
         .await;
     let p = patient_log.lock().unwrap().clone();

@@ -7,15 +7,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::support::{
-    Bridge, Daemon, Raw, RawUpstream, Reply, Upstream, get_text, sample, source, wait_for,
+    Bridge, Daemon, Raw, RawUpstream, Reply, Upstream, get_text, polls, sample, source, wait_for,
 };
-
-fn polls(m: &str, source: &str, result: &str) -> Option<f64> {
-    sample(
-        m,
-        &format!(r#"jsonbridge_source_polls_total{{source="{source}",result="{result}"}}"#),
-    )
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_oversized_body_is_refused_while_it_streams() {

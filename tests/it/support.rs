@@ -21,6 +21,14 @@ pub fn source(name: &str, url: &str, extra: &str) -> String {
     )
 }
 
+/// `jsonbridge_source_polls_total` of `source` for `result`, from a scrape.
+pub fn polls(m: &str, source: &str, result: &str) -> Option<f64> {
+    sample(
+        m,
+        &format!(r#"jsonbridge_source_polls_total{{source="{source}",result="{result}"}}"#),
+    )
+}
+
 /// A running jsonbridge with one source, `kept`, already polled (`kept_n 5`).
 pub async fn one_polled_source() -> (Upstream, Bridge) {
     let up = Upstream::start(Reply::json(r#"{"n": 5}"#)).await;
