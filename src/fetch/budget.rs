@@ -87,13 +87,15 @@ impl BodyPermit {
     }
 
     /// Bytes of the budget held.
+    #[cfg(test)]
     pub fn bytes(&self) -> u64 {
         u64::from(self.units) * UNIT
     }
 }
 
 /// Bytes of the budget free now.
-pub fn available() -> u64 {
+#[cfg(test)]
+fn available() -> u64 {
     budget().0.available_permits() as u64 * UNIT
 }
 
