@@ -2,8 +2,6 @@
 //! other source is untouched, the faulty source keeps its last good snapshot, `up` drops to
 //! 0, and the failure is counted under its own kind.
 
-use std::time::Duration;
-
 use crate::support::{Bridge, Raw, RawUpstream, Reply, Upstream, sample};
 
 const GOOD: &str =
@@ -192,30 +190,14 @@ async fn connection_refused_is_its_own_kind() {
 
 #[tokio::test]
 async fn retries_turn_a_flaky_upstream_into_fresh_data() {
-    // Fails two requests out of three.
-    let victim = RawUpstream::start(Raw::Respond {
+    // Fails two requests out of three, counted per connection (each answer closes it).
+    let fail = Raw::Respond {
         status: 503,
         content_type: "text/plain",
         body: vec![],
-    })
-    .await;
+    };
+    let victim = RawUpstream::start(Raw::Cycle(vec![fail.clone(), fail, Raw::json(GOOD)])).await;
     let healthy = Upstream::start(Reply::json(r#"{"n": 42}"#)).await;
-    let flaky = victim.clone();
-    tokio::spawn(async move {
-        loop {
-            let n = flaky.connections.load(std::sync::atomic::Ordering::SeqCst);
-            flaky.set(if n % 3 == 2 {
-                Raw::json(GOOD)
-            } else {
-                Raw::Respond {
-                    status: 503,
-                    content_type: "text/plain",
-                    body: vec![],
-                }
-            });
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
-    });
     let b = Bridge::start(&config(
         &victim.base,
         &healthy.base,
@@ -231,6 +213,7 @@ async fn retries_turn_a_flaky_upstream_into_fresh_data() {
         "every poll recovered by retrying"
     );
     assert!(sample(&body, r#"jsonbridge_source_retries_total{source="victim"}"#).unwrap() >= 6.0);
+    assert!(victim.connections.load(std::sync::atomic::Ordering::SeqCst) >= 9);
     assert_eq!(sample(&body, A), Some(3.0));
     b.stop().await;
 }

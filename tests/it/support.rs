@@ -303,6 +303,9 @@ pub enum Raw {
     RedirectLoop,
     /// A Content-Length that is not the body's length; the whole body is sent anyway.
     Lying { announced: usize, body: Vec<u8> },
+    /// Connection `n` (counted from 0) gets the behaviour at `n % len`, chosen as it is
+    /// accepted, so a pattern of failures does not depend on timing.
+    Cycle(Vec<Raw>),
 }
 
 impl Raw {
@@ -339,8 +342,11 @@ impl RawUpstream {
                 let Ok((mut sock, _)) = listener.accept().await else {
                     return;
                 };
-                c.fetch_add(1, Ordering::SeqCst);
-                let now = b.lock().unwrap().clone();
+                let n = c.fetch_add(1, Ordering::SeqCst);
+                let now = match &*b.lock().unwrap() {
+                    Raw::Cycle(each) => each[n % each.len()].clone(),
+                    other => other.clone(),
+                };
                 let w = w.clone();
                 tokio::spawn(async move {
                     // Read the request head; the body (if any) is ignored.
@@ -416,6 +422,7 @@ impl RawUpstream {
                             sock.write_all(b"HTTP/1.1 302 Found\r\nLocation: /loop\r\nContent-Length: 0\r\n\r\n")
                                 .await
                         }
+                        Raw::Cycle(_) => unreachable!("a cycle is resolved when accepted"),
                     };
                 });
             }
