@@ -12,6 +12,7 @@
 //! (items into slots, or as small trees), `labels` stores each series' label values in one
 //! allocation. Large bodies are extracted on a second thread while the first parses.
 
+mod collect;
 mod fold;
 pub mod labels;
 mod parallel;
@@ -351,8 +352,15 @@ fn read_body(
     let pipelined = batch.is_some();
     let body = utf8(body)?;
     if !plan.streamed {
-        let doc = stream::parse_pruned(body, plan)?;
-        return Ok(extract(&doc, blocks)?);
+        let Some(collector) = collect::Collector::new(body, plan) else {
+            let doc = stream::parse_pruned(body, plan)?;
+            return Ok(extract(&doc, blocks)?);
+        };
+        let doc = stream::parse_collecting(body, plan, &collector)?;
+        if collector.is_spoiled() {
+            return Ok(extract(&doc, blocks)?);
+        }
+        return collect::extract(body, &doc, blocks, plan, &collector.into_found());
     }
     let (tree, folds) = root_lookups(body, plan)?;
     let root = DocRoot {

@@ -19,7 +19,9 @@
 //! pass, in which aggregates from the root are folded instead of built (`extract::fold`). A
 //! lookup from a captured node (`pod.x`) reads around the items themselves, and other
 //! filters or descendant searches in `each` need more than one item at a time: such sources
-//! get a pruned tree instead, then the usual walk.
+//! get a pruned tree instead, then the usual walk. The items of an `each` that ends with a
+//! descendant search nothing else reads are kept out of that tree as text and built one at
+//! a time (`Collect`, `extract::collect`).
 
 use super::selector::{Deep, FilterReads, Selector, Step};
 use super::spec::{Aggregate, Binding, Lookup, MetricSpec, Part, Scope, ValueSpec};
@@ -60,6 +62,10 @@ pub struct Need {
     /// Descendant searches from here (`..name`): every member called `name` at any depth
     /// below gets the need that goes with it (see `stream::Pruned`).
     pub(crate) deep: Vec<(String, Need)>,
+    /// On the need of a descendant search's rule: the members it finds are the items of
+    /// block `collect`'s `each`, kept as text instead of built (see [`super::collect`]).
+    /// Merging with any other need takes it off.
+    pub(crate) collect: Option<usize>,
 }
 
 /// A slotted item node: its entry in [`ReadPlan`]'s list, and how many slots its items have.
@@ -145,6 +151,9 @@ impl Need {
                 self.folds.push(*f);
             }
         }
+        if self.collect != other.collect {
+            self.collect = None;
+        }
     }
 
     /// Nothing at or below this node is read.
@@ -216,6 +225,14 @@ impl Need {
         match steps.split_first() {
             None => false,
             Some((step, rest)) => self.child(step).is_none_or(|c| c.whole_on_the_way(rest)),
+        }
+    }
+
+    /// The node `steps` lead to, if the plan has it.
+    fn get(&self, steps: &[Step]) -> Option<&Need> {
+        match steps.split_first() {
+            None => Some(self),
+            Some((step, rest)) => self.child(step)?.get(rest),
         }
     }
 
@@ -416,6 +433,25 @@ pub struct ReadPlan {
     /// Per block of a streamed plan whose `each` ends with a filter: the filter, which each
     /// candidate streamed is tried against.
     pub(crate) item_filters: Vec<Option<Selector>>,
+    /// Per block of a pruned-tree plan whose `each` ends with a descendant search that
+    /// nothing else reads: how its items are kept as text and built one at a time.
+    pub(crate) collects: Vec<Option<Collect>>,
+}
+
+/// The items of an `each` ending with a descendant search by name (`$.apps..pods[*]`),
+/// found as the parse goes and kept as text until extraction builds them one at a time:
+/// a tree of them all would cost many times the body (a `serde_json::Value` is 72 bytes,
+/// a number in the text about nine).
+#[derive(Debug, Clone)]
+pub(crate) struct Collect {
+    /// The member name searched for.
+    pub(crate) name: String,
+    /// The steps from the last capture (or the root) to where the search starts.
+    pub(crate) before: Vec<Step>,
+    /// The steps from each member found to the items.
+    pub(crate) after: Vec<Step>,
+    /// What the block reads of each member found (the rule's need, without `collect`).
+    pub(crate) need: Need,
 }
 
 /// Every lookup of a block: labels, values, timestamp.
@@ -583,6 +619,7 @@ impl ReadPlan {
             let mut rule = deep.as_ref().map(|d| {
                 let mut r = Need::default();
                 r.at(&d.after).all |= !d.after_exact;
+                r.collect = d.after_exact.then_some(b);
                 r
             });
             match filtered {
@@ -690,6 +727,24 @@ impl ReadPlan {
         }
         root.finish();
         first.finish();
+        // A block collects its items if its rule is still its own after every merge.
+        let collects = paths
+            .iter()
+            .enumerate()
+            .map(|(b, p)| {
+                let d = p.deep.as_ref().filter(|d| d.after_exact)?;
+                let (_, rule) = root.get(&p.path)?.deep.iter().find(|(k, _)| *k == d.name)?;
+                (rule.collect == Some(b)).then(|| Collect {
+                    name: d.name.clone(),
+                    before: d.before.clone(),
+                    after: d.after.clone(),
+                    need: Need {
+                        collect: None,
+                        ..rule.clone()
+                    },
+                })
+            })
+            .collect();
         // A fold below a node read whole would never be met: computed from the tree instead.
         // A descendant search can make any member it names read whole as the parse goes, so
         // beside one no fold is made.
@@ -723,6 +778,7 @@ impl ReadPlan {
             folds,
             first_plain,
             item_filters,
+            collects,
         };
         plan.scanned = plan.is_slotted() && super::scan::scannable(&plan.root);
         let folded = folded.into_iter().map(|(b, l, id, _)| (b, l, id)).collect();
@@ -760,6 +816,9 @@ impl ReadPlan {
     /// How documents are read, in a few words (for `check` and the status page).
     pub fn describe(&self) -> &'static str {
         match (self.streamed, self.is_slotted(), self.first.is_some()) {
+            (false, _, _) if self.collects.iter().any(Option::is_some) => {
+                "pruned tree, items of a descendant search built one at a time"
+            }
             (false, _, _) => "pruned tree",
             (true, true, false) => "streamed, items read into slots",
             (true, false, false) => "streamed, items built",

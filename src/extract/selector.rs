@@ -335,7 +335,8 @@ fn walk_single<'a>(steps: &[Step], mut v: &'a Value) -> Option<&'a Value> {
     Some(v)
 }
 
-fn walk<'a>(steps: &[Step], v: &'a Value, out: &mut Vec<&'a Value>) {
+/// Appends the nodes `steps` lead to from `v`, in document order.
+pub(crate) fn walk<'a>(steps: &[Step], v: &'a Value, out: &mut Vec<&'a Value>) {
     let Some((first, rest)) = steps.split_first() else {
         out.push(v);
         return;
@@ -354,10 +355,43 @@ fn walk<'a>(steps: &[Step], v: &'a Value, out: &mut Vec<&'a Value>) {
     }
 }
 
+/// Appends every member called `name` at or below `v`, in the order RFC 9535's descendant
+/// segment gives them as jsonpath-rust implements it (`..name`): each object's own member
+/// before those of its descendants, the descendants in document order.
+pub(crate) fn descendants_named<'a>(v: &'a Value, name: &str, out: &mut Vec<&'a Value>) {
+    match v {
+        Value::Object(m) => {
+            out.extend(m.get(name));
+            m.values().for_each(|c| descendants_named(c, name, out));
+        }
+        Value::Array(a) => a.iter().for_each(|c| descendants_named(c, name, out)),
+        _ => {}
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+
+    /// The order of a descendant search, checked against jsonpath-rust on a document where
+    /// it differs from document order (an object's own member comes first).
+    #[test]
+    fn descendants_by_name_come_in_the_engine_order() {
+        let doc = json!({
+            "a": {"x": 1, "b": [{"x": 2}, {"y": {"x": 3}}]},
+            "c": [[{"x": {"x": 4}}]],
+            "x": 5,
+            "d": "x"
+        });
+        let general = Selector::compile("$..x").unwrap();
+        let mut want = Vec::new();
+        general.select_into(&doc, &mut want);
+        let mut got = Vec::new();
+        descendants_named(&doc, "x", &mut got);
+        assert_eq!(got, want);
+        assert_eq!(got[0], &json!(5), "the root's own member first");
+    }
 
     fn doc() -> Value {
         json!({"apps": {"a": {"x": [1, 2]}, "b": {"y": [3]}}, "list": [{"n": 1}, {"n": 5}]})

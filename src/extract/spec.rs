@@ -511,8 +511,25 @@ impl Each {
 
     /// Calls `f` for every item with the nodes bound by the captures, in document order.
     pub fn for_each<'a>(&self, root: &'a Value, f: &mut dyn FnMut(&'a Value, &[Bound<'a>])) {
-        let mut caps = Vec::with_capacity(self.captures.len());
-        self.walk(0, root, &mut caps, f);
+        let last = self.fragments.len() - 1;
+        let mut found = Vec::new();
+        self.walk(0, root, &mut Vec::new(), &mut |node, caps| {
+            found.clear();
+            self.fragments[last].select_into(node, &mut found);
+            for item in found.drain(..) {
+                f(item, caps);
+            }
+        });
+    }
+
+    /// Calls `f` with every node the captures bind, and the captures: the node is where the
+    /// last part of the path starts (the root when there is no capture).
+    pub(crate) fn for_each_bound<'a>(
+        &self,
+        root: &'a Value,
+        f: &mut dyn FnMut(&'a Value, &[Bound<'a>]),
+    ) {
+        self.walk(0, root, &mut Vec::new(), f);
     }
 
     fn walk<'a>(
@@ -522,14 +539,12 @@ impl Each {
         caps: &mut Vec<Bound<'a>>,
         f: &mut dyn FnMut(&'a Value, &[Bound<'a>]),
     ) {
-        let mut found = Vec::new();
-        self.fragments[level].select_into(node, &mut found);
         if level == self.captures.len() {
-            for item in found {
-                f(item, caps);
-            }
+            f(node, caps);
             return;
         }
+        let mut found = Vec::new();
+        self.fragments[level].select_into(node, &mut found);
         for parent in found {
             match parent {
                 Value::Object(m) => {

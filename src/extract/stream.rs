@@ -17,6 +17,7 @@ use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqA
 use serde_json::value::RawValue;
 use serde_json::{Map, Number, Value};
 
+use super::collect::Collector;
 use super::fold::Folding;
 use super::plan::{KeysSeen, Need, ReadPlan};
 use super::scan::Seen;
@@ -181,9 +182,28 @@ pub fn parse_pruned(text: &str, plan: &ReadPlan) -> Result<Value, serde_json::Er
     parse_need(text, &plan.root)
 }
 
+/// [`parse_pruned`], keeping the members found for the plan's collecting blocks as text in
+/// `collector` (the tree holds a placeholder for each, see [`super::collect`]). When they
+/// cannot all be kept so, the tree is built as [`parse_pruned`] builds it and `collector`
+/// says it is spoiled.
+pub(crate) fn parse_collecting(
+    text: &str,
+    plan: &ReadPlan,
+    collector: &Collector,
+) -> Result<Value, serde_json::Error> {
+    let aside = Aside {
+        folding: None,
+        collector: Some(collector),
+    };
+    match parse_with(text, &plan.root, aside) {
+        Err(_) if collector.is_spoiled() => parse_pruned(text, plan),
+        parsed => parsed,
+    }
+}
+
 /// Parses a whole document, building only what `need` (from the root) reads.
 pub(crate) fn parse_need(text: &str, need: &Need) -> Result<Value, serde_json::Error> {
-    parse_with(text, need, None)
+    parse_with(text, need, Aside::default())
 }
 
 /// [`parse_need`], adding the nodes `need` folds to `folding` instead of building them.
@@ -192,16 +212,16 @@ pub(crate) fn parse_need_folding(
     need: &Need,
     folding: &Folding,
 ) -> Result<Value, serde_json::Error> {
-    parse_with(text, need, Some(folding))
+    let aside = Aside {
+        folding: Some(folding),
+        collector: None,
+    };
+    parse_with(text, need, aside)
 }
 
-fn parse_with(
-    text: &str,
-    need: &Need,
-    folding: Option<&Folding>,
-) -> Result<Value, serde_json::Error> {
+fn parse_with(text: &str, need: &Need, aside: Aside<'_>) -> Result<Value, serde_json::Error> {
     let mut de = serde_json::Deserializer::from_str(text);
-    let v = Pruned(need, folding, &[]).deserialize(&mut de)?;
+    let v = Pruned(need, aside, &[]).deserialize(&mut de)?;
     de.end()?;
     Ok(v)
 }
@@ -265,12 +285,49 @@ pub(crate) fn fill_slots<'de>(
 /// Descendant searches in force: (member name, what is read of each member found).
 type Rules = [(String, Need)];
 
-/// Builds what a [`Need`] reads; with a [`Folding`], nodes that only folds read are added to
-/// them and not kept. `Rules` are descendant searches from above: every member they name
-/// gets their need too, and below members nothing else reads they are looked for by
-/// [`Descend`], which keeps only what leads to one.
+/// What a pruned parse does besides building: with a [`Folding`], nodes that only folds read
+/// are added to them and not kept; with a [`Collector`], the members that collecting rules
+/// find are kept as text.
+#[derive(Clone, Copy, Default)]
+struct Aside<'a> {
+    folding: Option<&'a Folding>,
+    collector: Option<&'a Collector>,
+}
+
+impl Aside<'_> {
+    /// Member `key` of an object, found by `rules` (and read by `base`, if not `None`):
+    /// `Some` if the collector keeps it as text (`Err` if one of its rules finds it but it
+    /// cannot be kept so: the parse must start again without collecting).
+    fn collects<E: de::Error>(
+        &self,
+        base: Option<&Need>,
+        rules: &Rules,
+        key: &str,
+    ) -> Result<bool, E> {
+        let Some(c) = self.collector.filter(|c| c.names(key)) else {
+            return Ok(false);
+        };
+        let mut found = rules.iter().filter(|(k, _)| k == key);
+        match (found.next(), found.next()) {
+            (None, _) => Ok(false),
+            (Some((_, r)), None) if base.is_none() && r.collect.is_some() => Ok(true),
+            _ => Err(c.spoil()),
+        }
+    }
+
+    /// The collector, where a search it collects for is in force at a node read whole with
+    /// `need` below `rules` (the subtree may hold members the search finds).
+    fn watching(&self, need: &Need, rules: &Rules) -> Option<&Collector> {
+        self.collector
+            .filter(|c| rules.iter().chain(&need.deep).any(|(k, _)| c.names(k)))
+    }
+}
+
+/// Builds what a [`Need`] reads, with what [`Aside`] does besides. `Rules` are descendant
+/// searches from above: every member they name gets their need too, and below members
+/// nothing else reads they are looked for by [`Descend`], which keeps only what leads to one.
 #[derive(Clone, Copy)]
-struct Pruned<'n, 'f, 'r>(&'n Need, Option<&'f Folding>, &'r Rules);
+struct Pruned<'n, 'a, 'r>(&'n Need, Aside<'a>, &'r Rules);
 
 /// What the rules give member `key`: `base` merged with the needs of the rules that name it
 /// (`None` where nothing reads it).
@@ -298,7 +355,7 @@ fn rules_below<'a>(above: &'a Rules, need: &Need) -> Cow<'a, Rules> {
 
 /// Looks below a node nothing reads for the members descendant searches name: `None` where
 /// there is none, else the node with only the way to them.
-struct Descend<'f, 'r>(Option<&'f Folding>, &'r Rules);
+struct Descend<'a, 'r>(Aside<'a>, &'r Rules);
 
 impl<'de> DeserializeSeed<'de> for Descend<'_, '_> {
     type Value = Option<Value>;
@@ -339,6 +396,11 @@ impl<'de> Visitor<'de> for Descend<'_, '_> {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         let mut out = Vec::new();
         while let Some(key) = map.next_key_seed(KeySeed)? {
+            if self.0.collects(None, self.1, &key)? {
+                let v = keep(self.0, map.next_value()?, self.1)?;
+                out.push((key.into_owned(), v));
+                continue;
+            }
             match with_rules(None, self.1, &key) {
                 Some(n) => {
                     let v = map.next_value_seed(Pruned(&n, self.0, self.1))?;
@@ -363,10 +425,19 @@ impl<'de> Visitor<'de> for Descend<'_, '_> {
     }
 }
 
+/// Keeps a member's value as text in the collector (`rules` were in force where it was
+/// found); its place in the tree holds a placeholder.
+fn keep<E: de::Error>(aside: Aside<'_>, raw: &RawValue, rules: &Rules) -> Result<Value, E> {
+    let c = aside
+        .collector
+        .expect("only a collecting parse keeps members");
+    c.keep(raw.get(), rules.iter().map(|(k, _)| k.as_str()))
+}
+
 impl Pruned<'_, '_, '_> {
     /// Hands `v` to the folds of this node, if any.
     fn fold(&self, v: Value) -> Value {
-        if let Some(f) = self.1
+        if let Some(f) = self.1.folding
             && !self.0.folds.is_empty()
         {
             f.add(&self.0.folds, &v);
@@ -376,7 +447,7 @@ impl Pruned<'_, '_, '_> {
 
     /// Whether a child read with `child` is left out of the tree (only folds read it).
     fn leaves_out(&self, child: &Need) -> bool {
-        self.1.is_some() && child.fold_only
+        self.1.folding.is_some() && child.fold_only
     }
 }
 
@@ -385,6 +456,12 @@ impl<'de> DeserializeSeed<'de> for Pruned<'_, '_, '_> {
 
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
         if self.0.all {
+            if let Some(c) = self.1.watching(self.0, self.2) {
+                let raw = <&RawValue>::deserialize(d)?;
+                let searched = self.2.iter().chain(&self.0.deep);
+                c.check_whole(raw.get(), searched.map(|(k, _)| k.as_str()))?;
+                return reparse(raw, Whole);
+            }
             Whole.deserialize(d)
         } else {
             d.deserialize_any(self)
@@ -510,9 +587,14 @@ impl<'de> Visitor<'de> for Pruned<'_, '_, '_> {
         let mut others = std::collections::HashSet::new();
         let rules = rules_below(self.2, self.0);
         while let Some(key) = map.next_key_seed(KeySeed)? {
+            if self.1.collects(self.0.member(&key), &rules, &key)? {
+                let v = keep(self.1, map.next_value()?, &rules)?;
+                out.push((key.into_owned(), v));
+                continue;
+            }
             match with_rules(self.0.member(&key), &rules, &key) {
                 Some(n) => {
-                    if let Some(f) = self.1
+                    if let Some(f) = self.1.folding
                         && n.has_folds
                     {
                         let again = match self.0.keys.iter().position(|(k, _)| *k == *key) {
@@ -700,7 +782,7 @@ impl<'de> DeserializeSeed<'de> for Streamed<'_, '_, '_, 'de> {
                 .slotted(slots.id, &mut ctx.slots, &ctx.path)
                 .map_err(<D::Error as de::Error>::custom)
         } else if !need.items.is_empty() || need.all {
-            let v = Pruned(need, None, &[]).deserialize(d)?;
+            let v = Pruned(need, Aside::default(), &[]).deserialize(d)?;
             dispatch(need, &v, &ctx.path, &mut Vec::new(), ctx.items);
             Ok(())
         } else {

@@ -660,16 +660,16 @@ mod reading {
             plan_of(&mut specs).describe(),
             "root lookups first, then streamed, items read into slots"
         );
-        for (each, label) in [
-            ("$.apps.{app}.{namespace}[*]", "{app.owner}"),
-            ("$.apps..pods[*]", "{@.name}"),
+        for (each, label, path) in [
+            ("$.apps.{app}.{namespace}[*]", "{app.owner}", "pruned tree"),
+            (
+                "$.apps..pods[*]",
+                "{@.name}",
+                "pruned tree, items of a descendant search built one at a time",
+            ),
         ] {
             let mut specs = vec![gauge(Some(each), &[("l", label)], "@.v")];
-            assert_eq!(
-                plan_of(&mut specs).describe(),
-                "pruned tree",
-                "{each} {label}"
-            );
+            assert_eq!(plan_of(&mut specs).describe(), path, "{each} {label}");
         }
     }
 
@@ -2017,5 +2017,158 @@ mod folds {
         let folds = folding.into_folds();
         assert_eq!(folds[0].result(spec::Aggregate::Max), Some(1e300));
         assert_eq!(folds[1].result(spec::Aggregate::Count), Some(3.0));
+    }
+}
+
+mod collected {
+    //! Items of a descendant search in `each`, kept as text while the pruned tree is built
+    //! and built one at a time: the tree's extraction, in the search's order, and a plain
+    //! pruned tree wherever that cannot be shown while parsing.
+    use super::*;
+
+    /// Parses `body` as `read_body` does for a pruned-tree plan: the tree, and whether the
+    /// members were kept as text (`false`: the collector was spoiled).
+    fn collecting(body: &str, plan: &ReadPlan) -> (Value, bool) {
+        let c = collect::Collector::new(body, plan).expect("the plan collects");
+        let tree = stream::parse_collecting(body, plan, &c).unwrap();
+        (tree, !c.is_spoiled())
+    }
+
+    /// Every reader against the tree, on `body`.
+    fn agrees(body: &str, specs: &[MetricSpec], plan: &ReadPlan) {
+        let doc: Value = serde_json::from_str(body).unwrap();
+        let tree = run(&doc, specs);
+        for pipelined in [false, true] {
+            let got = extract_bytes_in(body.as_bytes(), specs, plan, pipelined).unwrap();
+            for (a, b) in got.families.iter().zip(&tree.families) {
+                let values = |f: &FamilySamples| {
+                    let s = f.series.iter();
+                    s.map(|s| (s.labels.to_vec(), s.value.to_bits()))
+                        .collect::<Vec<_>>()
+                };
+                assert_eq!(values(a), values(b), "{body}");
+            }
+            assert_eq!(got.families.len(), tree.families.len());
+            assert_eq!(got.problems, tree.problems, "{body}");
+            assert_eq!(got.reports, tree.reports, "{body}");
+        }
+    }
+
+    #[test]
+    fn the_members_found_are_placeholders_in_the_tree() {
+        let body = r#"{"apps": {"a": {"n": [
+            {"name": "p1", "energy_consumed": [1, 2, 3]},
+            {"name": "p2", "energy_consumed": [4.5]}
+        ]}}}"#;
+        let mut specs = vec![gauge(Some("$..energy_consumed"), &[], "length(@)")];
+        specs[0].on_duplicate = OnDuplicate::Sum;
+        let plan = ReadPlan::new(&mut specs);
+        assert!(plan.collects[0].is_some());
+        let (tree, kept) = collecting(body, &plan);
+        assert!(kept);
+        assert_eq!(
+            tree,
+            json!({"apps": {"a": {"n": [{"energy_consumed": 0}, {"energy_consumed": 1}]}}})
+        );
+        agrees(body, &specs, &plan);
+        let x = extract_bytes_in(body.as_bytes(), &specs, &plan, false).unwrap();
+        assert_eq!(series(&x), vec![(vec![], 4.0)]);
+    }
+
+    #[test]
+    fn items_come_in_the_order_of_the_search_not_of_the_document() {
+        // The root's own `x` comes before the one in `a`, although it is written after it:
+        // "first" keeps 2, "last" keeps 1, and a sum adds them in that order.
+        let body = r#"{"a": {"x": {"v": 1}, "b": [{"x": {"v": 0.1}}]}, "x": {"v": 2}}"#;
+        for (policy, want) in [
+            (OnDuplicate::First, 2.0),
+            (OnDuplicate::Last, 0.1),
+            (OnDuplicate::Sum, 2.0 + 1.0 + 0.1),
+        ] {
+            let mut specs = vec![gauge(Some("$..x"), &[("k", "c")], "@.v")];
+            specs[0].on_duplicate = policy;
+            let plan = ReadPlan::new(&mut specs);
+            assert!(collecting(body, &plan).1, "kept as text");
+            agrees(body, &specs, &plan);
+            let x = extract_bytes_in(body.as_bytes(), &specs, &plan, false).unwrap();
+            assert_eq!(
+                series(&x),
+                vec![(vec!["c".to_string()], want)],
+                "{policy:?}"
+            );
+        }
+        // Steps after the search, and a capture before it.
+        let body = r#"{"apps": {"b": {"pods": [{"n": "p"}]}, "a": {"x": {"pods": [{"n": "q"}, {"n": "r"}]}}}}"#;
+        let mut specs = vec![gauge(
+            Some("$.apps.{app}..pods[*]"),
+            &[("app", "{app}"), ("pod", "{@.n}")],
+            "1",
+        )];
+        let plan = ReadPlan::new(&mut specs);
+        assert!(collecting(body, &plan).1);
+        agrees(body, &specs, &plan);
+        assert_eq!(
+            series(&run(&serde_json::from_str(body).unwrap(), &specs)).len(),
+            3
+        );
+    }
+
+    #[test]
+    fn what_cannot_be_shown_while_parsing_is_read_as_a_tree() {
+        let each = |specs: Vec<MetricSpec>, body: &str| {
+            let mut specs = specs;
+            let plan = ReadPlan::new(&mut specs);
+            let kept = match collect::Collector::new(body, &plan) {
+                Some(_) => collecting(body, &plan).1,
+                None => false,
+            };
+            agrees(body, &specs, &plan);
+            kept
+        };
+        let search = || gauge(Some("$..x"), &[], "count(@.*)");
+        // Clean: kept.
+        assert!(each(vec![search()], r#"{"a": {"x": {"v": 1}}}"#));
+        // A member found holds another one: the search looks inside it.
+        assert!(!each(vec![search()], r#"{"a": {"x": {"x": {"v": 1}}}}"#));
+        // An escape may spell the name.
+        assert!(!each(
+            vec![search()],
+            r#"{"a": {"x": {"\u0078": {"v": 1}}}}"#
+        ));
+        // Another lookup reads a member found.
+        assert!(!each(
+            vec![search(), gauge(None, &[], "$.a.x.v")],
+            r#"{"a": {"x": {"v": 1}}}"#
+        ));
+        // A subtree read whole holds one; one that holds none does not matter.
+        assert!(!each(
+            vec![search(), gauge(None, &[("l", "{$.a}")], "1")],
+            r#"{"a": {"x": {"v": 1}}}"#
+        ));
+        assert!(each(
+            vec![search(), gauge(None, &[("l", "{$.b}")], "1")],
+            r#"{"a": {"x": {"v": 1}}, "b": "x"}"#
+        ));
+        // Another search in force would look inside a member found.
+        assert!(!each(
+            vec![search(), gauge(None, &[], "count($..v)")],
+            r#"{"a": {"x": {"v": 1}}}"#
+        ));
+        // The same search twice: the rule is no block's own, nothing is collected.
+        let mut two = vec![search(), gauge(None, &[], "count($..x)")];
+        assert!(ReadPlan::new(&mut two).collects[0].is_none());
+        assert!(!each(two, r#"{"a": {"x": {"v": 1}}}"#));
+    }
+
+    #[test]
+    fn a_member_that_cannot_be_built_fails_where_it_is() {
+        let body = "{\"a\": {\"x\": [1,\n 1e400]}}";
+        let mut specs = vec![gauge(Some("$..x"), &[], "@[1]")];
+        let plan = ReadPlan::new(&mut specs);
+        assert!(collecting(body, &plan).1);
+        let err = extract_bytes_in(body.as_bytes(), &specs, &plan, false).unwrap_err();
+        // Where the strict parser says, in the whole body.
+        let strict = serde_json::from_str::<Value>(body).unwrap_err();
+        assert_eq!(err.to_string(), strict.to_string());
     }
 }

@@ -143,6 +143,31 @@ sources:
           f_len: "length($.pods)"
 "#;
 
+/// Descendant searches in `each`: their items kept as text and built one at a time, in the
+/// search's order (duplicates kept first, last and summed tell it from document order), or
+/// read as a plain pruned tree where the parse finds that they cannot be.
+const COLLECTED: &str = r#"
+sources:
+  - name: s
+    url: file:///x
+    metrics:
+      - name: c_len
+        each: "$..v"
+        labels: {root: "{$.name}"}
+        on_duplicate: last
+        value: "length(@)"
+      - each: "$.apps.{app}..pods[*]"
+        labels: {app: "{app}", pod: "{@.name}"}
+        on_duplicate: sum
+        values:
+          c_v: "@.v"
+          c_t: "count(@.t[*])"
+      - name: c_first
+        each: "$.pods..t"
+        on_duplicate: first
+        value: "@"
+"#;
+
 /// Lookups from the root next to item lookups: the root's part is read first, then items
 /// are streamed into slots.
 const ROOTED: &str = include_str!("../../fuzz/specs-rooted.yaml");
@@ -306,12 +331,13 @@ proptest! {
         let rooted = source(ROOTED);
         let scanned = source(SCANNED);
         let folded = source(FOLDED);
+        let collected = source(COLLECTED);
         prop_assert!(folded.plan.is_streamed());
         prop_assert!(!pruned.plan.is_streamed());
         prop_assert!(slotted.plan.is_streamed() && nested.plan.is_streamed());
         prop_assert!(rooted.plan.is_scanned() && scanned.plan.is_scanned());
         prop_assert!(!slotted.plan.is_scanned());
-        for s in [&pruned, &slotted, &nested, &rooted, &scanned, &folded] {
+        for s in [&pruned, &slotted, &nested, &rooted, &scanned, &folded, &collected] {
             agree(s, &doc)?;
         }
     }
@@ -336,6 +362,7 @@ proptest! {
             source(ROOTED),
             source(SCANNED),
             source(FOLDED),
+            source(COLLECTED),
         ];
         for s in &sources {
             agree_on(s, &doc, text.as_bytes(), false)?;
