@@ -13,6 +13,7 @@
 //! whole holds them, a member found may hold another one), the collector is spoiled and the
 //! document is read as the plain pruned tree.
 
+use std::borrow::Cow;
 use std::cell::{Cell, RefCell};
 
 use serde::de;
@@ -148,17 +149,22 @@ pub(crate) fn extract(
                 descendants_named(s, &c.name, &mut members);
             }
             for m in &members {
-                // Every member the search finds is kept (else the collector was spoiled).
-                let Some((start, len)) = m.as_u64().and_then(|i| found.get(i as usize)) else {
-                    unreachable!("a member found by a collecting search is a placeholder")
-                };
-                let text = &body[*start..start + len];
-                let built = match stream::parse_need(text, &c.need) {
-                    Ok(v) => v,
-                    Err(e) => {
-                        failed = Some(value_error(body, text, e));
-                        return;
+                // Every member the search finds is a placeholder (else the collector was
+                // spoiled); one that is not would be a built member, and is read as such.
+                let placeholder = m.as_u64().and_then(|i| found.get(i as usize));
+                debug_assert!(placeholder.is_some(), "a member found is a placeholder");
+                let built = match placeholder {
+                    Some((start, len)) => {
+                        let text = &body[*start..start + len];
+                        match stream::parse_need(text, &c.need) {
+                            Ok(v) => Cow::Owned(v),
+                            Err(e) => {
+                                failed = Some(value_error(body, text, e));
+                                return;
+                            }
+                        }
                     }
+                    None => Cow::Borrowed(*m),
                 };
                 let mut items = Vec::new();
                 walk(&c.after, &built, &mut items);
