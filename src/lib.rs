@@ -29,6 +29,7 @@ pub mod fetch;
 pub mod import;
 pub mod inspect;
 pub mod logging;
+pub mod read;
 pub mod reload;
 pub mod schedule;
 pub mod store;

@@ -6,7 +6,7 @@
 //! them, they take nothing. [`super::plan`] marks the nodes such a lookup reaches (only for
 //! lookups from the root of a streamed plan whose path is made of names, indexes and
 //! wildcards, and only where no node on the way is read whole), and the first pass adds each
-//! one it parses to its folds instead of keeping it (see `stream::Pruned`).
+//! one it parses to its folds instead of keeping it (`read::Folds`).
 //!
 //! Guarantee: the result is the one the tree gives, to the bit: the same nodes in the same
 //! (document) order, the same conversion ([`super::to_number`]), the same arithmetic (`sum`
@@ -19,6 +19,7 @@ use std::cell::{Cell, RefCell};
 use serde_json::Value;
 
 use super::spec::Aggregate;
+use crate::read::Folds;
 
 /// One aggregate's state.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -88,16 +89,22 @@ impl Folding {
         }
     }
 
+    pub(crate) fn into_folds(self) -> Vec<Fold> {
+        self.folds.into_inner()
+    }
+}
+
+impl Folds for Folding {
     /// Adds `v`, a node that `ids` fold, to each of them.
-    pub(crate) fn add(&self, ids: &[usize], v: &Value) {
+    fn add(&self, ids: &[usize], v: &Value) {
         let mut folds = self.folds.borrow_mut();
         for id in ids {
             folds[*id].add(v);
         }
     }
 
-    pub(crate) fn into_folds(self) -> Vec<Fold> {
-        self.folds.into_inner()
+    fn repeated(&self) {
+        self.repeated.set(true);
     }
 }
 

@@ -17,12 +17,10 @@ mod fold;
 pub mod labels;
 mod parallel;
 pub mod plan;
-mod quick;
-mod scan;
 pub mod selector;
 pub mod spec;
-pub mod stream;
 
+use crate::read::{Collector, ItemPath, Items, Key, Stop, Streaming, slots, tree};
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -310,14 +308,14 @@ fn root_lookups(
         return Ok((Value::Null, None));
     };
     if plan.folds.is_empty() {
-        return Ok((stream::parse_need(body, need)?, None));
+        return Ok((tree::parse(body, need)?, None));
     }
     let folding = fold::Folding::new(plan.folds.len());
-    match stream::parse_need_folding(body, need, &folding) {
+    match tree::parse_folding(body, need, &folding) {
         Ok(tree) => Ok((tree, Some(folding.into_folds()))),
         Err(_) if folding.repeated.get() => {
             let plain = plan.first_plain.as_ref().unwrap_or(need);
-            Ok((stream::parse_need(body, plain)?, None))
+            Ok((tree::parse(body, plain)?, None))
         }
         Err(e) => Err(e),
     }
@@ -352,11 +350,11 @@ fn read_body(
     let pipelined = batch.is_some();
     let body = utf8(body)?;
     if !plan.streamed {
-        let Some(collector) = collect::Collector::new(body, plan) else {
-            let doc = stream::parse_pruned(body, plan)?;
+        let Some(collector) = Collector::new(body, plan.collect_names()) else {
+            let doc = tree::parse(body, &plan.root)?;
             return Ok(extract(&doc, blocks)?);
         };
-        let doc = stream::parse_collecting(body, plan, &collector)?;
+        let doc = tree::parse_collecting(body, &plan.root, &collector)?;
         if collector.is_spoiled() {
             return Ok(extract(&doc, blocks)?);
         }
@@ -372,7 +370,7 @@ fn read_body(
         .map(|batch| parallel::run(body, blocks, plan, root, batch));
     let read = match scanned {
         Some(Ok(runs)) => Some(runs),
-        Some(Err(scan::Bail::Repeated)) => None,
+        Some(Err(crate::read::scan::Bail::Repeated)) => None,
         // Not read by the scan (or it gave up: the readers below say why, and where).
         _ if pipelined && plan.is_slotted() => pipeline::run(body, blocks, plan, root)?,
         _ => {
@@ -384,11 +382,11 @@ fn read_body(
                 values: Vec::new(),
                 failed: None,
             };
-            let parsed = stream::parse_streamed(body, plan, &mut inline);
+            let parsed = crate::read::stream::parse(body, &plan.root, &mut inline);
             if let Some(e) = inline.failed {
                 return Err(e);
             }
-            (parsed? == stream::Streaming::Done).then_some(inline.runs)
+            (parsed? == Streaming::Done).then_some(inline.runs)
         }
     };
     let Some(runs) = read else {
@@ -474,7 +472,7 @@ fn slotted_item(
     root: DocRoot<'_>,
     id: usize,
     values: &[Option<Value>],
-    path: &[stream::Key<'_>],
+    path: &[Key<'_>],
 ) {
     let slotted = &plan.slotted[id];
     for (b, bindings) in slotted.items.iter().zip(&slotted.bindings) {
@@ -500,8 +498,8 @@ struct Inline<'b, 'p, 'de> {
     failed: Option<ReadError>,
 }
 
-impl<'de> stream::Items<'de> for Inline<'_, '_, 'de> {
-    fn node(&mut self, b: usize, item: &Value, path: &stream::ItemPath<'_, '_, '_>) {
+impl<'de> Items<'de> for Inline<'_, '_, 'de> {
+    fn node(&mut self, b: usize, item: &Value, path: &ItemPath<'_, '_, '_>) {
         if !self.plan.lets_through(b, item) {
             return;
         }
@@ -518,11 +516,11 @@ impl<'de> stream::Items<'de> for Inline<'_, '_, 'de> {
         &mut self,
         id: usize,
         slots: &mut Vec<Option<&'de str>>,
-        path: &[stream::Key<'de>],
-    ) -> Result<(), stream::Stop> {
-        if let Err((e, raw)) = stream::build_slots(slots, &mut self.values, true) {
+        path: &[Key<'de>],
+    ) -> Result<(), Stop> {
+        if let Err((e, raw)) = slots::build_slots(slots, &mut self.values, true) {
             self.failed = Some(value_error(self.body, raw, e));
-            return Err(stream::Stop);
+            return Err(Stop);
         }
         slotted_item(&mut self.runs, self.plan, self.root, id, &self.values, path);
         Ok(())
@@ -540,10 +538,10 @@ mod pipeline {
     use serde_json::Value;
 
     use super::plan::ReadPlan;
-    use super::stream::{self, ItemPath, Items, Key, Stop};
     use super::{
         BlockRun, Bound, DocRoot, Item, MetricSpec, NONE, ReadError, slotted_item, value_error,
     };
+    use crate::read::{ItemPath, Items, Key, Stop, Streaming, slots};
 
     /// Items per batch: enough to make the channel's cost negligible.
     const BATCH: usize = 1024;
@@ -669,7 +667,7 @@ mod pipeline {
             match e {
                 Entry::Slotted { id, slots, keys } => {
                     let (slots_end, keys_end) = next_offsets(batch, i);
-                    stream::build_slots(&batch.slots[*slots..slots_end], values, true)
+                    slots::build_slots(&batch.slots[*slots..slots_end], values, true)
                         .map_err(|(e, raw)| value_error(body, raw, e))?;
                     let path = &batch.keys[*keys..keys_end];
                     slotted_item(runs, plan, root, *id, values, path);
@@ -714,9 +712,9 @@ mod pipeline {
                 empty: empty_rx,
                 plan,
             };
-            let parsed = stream::parse_streamed(body, plan, &mut sender);
+            let parsed = crate::read::stream::parse(body, &plan.root, &mut sender);
             let Sender { batch, tx, .. } = sender;
-            if matches!(parsed, Ok(stream::Streaming::Done)) && !batch.entries.is_empty() {
+            if matches!(parsed, Ok(Streaming::Done)) && !batch.entries.is_empty() {
                 let _ = tx.send(batch);
             }
             drop(tx);
@@ -725,7 +723,7 @@ mod pipeline {
                 .unwrap_or_else(|p| std::panic::resume_unwind(p));
             // The extractor's error first: it is why the parse was stopped, if it was.
             let runs = extracted?;
-            Ok((parsed? == stream::Streaming::Done).then_some(runs))
+            Ok((parsed? == Streaming::Done).then_some(runs))
         })
     }
 }

@@ -17,11 +17,10 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, TrySendError};
 
-use super::plan::{Need, ReadPlan};
-use super::quick;
-use super::scan::{self, Bail};
-use super::stream::{self, Key};
+use super::plan::ReadPlan;
 use super::{BlockRun, DocRoot, MetricSpec, Series, slotted_item};
+use crate::read::scan::{self, Bail};
+use crate::read::{Key, Need, quick, slots, stream};
 
 /// Items per batch: enough to make handing one over negligible, few enough that neither
 /// thread waits long for the other at the end.
@@ -311,7 +310,7 @@ fn extract<'b>(
                 (&parsed[..], !quick)
             }
         };
-        stream::build_slots(slots, &mut values, escapes).map_err(|_| Bail::Other)?;
+        slots::build_slots(slots, &mut values, escapes).map_err(|_| Bail::Other)?;
         let id = slotted.id;
         slotted_item(
             &mut runs,

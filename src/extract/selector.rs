@@ -7,6 +7,8 @@
 use jsonpath_rust::parser::model::{JpQuery, Segment, Selector as JpSelector};
 use serde_json::Value;
 
+pub(crate) use crate::read::Step;
+
 #[derive(Debug, Clone)]
 pub struct Selector {
     source: String,
@@ -20,13 +22,6 @@ pub struct Selector {
 enum Plan {
     Direct(Vec<Step>),
     General(JpQuery),
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) enum Step {
-    Name(String),
-    Index(i64),
-    Wildcard,
 }
 
 impl Selector {

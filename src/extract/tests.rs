@@ -836,7 +836,7 @@ mod reading {
                 assert_eq!(whole(&got.unwrap()), whole(&tree), "{body}");
             }
             let runs = parallel::run(body, &specs, &plan, NO_ROOT, 1);
-            assert_eq!(runs.err(), Some(scan::Bail::Repeated));
+            assert_eq!(runs.err(), Some(crate::read::scan::Bail::Repeated));
         }
     }
 
@@ -1123,7 +1123,7 @@ mod reading {
             .collect()
     }
 
-    fn item_node(need: &plan::Need) -> &plan::Need {
+    fn item_node(need: &crate::read::Need) -> &crate::read::Need {
         if need.slotted.is_some() {
             return need;
         }
@@ -1137,11 +1137,11 @@ mod reading {
     /// the quick one answers, it agrees on the value it read (what follows is the scan's to
     /// check); where `serde_json` refuses, the quick one does not answer. `Some(slots)` when
     /// the quick reader read all of `item`.
-    fn quick_agrees(item: &str, need: &plan::Need) -> Option<Vec<Option<String>>> {
+    fn quick_agrees(item: &str, need: &crate::read::Need) -> Option<Vec<Option<String>>> {
         let mut quick = vec![None; need.slotted.map_or(0, |s| s.count)];
-        let end = quick::read(item, 0, need, &mut quick)?;
+        let end = crate::read::quick::read(item, 0, need, &mut quick)?;
         let mut slow = Vec::new();
-        let parsed = stream::fill_slots(&item[..end], need, &mut slow);
+        let parsed = crate::read::stream::fill_slots(&item[..end], need, &mut slow);
         assert!(parsed.is_ok(), "accepted what serde_json refuses: {item}");
         assert_eq!(quick, slow, "{item}");
         (end == item.len()).then(|| quick.iter().map(|s| s.map(str::to_string)).collect())
@@ -1812,7 +1812,7 @@ mod pruned_reads {
             "@.e[-1]",
         )];
         let plan = ReadPlan::new(&mut specs);
-        let pruned = stream::parse_pruned(BODY, &plan).unwrap();
+        let pruned = crate::read::tree::parse(BODY, &plan.root).unwrap();
         let first = &pruned["pods"][0];
         let mut keys: Vec<&String> = first.as_object().unwrap().keys().collect();
         keys.sort();
@@ -1826,7 +1826,7 @@ mod pruned_reads {
             "@.e[-1]",
         )];
         let plan = ReadPlan::new(&mut specs);
-        let pruned = stream::parse_pruned(BODY, &plan).unwrap();
+        let pruned = crate::read::tree::parse(BODY, &plan.root).unwrap();
         assert_eq!(pruned["pods"][3]["e"], serde_json::json!([7, 10]));
         assert_eq!(pruned["pods"][1]["e"], serde_json::json!([4, 5]));
         // A function's query argument is read whole, and nothing else of the candidate.
@@ -1836,7 +1836,7 @@ mod pruned_reads {
             "1",
         )];
         let plan = ReadPlan::new(&mut specs);
-        let pruned = stream::parse_pruned(BODY, &plan).unwrap();
+        let pruned = crate::read::tree::parse(BODY, &plan.root).unwrap();
         let mut keys: Vec<&String> = pruned["pods"][0].as_object().unwrap().keys().collect();
         keys.sort();
         assert_eq!(keys, ["e", "name"]);
@@ -1844,7 +1844,7 @@ mod pruned_reads {
         // A descendant search keeps only the way to what it finds.
         let mut specs = vec![gauge(None, &[], "count($..tier)")];
         let plan = ReadPlan::new(&mut specs);
-        let first = stream::parse_need(BODY, plan.first.as_ref().unwrap()).unwrap();
+        let first = crate::read::tree::parse(BODY, plan.first.as_ref().unwrap()).unwrap();
         assert_eq!(
             first,
             serde_json::json!({"pods": [{"meta": {"tier": "web"}}, {"meta": {"tier": "db"}}]})
@@ -1852,7 +1852,7 @@ mod pruned_reads {
         // So does a descendant search in `each`, with what the items' lookups read.
         let mut specs = vec![gauge(Some("$..meta"), &[("t", "{@.tier}")], "1")];
         let plan = ReadPlan::new(&mut specs);
-        let pruned = stream::parse_pruned(BODY, &plan).unwrap();
+        let pruned = crate::read::tree::parse(BODY, &plan.root).unwrap();
         assert_eq!(
             pruned,
             serde_json::json!({"pods": [
@@ -1866,7 +1866,7 @@ mod pruned_reads {
             "@.e[-1]",
         )];
         let plan = ReadPlan::new(&mut specs);
-        let pruned = stream::parse_pruned(BODY, &plan).unwrap();
+        let pruned = crate::read::tree::parse(BODY, &plan.root).unwrap();
         assert_eq!(pruned["pods"][0]["phase"], "Running");
     }
 }
@@ -2012,7 +2012,7 @@ mod folds {
         let plan = ReadPlan::new(&mut specs);
         let folding = fold::Folding::new(plan.folds.len());
         let tree =
-            stream::parse_need_folding(BODY, plan.first.as_ref().unwrap(), &folding).unwrap();
+            crate::read::tree::parse_folding(BODY, plan.first.as_ref().unwrap(), &folding).unwrap();
         assert_eq!(tree, serde_json::json!({}));
         let folds = folding.into_folds();
         assert_eq!(folds[0].result(spec::Aggregate::Max), Some(1e300));
@@ -2029,8 +2029,8 @@ mod collected {
     /// Parses `body` as `read_body` does for a pruned-tree plan: the tree, and whether the
     /// members were kept as text (`false`: the collector was spoiled).
     fn collecting(body: &str, plan: &ReadPlan) -> (Value, bool) {
-        let c = collect::Collector::new(body, plan).expect("the plan collects");
-        let tree = stream::parse_collecting(body, plan, &c).unwrap();
+        let c = crate::read::Collector::new(body, plan.collect_names()).expect("the plan collects");
+        let tree = crate::read::tree::parse_collecting(body, &plan.root, &c).unwrap();
         (tree, !c.is_spoiled())
     }
 
@@ -2118,7 +2118,7 @@ mod collected {
         let each = |specs: Vec<MetricSpec>, body: &str| {
             let mut specs = specs;
             let plan = ReadPlan::new(&mut specs);
-            let kept = match collect::Collector::new(body, &plan) {
+            let kept = match crate::read::Collector::new(body, plan.collect_names()) {
                 Some(_) => collecting(body, &plan).1,
                 None => false,
             };

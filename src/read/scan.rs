@@ -12,14 +12,13 @@
 //! where ([`super::stream`]).
 
 use std::borrow::Cow;
-use std::collections::HashSet;
 
 use serde::de::DeserializeSeed;
 use serde_json::value::RawValue;
 
-use super::plan::Need;
+use super::need::{Need, Seen};
+use super::parse::{Key, KeySeed};
 use super::quick;
-use super::stream::{Key, KeySeed};
 
 /// Why a walk stopped. The body must be read the usual way instead.
 #[derive(Debug, PartialEq, Eq)]
@@ -215,24 +214,6 @@ impl<'de, 'p> Walker<'de, 'p, '_> {
                 return Ok(());
             }
             i += 1;
-        }
-    }
-}
-
-/// The members of one object that lead to items, to catch one that appears twice. Named
-/// members are told apart by their place in the plan; only a wildcard needs the names.
-#[derive(Default)]
-pub(crate) struct Seen<'a> {
-    named: super::plan::KeysSeen,
-    names: HashSet<Cow<'a, str>>,
-}
-
-impl<'a> Seen<'a> {
-    /// Whether `key`, a member of an object read with `need`, is met for the first time.
-    pub(crate) fn first(&mut self, need: &Need, key: Cow<'a, str>) -> bool {
-        match need.keys.iter().position(|(k, _)| *k == key) {
-            Some(p) => !self.named.repeat(p),
-            None => self.names.insert(key),
         }
     }
 }

@@ -9,8 +9,8 @@
 //! `None` and the item is read by `serde_json`, which builds what is unusual and words the
 //! error. Being wrong is never an option here; being unsure is cheap.
 
-use super::plan::Need;
-use super::stream::TAIL_MAX;
+use super::need::Need;
+use super::parse::TAIL_MAX;
 
 /// Deeper items are left to `serde_json`, whose own limit (128) then applies.
 const MAX_DEPTH: usize = 32;
@@ -124,7 +124,7 @@ impl<'de> Reader<'de, '_> {
         if self.empty(b'}') {
             return Some(());
         }
-        let mut seen = super::plan::KeysSeen::default();
+        let mut seen = super::need::KeysSeen::default();
         loop {
             let key = self.key()?;
             self.eat(b':')?;
