@@ -14,11 +14,14 @@
 //! `float_roundtrip`) gives for the whole document, and every reader accepts and refuses the
 //! same texts it does (the tests in `tests` check it on a corpus and on generated text).
 
+#![deny(unsafe_code)]
+
 mod collector;
 mod need;
 mod parse;
 pub(crate) mod quick;
 pub(crate) mod scan;
+#[allow(unsafe_code)]
 mod simd;
 pub(crate) mod slots;
 pub(crate) mod stream;

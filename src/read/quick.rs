@@ -11,6 +11,9 @@
 
 use super::need::Need;
 use super::parse::TAIL_MAX;
+pub(crate) use super::simd::NumberClasses;
+#[cfg(target_arch = "x86_64")]
+use super::simd::{self, block};
 
 /// Deeper items are left to `serde_json`, whose own limit (128) then applies.
 const MAX_DEPTH: usize = 32;
@@ -319,8 +322,7 @@ impl<'de> Reader<'de, '_> {
     fn numbers(&self) -> Option<(usize, u64)> {
         #[cfg(target_arch = "x86_64")]
         if self.pos + 64 <= self.b.len() {
-            // SAFETY: the 64 bytes from `pos` are inside `b` (checked above).
-            let c = unsafe { x86::number_classes(self.b.as_ptr().add(self.pos)) };
+            let c = simd::number_classes(block(self.b, self.pos));
             return numbers_in(&c);
         }
         None
@@ -354,8 +356,7 @@ impl<'de> Reader<'de, '_> {
         if i + 16 <= b.len() {
             // Most numbers are digits, maybe a fraction, and end within 16 bytes: one look
             // at which of those bytes are digits settles them.
-            // SAFETY: the 16 bytes from `i` are inside `b` (checked above).
-            let other = !unsafe { x86::digits(b.as_ptr().add(i)) };
+            let other = !simd::digits(block(b, i));
             let int = other.trailing_zeros() as usize;
             if (1..15).contains(&int) && (int == 1 || b[i] != b'0') {
                 match b[i + int] {
@@ -410,17 +411,6 @@ impl<'de> Reader<'de, '_> {
         self.pos = i;
         Some(exact)
     }
-}
-
-/// A bit per byte of 64 for each class a plain array of numbers is made of.
-#[derive(Debug, Clone, Copy, Default)]
-struct NumberClasses {
-    digit: u64,
-    zero: u64,
-    dot: u64,
-    comma: u64,
-    minus: u64,
-    close: u64,
 }
 
 /// [`Reader::numbers`] on the classes of the 64 bytes after an opening bracket: JSON's
@@ -488,8 +478,7 @@ pub(crate) fn special(b: &[u8]) -> Option<usize> {
     let mut i = 0;
     #[cfg(target_arch = "x86_64")]
     while i + 16 <= b.len() {
-        // SAFETY: the 16 bytes from `i` are inside `b` (checked above).
-        let m = unsafe { x86::special(b.as_ptr().add(i)) };
+        let m = simd::special(block(b, i));
         if m != 0 {
             return Some(i + m.trailing_zeros() as usize);
         }
@@ -514,76 +503,6 @@ pub(crate) fn special(b: &[u8]) -> Option<usize> {
         .iter()
         .position(|c| matches!(c, b'"' | b'\\') || *c < 0x20)
         .map(|p| i + p)
-}
-
-#[cfg(target_arch = "x86_64")]
-mod x86 {
-    use std::arch::x86_64::*;
-
-    /// A bit per byte of the 16 at `p` that is a quote, a backslash or below 0x20.
-    ///
-    /// # Safety
-    /// `p` must point to 16 readable bytes. SSE2 is part of every x86_64 CPU.
-    #[inline(always)]
-    pub(super) unsafe fn special(p: *const u8) -> u32 {
-        // SAFETY: the caller guarantees 16 readable bytes; unaligned loads are allowed. The
-        // rest only computes on registers.
-        unsafe {
-            let v = _mm_loadu_si128(p.cast::<__m128i>());
-            let quote = _mm_cmpeq_epi8(v, _mm_set1_epi8(b'"' as i8));
-            let backslash = _mm_cmpeq_epi8(v, _mm_set1_epi8(b'\\' as i8));
-            // Unsigned `v <= 0x1f`: the larger of the two is 0x1f only then.
-            let control = _mm_cmpeq_epi8(_mm_max_epu8(v, _mm_set1_epi8(0x1f)), _mm_set1_epi8(0x1f));
-            _mm_movemask_epi8(_mm_or_si128(_mm_or_si128(quote, backslash), control)) as u32
-        }
-    }
-
-    /// The classes of the 64 bytes at `p` (see [`super::NumberClasses`]).
-    ///
-    /// # Safety
-    /// `p` must point to 64 readable bytes.
-    #[inline(always)]
-    pub(super) unsafe fn number_classes(p: *const u8) -> super::NumberClasses {
-        let mut c = super::NumberClasses::default();
-        for i in 0..4 {
-            // SAFETY: the caller guarantees 64 readable bytes; unaligned loads are allowed.
-            // The rest only computes on registers.
-            unsafe {
-                let v = _mm_loadu_si128(p.add(16 * i).cast::<__m128i>());
-                let is = |b: u8| _mm_movemask_epi8(_mm_cmpeq_epi8(v, _mm_set1_epi8(b as i8)));
-                let bits = |m: i32| u64::from(m as u16) << (16 * i);
-                c.digit |= bits(digit_bits(v));
-                c.zero |= bits(is(b'0'));
-                c.dot |= bits(is(b'.'));
-                c.comma |= bits(is(b','));
-                c.minus |= bits(is(b'-'));
-                c.close |= bits(is(b']'));
-            }
-        }
-        c
-    }
-
-    /// A bit per byte of the 16 at `p` that is an ASCII digit; the bits above are clear.
-    ///
-    /// # Safety
-    /// As for [`special`].
-    #[inline(always)]
-    pub(super) unsafe fn digits(p: *const u8) -> u32 {
-        // SAFETY: as in `special`.
-        unsafe { digit_bits(_mm_loadu_si128(p.cast::<__m128i>())) as u32 }
-    }
-
-    /// A bit per byte of `v` that is an ASCII digit.
-    #[inline(always)]
-    fn digit_bits(v: __m128i) -> i32 {
-        // SAFETY: SSE2 is part of every x86_64 CPU; this only computes on registers.
-        unsafe {
-            // A digit is at most 9 above '0', counting without sign.
-            let above = _mm_sub_epi8(v, _mm_set1_epi8(b'0' as i8));
-            let digit = _mm_cmpeq_epi8(_mm_min_epu8(above, _mm_set1_epi8(9)), above);
-            _mm_movemask_epi8(digit)
-        }
-    }
 }
 
 #[cfg(test)]
@@ -638,8 +557,7 @@ mod tests {
         }
         #[cfg(target_arch = "x86_64")]
         {
-            // SAFETY: `padded` has at least 64 bytes.
-            let simd = unsafe { x86::number_classes(padded.as_ptr()) };
+            let simd = simd::number_classes(block(padded.as_bytes(), 0));
             let scalar = classes(padded.as_bytes());
             prop_assert_eq!(format!("{simd:?}"), format!("{scalar:?}"));
         }

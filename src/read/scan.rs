@@ -19,6 +19,8 @@ use serde_json::value::RawValue;
 use super::need::{Need, Seen};
 use super::parse::{Key, KeySeed};
 use super::quick;
+#[cfg(target_arch = "x86_64")]
+use super::simd::{self, block};
 
 /// Why a walk stopped. The body must be read the usual way instead.
 #[derive(Debug, PartialEq, Eq)]
@@ -286,13 +288,12 @@ fn container_end(b: &[u8], at: usize) -> Option<usize> {
     let mut i = at;
     #[cfg(target_arch = "x86_64")]
     while i + 64 <= b.len() {
-        // SAFETY: the 64 bytes from `i` are inside `b` (checked above).
-        let x86::Classes {
+        let simd::Classes {
             quotes,
             backslashes,
             opens,
             closes,
-        } = unsafe { x86::classes(b.as_ptr().add(i)) };
+        } = simd::classes(block(b, i));
         if backslashes == 0 && d.escaped_until <= i {
             // Without escapes, a byte is inside a string when an odd number of quotes
             // precede or are it (an opening quote counts as inside, a closing one not).
@@ -339,52 +340,6 @@ fn container_end(b: &[u8], at: usize) -> Option<usize> {
         i += 1;
     }
     None
-}
-
-#[cfg(target_arch = "x86_64")]
-mod x86 {
-    use std::arch::x86_64::*;
-
-    /// Per class, a bit per byte of 64.
-    pub(super) struct Classes {
-        pub(super) quotes: u64,
-        pub(super) backslashes: u64,
-        pub(super) opens: u64,
-        pub(super) closes: u64,
-    }
-
-    /// Which of the 64 bytes at `p` are quotes, backslashes, opening and closing brackets.
-    ///
-    /// # Safety
-    /// `p` must point to 64 readable bytes. SSE2 is part of every x86_64 CPU.
-    #[inline(always)]
-    pub(super) unsafe fn classes(p: *const u8) -> Classes {
-        let mut c = Classes {
-            quotes: 0,
-            backslashes: 0,
-            opens: 0,
-            closes: 0,
-        };
-        for part in 0..4 {
-            // SAFETY: the caller guarantees 64 readable bytes; unaligned loads are allowed.
-            // The rest only computes on registers (SSE2, always present on x86_64).
-            unsafe {
-                let v = _mm_loadu_si128(p.add(16 * part).cast::<__m128i>());
-                // `[` and `]` differ from `{` and `}` by the 0x20 bit only (no other byte
-                // maps there).
-                let folded = _mm_or_si128(v, _mm_set1_epi8(0x20));
-                let mask = |c: u8, v: __m128i| {
-                    let m = _mm_movemask_epi8(_mm_cmpeq_epi8(v, _mm_set1_epi8(c as i8)));
-                    u64::from(m as u16) << (16 * part)
-                };
-                c.quotes |= mask(b'"', v);
-                c.backslashes |= mask(b'\\', v);
-                c.opens |= mask(b'{', folded);
-                c.closes |= mask(b'}', folded);
-            }
-        }
-        c
-    }
 }
 
 #[cfg(test)]
