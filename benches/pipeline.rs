@@ -10,7 +10,7 @@ use std::sync::Arc;
 use criterion::{Criterion, Throughput, black_box, criterion_group, criterion_main};
 use jsonbridge::config::{self, Origin};
 use jsonbridge::expose::{Format, encode};
-use jsonbridge::extract::{extract, extract_bytes_in};
+use jsonbridge::extract::{Threads, extract, extract_bytes};
 use jsonbridge::store::{Snapshot, View};
 
 /// `{"apps": {APP: {NS: [{name, energy_consumed[4], co2_emitted[4], phase}]}}}`.
@@ -87,22 +87,22 @@ fn bench(c: &mut Criterion) {
     assert!(source.plan.is_slotted());
     g.bench_function("read", |b| {
         b.iter(|| {
-            extract_bytes_in(
+            extract_bytes(
                 black_box(text.as_bytes()),
                 &source.metrics,
                 &source.plan,
-                false,
+                Threads::One,
             )
             .unwrap()
         })
     });
     g.bench_function("read_two_threads", |b| {
         b.iter(|| {
-            extract_bytes_in(
+            extract_bytes(
                 black_box(text.as_bytes()),
                 &source.metrics,
                 &source.plan,
-                true,
+                Threads::Two,
             )
             .unwrap()
         })

@@ -20,7 +20,7 @@ use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
 use crate::config::{Schedule, Source};
-use crate::extract::{ExtractError, Extraction, ReadError, extract_bytes};
+use crate::extract::{ExtractError, Extraction, ReadError, Threads, extract_bytes};
 use crate::fetch::{FetchError, Fetcher};
 use crate::store::{Published, Snapshot, Store};
 use crate::telemetry::{PollOutcome, Telemetry};
@@ -213,7 +213,7 @@ pub fn read(
     if body.iter().all(u8::is_ascii_whitespace) {
         return Err(PollError::EmptyBody);
     }
-    extract_bytes(body, &source.metrics, &source.plan).map_err(|e| match e {
+    extract_bytes(body, &source.metrics, &source.plan, Threads::Auto).map_err(|e| match e {
         ReadError::Extract(e) => PollError::Extract(e),
         e => PollError::InvalidJson {
             error: e.to_string(),

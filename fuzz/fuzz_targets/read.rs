@@ -7,7 +7,7 @@
 use std::sync::LazyLock;
 
 use jsonbridge::config::{self, Origin, Source};
-use jsonbridge::extract::{Extraction, extract, extract_bytes_batched, extract_bytes_in};
+use jsonbridge::extract::{Extraction, Threads, extract, extract_bytes};
 use libfuzzer_sys::fuzz_target;
 
 fn source(text: &str) -> Source {
@@ -43,8 +43,8 @@ fuzz_target!(|data: &[u8]| {
     for s in SOURCES.iter() {
         for way in 0..3 {
             let read = match way {
-                2 => extract_bytes_batched(data, &s.metrics, &s.plan, 2),
-                _ => extract_bytes_in(data, &s.metrics, &s.plan, way == 1),
+                2 => extract_bytes(data, &s.metrics, &s.plan, Threads::Batched(2)),
+                _ => extract_bytes(data, &s.metrics, &s.plan, if way == 1 { Threads::Two } else { Threads::One }),
             };
             let Some(doc) = &doc else { continue };
             match (extract(doc, &s.metrics), read) {

@@ -17,10 +17,13 @@ use std::borrow::Cow;
 
 use serde_json::Value;
 
+use super::block::BlockRun;
+use super::body::DocRoot;
+use super::error::{ReadError, value_error};
 use super::plan::ReadPlan;
+use super::samples::Extraction;
 use super::selector::{descendants_named, walk};
 use super::spec::{Item, MetricSpec};
-use super::{BlockRun, DocRoot, Extraction, ReadError, value_error};
 use crate::read::tree;
 
 /// Runs every block over `doc` as [`super::extract`] does, building the items of collecting

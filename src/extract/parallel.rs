@@ -17,8 +17,11 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, TrySendError};
 
+use super::block::BlockRun;
+use super::body::{DocRoot, slotted_item};
 use super::plan::ReadPlan;
-use super::{BlockRun, DocRoot, MetricSpec, Series, slotted_item};
+use super::samples::Series;
+use super::spec::MetricSpec;
 use crate::read::scan::{self, Bail};
 use crate::read::{Key, Need, quick, slots, stream};
 

@@ -1,7 +1,7 @@
 //! What the metric blocks of a source read from a document, worked out once from the
-//! compiled specs, so that [`super::stream`] builds only those parts.
+//! compiled specs, so that `crate::read` builds only those parts.
 //!
-//! A [`Need`] mirrors the document: which members and elements lead to something a block
+//! A `Need` mirrors the document: which members and elements lead to something a block
 //! reads, and where whole subtrees are needed (the end of every lookup, and wherever a path
 //! turns into something the plan cannot follow: a slice, a union, a filter that reads the
 //! root). Everything else is skipped by the parser without being built: on the energy API's

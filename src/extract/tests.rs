@@ -627,7 +627,7 @@ mod reading {
     }
 
     fn read(body: &str, specs: &[MetricSpec], plan: &ReadPlan) -> Result<Extraction, ReadError> {
-        extract_bytes(body.as_bytes(), specs, plan)
+        extract_bytes(body.as_bytes(), specs, plan, Threads::Auto)
     }
 
     fn energy() -> MetricSpec {
@@ -729,15 +729,15 @@ mod reading {
         assert!(plan.is_slotted());
         let doc: Value = serde_json::from_str(&body).unwrap();
         let tree = run(&doc, &specs);
-        for pipelined in [false, true] {
-            let got = extract_bytes_in(body.as_bytes(), &specs, &plan, pipelined).unwrap();
+        for threads in [Threads::One, Threads::Two] {
+            let got = extract_bytes(body.as_bytes(), &specs, &plan, threads).unwrap();
             let counts = |x: &Extraction| {
                 x.families
                     .iter()
                     .map(|f| f.series.len())
                     .collect::<Vec<_>>()
             };
-            assert_eq!(counts(&got), counts(&tree), "pipelined {pipelined}");
+            assert_eq!(counts(&got), counts(&tree), "{threads:?}");
             for (a, b) in got.families.iter().zip(&tree.families) {
                 assert_eq!(a.series, b.series);
             }
@@ -764,11 +764,11 @@ mod reading {
                 "recursion limit exceeded at line 1 column 159",
             ),
         ] {
-            for pipelined in [false, true] {
-                let err = extract_bytes_in(body.as_bytes(), &specs, &plan, pipelined)
+            for threads in [Threads::One, Threads::Two] {
+                let err = extract_bytes(body.as_bytes(), &specs, &plan, threads)
                     .unwrap_err()
                     .to_string();
-                assert_eq!(err, want, "pipelined {pipelined}");
+                assert_eq!(err, want, "{threads:?}");
             }
         }
         let body = "{\"apps\": {\"a\": {\"n\": [\n  {\"name\": \"x\",\n   \"energy_consumed\": [1, 1e999]}]}}}";
@@ -829,9 +829,9 @@ mod reading {
             let tree = run(&doc, &specs);
             assert_eq!(tree.series_count(), 1);
             for got in [
-                extract_bytes_in(body.as_bytes(), &specs, &plan, false),
-                extract_bytes_in(body.as_bytes(), &specs, &plan, true),
-                extract_bytes_batched(body.as_bytes(), &specs, &plan, 1),
+                extract_bytes(body.as_bytes(), &specs, &plan, Threads::One),
+                extract_bytes(body.as_bytes(), &specs, &plan, Threads::Two),
+                extract_bytes(body.as_bytes(), &specs, &plan, Threads::Batched(1)),
             ] {
                 assert_eq!(whole(&got.unwrap()), whole(&tree), "{body}");
             }
@@ -887,7 +887,8 @@ mod reading {
                 }
                 assert_eq!(whole(&got), whole(&tree), "batch {batch}, way {w}");
             }
-            let got = extract_bytes_batched(body.as_bytes(), &specs, &plan, batch).unwrap();
+            let got =
+                extract_bytes(body.as_bytes(), &specs, &plan, Threads::Batched(batch)).unwrap();
             assert_eq!(whole(&got), whole(&tree), "batch {batch}");
         }
         // No item at all: no batch to join.
@@ -978,7 +979,7 @@ mod reading {
             let one = read(&body, &specs, &plan).unwrap_err().to_string();
             assert!(serde_json::from_str::<Value>(&body).is_err(), "{body}");
             for batch in [1, 1024] {
-                let two = extract_bytes_batched(body.as_bytes(), &specs, &plan, batch)
+                let two = extract_bytes(body.as_bytes(), &specs, &plan, Threads::Batched(batch))
                     .unwrap_err()
                     .to_string();
                 assert_eq!(two, one, "{body}");
@@ -1020,12 +1021,16 @@ mod reading {
         // Not UTF-8, even where nobody reads: refused, saying where.
         let mut body = b"{\n \"other\": \"caf".to_vec();
         body.extend_from_slice(&[0xe9, b'"', b'}']);
-        let err = extract_bytes(&body, &specs, &plan).unwrap_err().to_string();
+        let err = extract_bytes(&body, &specs, &plan, Threads::Auto)
+            .unwrap_err()
+            .to_string();
         assert_eq!(err, "invalid UTF-8 at line 2 column 15");
         // Past the first SIMD blocks, and a sequence cut off by the end of the body.
         let mut body = format!("{{\"apps\": {{}}, \"x\": \"{}\n\n", "é".repeat(100)).into_bytes();
         body.push(0xc3);
-        let err = extract_bytes(&body, &specs, &plan).unwrap_err().to_string();
+        let err = extract_bytes(&body, &specs, &plan, Threads::Auto)
+            .unwrap_err()
+            .to_string();
         assert_eq!(err, "invalid UTF-8 at line 3 column 1");
     }
 
@@ -1089,10 +1094,10 @@ mod reading {
             ]
         );
         for got in [
-            extract_bytes_in(body.as_bytes(), &specs, &plan, false),
-            extract_bytes_in(body.as_bytes(), &specs, &plan, true),
-            extract_bytes_batched(body.as_bytes(), &specs, &plan, 1),
-            extract_bytes_batched(body.as_bytes(), &specs, &plan, 4),
+            extract_bytes(body.as_bytes(), &specs, &plan, Threads::One),
+            extract_bytes(body.as_bytes(), &specs, &plan, Threads::Two),
+            extract_bytes(body.as_bytes(), &specs, &plan, Threads::Batched(1)),
+            extract_bytes(body.as_bytes(), &specs, &plan, Threads::Batched(4)),
         ] {
             assert_eq!(whole(&got.unwrap()), whole(&tree));
         }
@@ -1432,11 +1437,11 @@ mod numbers_and_corpus {
             let runs = [
                 (
                     "one thread",
-                    extract_bytes_in(body.as_bytes(), &specs, &plan, false),
+                    extract_bytes(body.as_bytes(), &specs, &plan, Threads::One),
                 ),
                 (
                     "two threads",
-                    extract_bytes_batched(body.as_bytes(), &specs, &plan, 7),
+                    extract_bytes(body.as_bytes(), &specs, &plan, Threads::Batched(7)),
                 ),
             ];
             for (how, r) in runs {
@@ -1606,8 +1611,8 @@ mod numbers_and_corpus {
                     for (name, mut specs) in path_specs() {
                         let plan = ReadPlan::new(&mut specs);
                         for r in [
-                            extract_bytes_in(text.as_bytes(), &specs, &plan, false),
-                            extract_bytes_batched(text.as_bytes(), &specs, &plan, 7),
+                            extract_bytes(text.as_bytes(), &specs, &plan, Threads::One),
+                            extract_bytes(text.as_bytes(), &specs, &plan, Threads::Batched(7)),
                         ] {
                             let refused = r.is_err();
                             assert_eq!(
@@ -1631,9 +1636,9 @@ mod numbers_and_corpus {
         let unread = r#"{"region":"eu","apps":{"a":{"owner":"o","ns":[{"name":"p0","v":1,"x":1e400,"points":[]}]}}}"#;
         for (name, mut specs) in path_specs() {
             let plan = ReadPlan::new(&mut specs);
-            let r = extract_bytes_in(read.as_bytes(), &specs, &plan, false);
+            let r = extract_bytes(read.as_bytes(), &specs, &plan, Threads::One);
             assert!(r.is_err(), "{name}: {:?}", r.map(|x| series(&x)));
-            let r = extract_bytes_in(unread.as_bytes(), &specs, &plan, false);
+            let r = extract_bytes(unread.as_bytes(), &specs, &plan, Threads::One);
             assert!(r.is_ok(), "{name}: {r:?}");
         }
     }
@@ -1668,8 +1673,8 @@ mod numbers_and_corpus {
         assert!(series(&tree).is_empty());
         assert_eq!(kinds(&tree), vec![("label_missing", 1)]);
         for r in [
-            extract_bytes_in(body.as_bytes(), &specs, &plan, false),
-            extract_bytes_batched(body.as_bytes(), &specs, &plan, 1),
+            extract_bytes(body.as_bytes(), &specs, &plan, Threads::One),
+            extract_bytes(body.as_bytes(), &specs, &plan, Threads::Batched(1)),
         ] {
             let r = r.unwrap();
             assert!(series(&r).is_empty(), "{:?}", series(&r));
@@ -1794,7 +1799,7 @@ mod pruned_reads {
             let mut specs = vec![gauge(each, &labels, value)];
             let plan = ReadPlan::new(&mut specs);
             let tree = run(&doc, &specs);
-            let got = extract_bytes_in(BODY.as_bytes(), &specs, &plan, false).unwrap();
+            let got = extract_bytes(BODY.as_bytes(), &specs, &plan, Threads::One).unwrap();
             let what = format!("{each:?} {value} ({})", plan.describe());
             assert_eq!(series(&got), series(&tree), "{what}");
             assert_eq!(got.problems, tree.problems, "{what}");
@@ -1901,9 +1906,9 @@ mod folds {
         let doc: Value = serde_json::from_str(body).unwrap();
         let tree = run(&doc, &specs);
         for r in [
-            extract_bytes_in(body.as_bytes(), &specs, &plan, false),
-            extract_bytes_in(body.as_bytes(), &specs, &plan, true),
-            extract_bytes_batched(body.as_bytes(), &specs, &plan, 1),
+            extract_bytes(body.as_bytes(), &specs, &plan, Threads::One),
+            extract_bytes(body.as_bytes(), &specs, &plan, Threads::Two),
+            extract_bytes(body.as_bytes(), &specs, &plan, Threads::Batched(1)),
         ] {
             let got = r.unwrap();
             let bits = |x: &Extraction| -> Vec<(Vec<String>, u64)> {
@@ -1951,7 +1956,7 @@ mod folds {
         ];
         let plan = ReadPlan::new(&mut specs);
         let doc: Value = serde_json::from_str(BODY).unwrap();
-        let got = extract_bytes_in(BODY.as_bytes(), &specs, &plan, false).unwrap();
+        let got = extract_bytes(BODY.as_bytes(), &specs, &plan, Threads::One).unwrap();
         assert_eq!(series(&got), series(&run(&doc, &specs)));
     }
 
@@ -1979,7 +1984,7 @@ mod folds {
             "a fold below `{{$.byid}}`, which is read whole"
         );
         let doc: Value = serde_json::from_str(BODY).unwrap();
-        let got = extract_bytes_in(BODY.as_bytes(), &specs, &plan, false).unwrap();
+        let got = extract_bytes(BODY.as_bytes(), &specs, &plan, Threads::One).unwrap();
         let tree = run(&doc, &specs);
         assert_eq!(series(&got), series(&tree));
         assert_eq!(got.problems, tree.problems);
@@ -2000,7 +2005,7 @@ mod folds {
         };
         assert_eq!(l.fold, None);
         let doc: Value = serde_json::from_str(body).unwrap();
-        let got = extract_bytes_in(body.as_bytes(), &specs, &plan, false).unwrap();
+        let got = extract_bytes(body.as_bytes(), &specs, &plan, Threads::One).unwrap();
         let tree = run(&doc, &specs);
         assert_eq!(series(&got), series(&tree));
         assert_eq!(got.problems, tree.problems);
@@ -2038,8 +2043,8 @@ mod collected {
     fn agrees(body: &str, specs: &[MetricSpec], plan: &ReadPlan) {
         let doc: Value = serde_json::from_str(body).unwrap();
         let tree = run(&doc, specs);
-        for pipelined in [false, true] {
-            let got = extract_bytes_in(body.as_bytes(), specs, plan, pipelined).unwrap();
+        for threads in [Threads::One, Threads::Two] {
+            let got = extract_bytes(body.as_bytes(), specs, plan, threads).unwrap();
             for (a, b) in got.families.iter().zip(&tree.families) {
                 let values = |f: &FamilySamples| {
                     let s = f.series.iter();
@@ -2071,7 +2076,7 @@ mod collected {
             json!({"apps": {"a": {"n": [{"energy_consumed": 0}, {"energy_consumed": 1}]}}})
         );
         agrees(body, &specs, &plan);
-        let x = extract_bytes_in(body.as_bytes(), &specs, &plan, false).unwrap();
+        let x = extract_bytes(body.as_bytes(), &specs, &plan, Threads::One).unwrap();
         assert_eq!(series(&x), vec![(vec![], 4.0)]);
     }
 
@@ -2090,7 +2095,7 @@ mod collected {
             let plan = ReadPlan::new(&mut specs);
             assert!(collecting(body, &plan).1, "kept as text");
             agrees(body, &specs, &plan);
-            let x = extract_bytes_in(body.as_bytes(), &specs, &plan, false).unwrap();
+            let x = extract_bytes(body.as_bytes(), &specs, &plan, Threads::One).unwrap();
             assert_eq!(
                 series(&x),
                 vec![(vec!["c".to_string()], want)],
@@ -2166,7 +2171,7 @@ mod collected {
         let mut specs = vec![gauge(Some("$..x"), &[], "@[1]")];
         let plan = ReadPlan::new(&mut specs);
         assert!(collecting(body, &plan).1);
-        let err = extract_bytes_in(body.as_bytes(), &specs, &plan, false).unwrap_err();
+        let err = extract_bytes(body.as_bytes(), &specs, &plan, Threads::One).unwrap_err();
         // Where the strict parser says, in the whole body.
         let strict = serde_json::from_str::<Value>(body).unwrap_err();
         assert_eq!(err.to_string(), strict.to_string());

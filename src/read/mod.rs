@@ -1,12 +1,12 @@
 //! The JSON reader (between `fetch` and `extract`): reads a response body along a read plan
-//! ([`Need`]) and builds, hands over or folds only what the plan asks for; the rest is
+//! (`Need`) and builds, hands over or folds only what the plan asks for; the rest is
 //! checked for syntax and skipped.
 //!
 //! It knows JSON and the plan, nothing about metrics: a plan's items, slots, folds and
 //! collecting rules are numbers the consumer chose, handed back as they are met. Two readers
-//! share the plan: [`tree`] builds a pruned tree (folding and keeping members as text on the
-//! way), [`stream`] hands items to an [`Items`] receiver as it reaches them. For slotted
-//! items, [`scan`] finds them by counting brackets and [`quick`] reads them without
+//! share the plan: `tree` builds a pruned tree (folding and keeping members as text on the
+//! way), `stream` hands items to an `Items` receiver as it reaches them. For slotted
+//! items, `scan` finds them by counting brackets and `quick` reads them without
 //! `serde_json`; both fall back to the readers above on anything unusual. Their only unsafe
 //! code (SSE2 byte classes) is in `simd`, each block with its safety argument.
 //!

@@ -4,9 +4,7 @@
 //! (`PROPTEST_CASES=100000 cargo test --test it props` runs them longer.)
 
 use jsonbridge::config::{self, Origin, Source};
-use jsonbridge::extract::{
-    Extraction, extract, extract_bytes_batched, extract_bytes_in, extract_scanned,
-};
+use jsonbridge::extract::{Extraction, Threads, extract, extract_bytes, testing};
 
 use proptest::prelude::*;
 use serde_json::Value;
@@ -277,7 +275,7 @@ fn agree_on(
         // A valid document is read by the scan itself, not by the readers it falls back to
         // (which would hide a wrong scan behind right results).
         let text = std::str::from_utf8(&body).unwrap();
-        let scanned = extract_scanned(text, &source.metrics, &source.plan, 2);
+        let scanned = testing::scanned(text, &source.metrics, &source.plan, 2);
         prop_assert!(scanned.is_some(), "the scan gave up on a valid document");
         match (extract(doc, &source.metrics), scanned.unwrap()) {
             (Ok(a), Ok(b)) => prop_assert_eq!(comparable(&a), comparable(&b)),
@@ -290,8 +288,13 @@ fn agree_on(
     for way in 0..3 {
         let tree = extract(doc, &source.metrics);
         let read = match way {
-            2 => extract_bytes_batched(&body, &source.metrics, &source.plan, 2),
-            _ => extract_bytes_in(&body, &source.metrics, &source.plan, way == 1),
+            2 => extract_bytes(&body, &source.metrics, &source.plan, Threads::Batched(2)),
+            _ => extract_bytes(
+                &body,
+                &source.metrics,
+                &source.plan,
+                if way == 1 { Threads::Two } else { Threads::One },
+            ),
         };
         match (tree, read) {
             (Ok(a), Ok(b)) => prop_assert_eq!(comparable(&a), comparable(&b)),
@@ -376,9 +379,9 @@ proptest! {
         if serde_json::from_str::<Value>(short).is_err() && !short.trim().is_empty() {
             for s in &sources {
                 for r in [
-                    extract_bytes_in(short.as_bytes(), &s.metrics, &s.plan, false),
-                    extract_bytes_in(short.as_bytes(), &s.metrics, &s.plan, true),
-                    extract_bytes_batched(short.as_bytes(), &s.metrics, &s.plan, 2),
+                    extract_bytes(short.as_bytes(), &s.metrics, &s.plan, Threads::One),
+                    extract_bytes(short.as_bytes(), &s.metrics, &s.plan, Threads::Two),
+                    extract_bytes(short.as_bytes(), &s.metrics, &s.plan, Threads::Batched(2)),
                 ] {
                     prop_assert!(
                         matches!(r, Err(jsonbridge::extract::ReadError::Json(_))),

@@ -1,0 +1,220 @@
+//! One metric block over its items: labels, values and timestamps per item, problems counted
+//! by kind, duplicates resolved at the end ([`super::duplicates`]).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use super::body::DocRoot;
+use super::duplicates::{Duplicates, in_order, resolve_duplicates};
+use super::error::{ExtractError, ItemError};
+use super::label_templates::{labels_of, render_labels};
+use super::labels::LabelsBuilder;
+use super::samples::{Extraction, FamilySamples, MetricReport, Problem, Problems, Series, note};
+use super::spec::{Bound, Item, MetricSpec, OnDuplicate, Output, OutputKind};
+use super::values::{state_of, timestamp_of, value_of, value_path};
+
+/// One block's extraction in progress: items go in one at a time, in document order.
+pub(super) struct BlockRun<'b> {
+    pub(super) block: &'b MetricSpec,
+    pub(super) problems: Problems,
+    /// Per output.
+    pub(super) series: Vec<Vec<Series>>,
+    pub(super) items: usize,
+    pub(super) labels: LabelsBuilder,
+    /// Per output: whether its series are known to be in strict label order (no duplicate),
+    /// so that [`BlockRun::finish`] need not check. Only [`BlockRun::check_order`] sets it.
+    pub(super) ordered: Vec<bool>,
+}
+
+impl<'b> BlockRun<'b> {
+    pub(super) fn new(block: &'b MetricSpec) -> Self {
+        Self {
+            block,
+            problems: BTreeMap::new(),
+            series: vec![Vec::new(); block.outputs.len()],
+            items: 0,
+            labels: LabelsBuilder::default(),
+            ordered: vec![false; block.outputs.len()],
+        }
+    }
+
+    /// Checks whether each output's series are in strict label order (on the thread that
+    /// extracted them: a large body's runs are checked in parallel, batch by batch, instead
+    /// of all at the end).
+    pub(super) fn check_order(&mut self) {
+        for (ordered, series) in self.ordered.iter_mut().zip(&self.series) {
+            *ordered = in_order(series);
+        }
+    }
+
+    pub(super) fn item(&mut self, item: Item<'_>, doc: DocRoot<'_>, caps: &[Bound<'_>]) {
+        let block = self.block;
+        let n = block.outputs.len();
+        let problems = &mut self.problems;
+        let series = &mut self.series;
+        self.items += 1;
+        let ordinal = self.items;
+        let describe = || describe_item(&block.each.captures, caps, ordinal);
+        let prepared = labels_of(block, doc, item, caps, &mut self.labels).and_then(|labels| {
+            let ts = match &block.timestamp {
+                Some(t) => Some(timestamp_of(t, item, doc, caps)?),
+                None => None,
+            };
+            Ok((labels, ts))
+        });
+        let (mut labels, ts) = match prepared {
+            Ok(p) => p,
+            Err(e) => {
+                (0..n).for_each(|k| note(problems, k, &e, &describe));
+                return;
+            }
+        };
+        for (k, output) in block.outputs.iter().enumerate() {
+            match &output.kind {
+                OutputKind::StateSet { states, .. } => match state_of(output, item, doc, caps) {
+                    Ok(current) => {
+                        if !states.contains(&current) {
+                            let e = ItemError::ValueUnmapped {
+                                path: value_path(&output.value),
+                                found: format!("{current:?}"),
+                            };
+                            note(problems, k, &e, &describe);
+                        }
+                        for s in states {
+                            series[k].push(Series {
+                                labels: labels.with(s),
+                                value: if *s == current { 1.0 } else { 0.0 },
+                                timestamp_ms: ts,
+                            });
+                        }
+                    }
+                    Err(e) => note(problems, k, &e, &describe),
+                },
+                kind => match value_of(output, item, doc, caps) {
+                    Ok(v) if *kind == OutputKind::Counter && v < 0.0 => {
+                        note(
+                            problems,
+                            k,
+                            &ItemError::CounterNegative { value: v },
+                            &describe,
+                        );
+                    }
+                    Ok(value) => series[k].push(Series {
+                        // The last output takes the labels instead of a copy.
+                        labels: if k + 1 == n {
+                            std::mem::take(&mut labels)
+                        } else {
+                            labels.clone()
+                        },
+                        value,
+                        timestamp_ms: ts,
+                    }),
+                    Err(e) => note(problems, k, &e, &describe),
+                },
+            }
+        }
+    }
+
+    /// Adds what the same block made of the items right after this run's.
+    pub(super) fn absorb(&mut self, later: BlockRun<'b>) {
+        for (k, (s, l)) in self.series.iter_mut().zip(later.series).enumerate() {
+            // Still in order if both parts are and the seam is.
+            self.ordered[k] = self.ordered[k]
+                && later.ordered[k]
+                && match (s.last(), l.first()) {
+                    (Some(a), Some(b)) => a.labels < b.labels,
+                    _ => true,
+                };
+            s.extend(l);
+        }
+        for (k, (count, example)) in later.problems {
+            self.problems.entry(k).or_insert((0, example)).0 += count;
+        }
+        self.items = later.items;
+    }
+
+    pub(super) fn finish(self, out: &mut Extraction) -> Result<(), ExtractError> {
+        let BlockRun {
+            block,
+            mut problems,
+            series,
+            items,
+            labels: _,
+            ordered,
+        } = self;
+        for (k, (output, mut s)) in block.outputs.iter().zip(series).enumerate() {
+            let label_names = output_label_names(block, output);
+            let dups = if ordered[k] {
+                Duplicates {
+                    dropped: 0,
+                    first_example: None,
+                }
+            } else {
+                resolve_duplicates(&mut s, block.on_duplicate)
+            };
+            if let Some((labels, count)) = dups.first_example {
+                let err = ItemError::DuplicateSeries {
+                    labels: render_labels(&label_names, &labels),
+                    count,
+                    policy: match block.on_duplicate {
+                        OnDuplicate::First => "the first one is kept",
+                        OnDuplicate::Last => "the last one is kept",
+                        OnDuplicate::Sum => "their values are summed",
+                        OnDuplicate::Error => "on_duplicate: error fails the poll",
+                    },
+                };
+                if block.on_duplicate == OnDuplicate::Error {
+                    return Err(ExtractError {
+                        metric: output.name.clone(),
+                        error: err,
+                    });
+                }
+                problems.insert((k, err.kind()), (dups.dropped, err.to_string()));
+            }
+            out.reports.push(MetricReport {
+                metric: output.name.clone(),
+                items,
+                series: s.len(),
+            });
+            out.families.push(FamilySamples {
+                family: output.family.clone(),
+                label_names,
+                series: s,
+            });
+        }
+        out.problems.extend(
+            problems
+                .into_iter()
+                .map(|((k, kind), (count, example))| Problem {
+                    metric: block.outputs[k].name.clone(),
+                    kind,
+                    count,
+                    example,
+                }),
+        );
+        Ok(())
+    }
+}
+
+pub(super) fn output_label_names(block: &MetricSpec, output: &Output) -> Arc<[String]> {
+    match &output.kind {
+        OutputKind::StateSet { label, .. } => {
+            let mut names = block.label_names.to_vec();
+            names.push(label.clone());
+            names.into()
+        }
+        _ => block.label_names.clone(),
+    }
+}
+
+pub(super) fn describe_item(names: &[String], caps: &[Bound<'_>], ordinal: usize) -> String {
+    if names.is_empty() {
+        return format!("item #{ordinal}");
+    }
+    let caps: Vec<String> = names
+        .iter()
+        .zip(caps)
+        .map(|(n, b)| format!("{n}={:?}", b.key))
+        .collect();
+    format!("item #{ordinal} ({})", caps.join(", "))
+}
