@@ -1537,64 +1537,9 @@ mod numbers_and_corpus {
     }
 
     /// Item texts of every kind, valid and not, with what a strict parser says of them.
-    fn corpus() -> Vec<String> {
-        let mut c: Vec<String> = [
-            // Escapes and surrogates.
-            r#"{"name":"a\"b\\c\/d\b\f\n\r\t","v":1}"#,
-            r#"{"name":"\u00e9\u4e2d\ud83d\ude00","v":2}"#,
-            r#"{"name":"\ud83d","v":3}"#,
-            r#"{"name":"\ude00x","v":3}"#,
-            r#"{"name":"\u12","v":3}"#,
-            r#"{"name":"\x41","v":3}"#,
-            "{\"name\":\"tab\there\",\"v\":3}",
-            "{\"name\":\"ctl\u{1}\",\"v\":3}",
-            "{\"name\":\"é中😀\",\"v\":4}",
-            // Numbers.
-            r#"{"name":"n","v":-0}"#,
-            r#"{"name":"n","v":01}"#,
-            r#"{"name":"n","v":1.}"#,
-            r#"{"name":"n","v":.5}"#,
-            r#"{"name":"n","v":+1}"#,
-            r#"{"name":"n","v":1e}"#,
-            r#"{"name":"n","v":1e+}"#,
-            r#"{"name":"n","v":1E-7}"#,
-            r#"{"name":"n","v":-}"#,
-            r#"{"name":"n","v":NaN}"#,
-            r#"{"name":"n","v":Infinity}"#,
-            r#"{"name":"n","v":0x10}"#,
-            r#"{"name":"n","v":1_000}"#,
-            // Literals, nesting, structure.
-            r#"{"name":"n","v":true}"#,
-            r#"{"name":"n","v":nul}"#,
-            r#"{"name":"n","v":[1,2,]}"#,
-            r#"{"name":"n","v":1,}"#,
-            r#"{"name":"n" "v":1}"#,
-            r#"{"name":"n","v":1"#,
-            r#"{"name":"n","v":{"a":[[[]]]}}"#,
-            r#"{'name':"n","v":1}"#,
-            r#"{name:"n","v":1}"#,
-            // Whitespace JSON allows, and what it does not.
-            "{ \"name\" :\t\"n\" ,\r\n\"v\" : 1 }",
-            "{\"name\":\"n\",\"v\":1\u{a0}}",
-            "{\"name\":\"n\",\"v\":1\u{b}}",
-            // A repeated member: valid, the last wins.
-            r#"{"name":"n","v":1,"v":2}"#,
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        // Deep, but within what the strict parser (serde_json, 128 levels) takes.
-        c.push(format!(
-            r#"{{"name":"deep","v":1,"x":{}{}}}"#,
-            "[".repeat(100),
-            "]".repeat(100)
-        ));
-        c
-    }
-
     #[test]
     fn every_reader_accepts_and_refuses_what_a_strict_parser_does() {
-        for item in corpus() {
+        for item in crate::read::tests::corpus() {
             for pad in [0, 300] {
                 let body = format!(
                     r#"{{"region":"eu","apps":{{"a":{{"owner":"o","ns":[{item}{}]}}}}}}"#,

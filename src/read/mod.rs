@@ -16,6 +16,8 @@
 
 #![deny(unsafe_code)]
 
+#[doc(hidden)]
+pub mod check;
 mod collector;
 mod need;
 mod parse;
@@ -32,3 +34,6 @@ pub(crate) use need::{Need, SlotRef, Step};
 pub(crate) use parse::Key;
 pub(crate) use stream::{ItemPath, Items, Stop, Streaming};
 pub(crate) use tree::Folds;
+
+#[cfg(test)]
+pub(crate) mod tests;
