@@ -1,4 +1,5 @@
 use super::*;
+use crate::extract::ValueSpec;
 
 fn env(k: &str) -> Option<String> {
     match k {
