@@ -33,7 +33,7 @@ pub struct Options {
     pub limits: Limits,
 }
 
-/// Protective limits, each with a flag (see `main`) and a row in the README's reliability
+/// Protective limits, each with a flag (see `main`) and a row in docs/reliability.md's
 /// table; a hit is counted in `jsonbridge_limit_hits_total`.
 #[derive(Debug, Clone)]
 pub struct Limits {

@@ -3,18 +3,20 @@
 //! The data flows through one module per step:
 //!
 //! ```text
-//! config ──> schedule ──> fetch ──> extract ──> store ──> expose
-//!   ^                                             (snapshots)   (/metrics, /, /-/ready)
-//!   └── reload (file watch, SIGHUP, POST /-/reload)      telemetry (self-metrics + logs)
+//! config ──> schedule ──> fetch ──> read ──> extract ──> store ──> expose
+//!   ^                                                    (snapshots)   (/metrics, /, /-/ready)
+//!   └── reload (file watch, SIGHUP, POST /-/reload)             telemetry (self-metrics + logs)
 //! ```
 //!
 //! - [`config`] turns the YAML into a validated, compiled [`config::Config`]: every JSONPath
 //!   compiled, every name checked, every error listed with its line and column.
 //! - [`schedule`] runs one job per source (cron or interval) and never lets a poll overlap itself.
 //! - [`fetch`] gets the body (HTTP or `file://`) within a timeout and a size limit.
-//! - [`extract`] is a pure function from a JSON document to samples. Polls read the body along
-//!   a plan made once per config ([`extract::plan`]), building only what the metrics look up
-//!   (and folding aggregates from the root instead of building what they read).
+//! - [`read`] reads the body along a read plan, building or handing over only what the plan
+//!   asks for; it knows JSON, nothing of metrics.
+//! - [`extract`] is a pure function from a JSON document to samples. It makes each source's
+//!   read plan once per config ([`extract::plan`]), so that polls build only what the metrics
+//!   look up (and fold aggregates from the root instead of building what they read).
 //! - [`store`] keeps one immutable snapshot per source, replaced whole by each good poll.
 //! - [`expose`] serves the snapshots through prometheus-client, cached until something changes.
 //! - [`reload`] validates a new file first, then applies it source by source.

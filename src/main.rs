@@ -119,7 +119,7 @@ enum Command {
         #[arg(long, value_enum, default_value = "text")]
         format: OutputFormat,
     },
-    /// Print the JSON Schema of the config file (for editors: see the README).
+    /// Print the JSON Schema of the config file (for editors: see docs/configuration.md).
     Schema,
     /// Translate a json_exporter config to jsonbridge YAML (stdout); what cannot be
     /// translated is listed on stderr.

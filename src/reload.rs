@@ -13,7 +13,7 @@
 //! - after a file event, the file is read only once it has not changed for [`QUIET`], and a
 //!   read during which its size or modification time changed is thrown away, so a file
 //!   written in pieces is not applied piece by piece (writing it elsewhere and renaming it
-//!   over the config, as editors and Kubernetes do, is the safe way: see the README);
+//!   over the config, as editors and Kubernetes do, is the safe way: see docs/configuration.md);
 //! - the file is read and compiled on the blocking pool, never on the async workers that
 //!   answer scrapes and health checks; only a regular file up to `--config.max-bytes` is read;
 //! - reloads never run concurrently.

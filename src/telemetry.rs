@@ -289,7 +289,7 @@ impl Telemetry {
 }
 
 /// A protective limit that bit: each has a default, a flag or config field, a log line and a
-/// count in `jsonbridge_limit_hits_total{limit}` (README, "what is promised").
+/// count in `jsonbridge_limit_hits_total{limit}` (docs/reliability.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Limit {
     /// A poll gave up because `Retry-After` asked for more than its timeout left.

@@ -1,18 +1,33 @@
 //! The JSON reader (between `fetch` and `extract`): reads a response body along a read plan
-//! (`Need`) and builds, hands over or folds only what the plan asks for; the rest is
-//! checked for syntax and skipped.
+//! (`Need`) and builds, hands over or folds only what the plan asks for; the rest is checked
+//! for syntax and skipped.
 //!
 //! It knows JSON and the plan, nothing about metrics: a plan's items, slots, folds and
-//! collecting rules are numbers the consumer chose, handed back as they are met. Two readers
-//! share the plan: `tree` builds a pruned tree (folding and keeping members as text on the
-//! way), `stream` hands items to an `Items` receiver as it reaches them. For slotted
-//! items, `scan` finds them by counting brackets and `quick` reads them without
-//! `serde_json`; both fall back to the readers above on anything unusual. Their only unsafe
-//! code (SSE2 byte classes) is in `simd`, each block with its safety argument.
+//! collecting rules are numbers the consumer chose, handed back as they are met. The plan is
+//! a tree that mirrors the document (`need`): members by name, elements by index (negative
+//! from the end), a wildcard, where a subtree is read whole, where items are, and descendant
+//! searches by name as rules that apply at any depth below.
+//!
+//! The readers, each falling back to the one above it on anything unusual:
+//! - `tree`: a pruned tree of what the plan reads. Nodes that only folds read are handed to
+//!   a `Folds` instead of built; members a collecting rule finds stay text (`collector`).
+//! - `stream`: walks towards the plan's items without building anything and hands each to
+//!   an `Items` receiver as it is parsed, as a small tree or, for a slotted item, as the raw
+//!   text of each node its reads reach (one slot each, built by `slots` where it is used).
+//! - `scan`: for slotted plans with nothing above the items that needs an array's length,
+//!   finds items by counting brackets outside strings, 64 bytes at a time, checking the
+//!   structure above them; `quick` reads each item's slots in one pass over its bytes (SSE2
+//!   for strings and numbers; an array of plain numbers settled on bit masks), leaving
+//!   escapes, deep nesting, repeated members and errors to `stream`.
+//!
+//! `parse` holds what the `serde_json`-based readers share; `simd` the only unsafe code
+//! (SSE2 byte classes over fixed-size blocks), each block with its safety argument.
 //!
 //! Guarantee: wherever the plan reads, the values are those `serde_json` (with
-//! `float_roundtrip`) gives for the whole document, and every reader accepts and refuses the
-//! same texts it does (the tests in `tests` check it on a corpus and on generated text).
+//! `float_roundtrip`) gives for the whole document, a member repeated on the way to items is
+//! reported (only a tree says which occurrence counts), and every reader accepts and refuses
+//! what `serde_json` does where it reads. `check` tests this on any text; the tests run it on
+//! a corpus and on generated text, the `reader` fuzz target on arbitrary bytes.
 
 #![deny(unsafe_code)]
 

@@ -57,8 +57,11 @@ fn grafana_dashboard_queries_existing_self_metrics() {
     .unwrap();
     assert_eq!(d["uid"], "jsonbridge");
     assert!(d["schemaVersion"].as_u64().unwrap() >= 30);
-    // The metric names the README documents as self-metrics.
-    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    // The metric names the documentation (README.md and docs/) gives as self-metrics.
+    let mut readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    for page in std::fs::read_dir(root().join("docs")).unwrap() {
+        readme += &std::fs::read_to_string(page.unwrap().path()).unwrap();
+    }
     let mut ids = std::collections::HashSet::new();
     for p in d["panels"].as_array().unwrap() {
         assert!(ids.insert(p["id"].as_u64().unwrap()), "duplicate panel id");
