@@ -1,5 +1,5 @@
-//! Members kept as text while a pruned tree is built: the reading side of the items of a
-//! descendant search at the end of `each` (see `extract::collect` for the other side).
+//! Members kept as text while a pruned tree is built, for a consumer that builds them later,
+//! one at a time (extract does so for the items of a descendant search, `extract::collect`).
 //!
 //! A rule marked `collect` (`Need::collect`) keeps each member it finds as a slice of the
 //! body and leaves a placeholder (its number, in the order kept) in the tree. Wherever the
@@ -16,7 +16,7 @@ use serde_json::Value;
 pub(crate) struct Collector {
     /// The address of the body's first byte: what is kept is a slice of it.
     base: usize,
-    /// The names the collecting blocks search for.
+    /// The names the collecting rules search for.
     names: Vec<String>,
     /// (offset, length) of each member kept, by placeholder number.
     found: RefCell<Vec<(usize, usize)>>,

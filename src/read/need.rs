@@ -28,7 +28,7 @@ pub struct Need {
     pub(crate) indexes: Vec<(i64, Need)>,
     /// What every member or element needs.
     pub(crate) any: Option<Box<Need>>,
-    /// Blocks whose items are the nodes here (streamed plans only).
+    /// The consumer's item kinds whose items are the nodes here (streamed reads only).
     pub(crate) items: Vec<usize>,
     /// Items here or below.
     pub(crate) has_items: bool,
@@ -51,11 +51,11 @@ pub struct Need {
     /// Only folds read this node and what is below it: a folding pass keeps none of it.
     pub(crate) fold_only: bool,
     /// Descendant searches from here (`..name`): every member called `name` at any depth
-    /// below gets the need that goes with it (see `stream::Pruned`).
+    /// below gets the need that goes with it (see `tree`).
     pub(crate) deep: Vec<(String, Need)>,
-    /// On the need of a descendant search's rule: the members it finds are the items of
-    /// block `collect`'s `each`, kept as text instead of built (see [`super::collect`]).
-    /// Merging with any other need takes it off.
+    /// On the need of a descendant search's rule: the members it finds are kept as text
+    /// instead of built, for the consumer's collection `collect` (see `collector`). Merging
+    /// with any other need takes it off.
     pub(crate) collect: Option<usize>,
 }
 
@@ -233,7 +233,7 @@ impl Need {
         self.children_mut().for_each(|c| c.assign_slots(count));
     }
 
-    /// Folds `any` into the named members and indexes (so a lookup finds one entry), and
+    /// Folds `any` into the named members and indexes (so a path finds one entry), and
     /// works out `has_items` and `from_end`, all the way down.
     pub(crate) fn finish(&mut self) {
         if let Some(any) = self.any.as_deref() {
@@ -293,8 +293,8 @@ impl Need {
             (Some((_, a)), Some((_, b))) => {
                 let mut m = a.clone();
                 m.merge(b);
-                // Each node's slots belong to its own items: an element that two index
-                // lookups share is read as a tree.
+                // Each node's slots belong to its own items: an element that two indexes
+                // share is read as a tree.
                 m.slotted = None;
                 Some(Cow::Owned(m))
             }
@@ -306,7 +306,7 @@ impl Need {
 
 /// Which of a `Need`'s keys an object has shown so far, to notice a repeated member (whose
 /// last occurrence wins, as in a built tree). Any number of keys: the first 64 in a word,
-/// the rest (rare: an item with 64 lookups or more) in words allocated when first needed.
+/// the rest (rare: an item with 64 reads or more) in words allocated when first needed.
 #[derive(Default)]
 pub(crate) struct KeysSeen {
     low: u64,

@@ -17,7 +17,7 @@ pub(crate) enum Key<'a> {
 }
 
 impl Key<'_> {
-    /// As a capture binds it: the name, or the index in decimal.
+    /// As text: the name, or the index in decimal.
     pub(crate) fn text(&self) -> Cow<'_, str> {
         match self {
             Key::Name(n) => Cow::Borrowed(n),

@@ -1,11 +1,11 @@
-//! Reading a slotted item without `serde_json` (inside `extract`, for each item that
-//! [`super::scan`] found, before its slots are built): one pass over the item's bytes that
-//! checks its syntax and keeps the raw text of the nodes its lookups lead to.
+//! Reading a slotted item without `serde_json` (for each item that [`super::scan`] found,
+//! before its slots are built): one pass over the item's bytes that checks its syntax and
+//! keeps the raw text of the nodes its plan marks as slots.
 //!
 //! Guarantee: where [`read`] returns `Some`, the item is valid JSON and its slots are the
 //! ones [`super::stream::fill_slots`] gives. It covers what APIs send almost always: names
 //! and strings without escapes, numbers, literals, moderate nesting. On anything else (an
-//! escape, a repeated member the lookups read, deep nesting, a syntax error) it returns
+//! escape, a repeated member the plan reads, deep nesting, a syntax error) it returns
 //! `None` and the item is read by `serde_json`, which builds what is unusual and words the
 //! error. Being wrong is never an option here; being unsure is cheap.
 

@@ -1,8 +1,8 @@
-//! Finding items (inside `extract`, for [`super::parallel`]): the structure above a slotted
-//! plan's items is walked and checked here; each item is handed to a receiver that says
-//! where it ends, by reading it or only by delimiting it with [`value_end`], which counts
-//! brackets outside strings and is several times faster than reading. Items are then read
-//! and extracted where there is a free core.
+//! Finding items (for a consumer that reads them on several cores, `extract::parallel`):
+//! the structure above a slotted plan's items is walked and checked here; each item is
+//! handed to a receiver that says where it ends, by reading it or only by delimiting it with
+//! [`value_end`], which counts brackets outside strings and is several times faster than
+//! reading.
 //!
 //! Guarantee: [`walk`] succeeds only where a full parse would, provided every item it hands
 //! over is parsed whole, then or later (its text is one complete JSON value). Everything between the

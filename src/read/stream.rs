@@ -279,7 +279,7 @@ impl<'de> Visitor<'de> for Streamed<'_, '_, '_, 'de> {
     }
 }
 
-/// Reads a slotted item: finds each node a lookup leads to and keeps its raw JSON in its
+/// Reads a slotted item: finds each node the plan marks as a slot and keeps its raw JSON in its
 /// slot (built later, possibly on another thread); skips the rest.
 struct Filler<'n, 'v, 'de> {
     need: &'n Need,
