@@ -47,6 +47,7 @@ impl<'b> BlockRun<'b> {
         }
     }
 
+    #[inline]
     pub(super) fn item(&mut self, item: Item<'_>, doc: DocRoot<'_>, caps: &[Bound<'_>]) {
         let block = self.block;
         let n = block.outputs.len();

@@ -18,6 +18,7 @@ pub(super) fn render_labels(names: &[String], values: &Labels) -> String {
         .join(",")
 }
 
+#[inline]
 pub(super) fn labels_of(
     block: &MetricSpec,
     root: DocRoot<'_>,
@@ -35,6 +36,7 @@ pub(super) fn labels_of(
     Ok(b.finish())
 }
 
+#[inline]
 pub(super) fn render(
     t: &Template,
     label: &str,

@@ -71,6 +71,7 @@ impl Extraction {
 
 pub(super) type Problems = BTreeMap<(usize, &'static str), (u64, String)>;
 
+#[inline]
 pub(super) fn note(
     problems: &mut Problems,
     output: usize,

@@ -17,6 +17,7 @@ pub(super) fn value_path(v: &ValueSpec) -> String {
     }
 }
 
+#[inline]
 pub(super) fn value_of(
     output: &Output,
     item: Item<'_>,
@@ -53,6 +54,7 @@ pub(super) fn value_of(
 }
 
 /// The current state of a state-set output, as text.
+#[inline]
 pub(super) fn state_of(
     output: &Output,
     item: Item<'_>,
@@ -88,6 +90,7 @@ pub(super) fn state_of(
 }
 
 /// Applies the mapping (if any), then the standard conversion.
+#[inline]
 pub(super) fn convert(v: &Value, conv: &Conversion, path: &str) -> Result<f64, ItemError> {
     if let Some(map) = &conv.mapping {
         let key: std::borrow::Cow<'_, str> = match v {
@@ -117,6 +120,7 @@ pub(super) fn convert(v: &Value, conv: &Conversion, path: &str) -> Result<f64, I
     })
 }
 
+#[inline]
 pub(super) fn timestamp_of(
     t: &TimestampSpec,
     item: Item<'_>,
@@ -169,6 +173,7 @@ pub(super) fn describe_value(v: &Value) -> String {
 
 /// JSON numbers, numeric strings (incl. `NaN`, `+Inf`), booleans and yes/no words are values.
 /// `Err(None)` is null; `Err(Some(desc))` describes what was found instead.
+#[inline]
 pub fn to_number(v: &Value) -> Result<f64, Option<String>> {
     match v {
         Value::Number(n) => n.as_f64().ok_or_else(|| Some(n.to_string())),
