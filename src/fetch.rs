@@ -3,7 +3,7 @@
 //! Sits between [`crate::schedule`] (which calls it) and [`crate::extract`]. Guarantees: the
 //! whole fetch (connect, headers, body, redirects, retries) ends within the source's
 //! `timeout`; a body larger than `max_body_bytes` is refused while streaming, before it is
-//! held in memory; a non-2xx status is an error; errors carry a stable `kind()` and never
+//! held in memory; a status outside `valid_status_codes` (default: any 2xx) is an error; errors carry a stable `kind()` and never
 //! include header values or expanded URLs (which may hold secrets).
 //!
 //! Redirects are followed here, hop by hop, not by reqwest: each hop must pass the request's
@@ -96,17 +96,23 @@ impl Fetcher {
     pub fn new(request: &Request) -> Result<Self, FetchError> {
         let client = match request.target {
             Target::File(_) => None,
-            Target::Http { .. } => Some(
-                reqwest::Client::builder()
+            Target::Http { .. } => {
+                let mut builder = reqwest::Client::builder()
                     .user_agent(concat!("jsonbridge/", env!("CARGO_PKG_VERSION")))
                     // Redirects are followed in `http`, where each hop is checked.
                     .redirect(reqwest::redirect::Policy::none())
                     .referer(false)
                     .timeout(request.timeout)
-                    .connect_timeout(request.timeout)
-                    .build()
-                    .map_err(|e| FetchError::Request(describe(&e)))?,
-            ),
+                    .connect_timeout(request.timeout);
+                if !request.http2 {
+                    builder = builder.http1_only();
+                }
+                Some(
+                    builder
+                        .build()
+                        .map_err(|e| FetchError::Request(describe(&e)))?,
+                )
+            }
         };
         Ok(Self { client })
     }
@@ -297,7 +303,7 @@ async fn http(
 ) -> Result<Received, Failed> {
     let mut resp = follow(client, url, now, request).await?;
     let status = resp.status();
-    if !status.is_success() {
+    if !request.accepts(status.as_u16()) {
         return Err(Failed {
             retry_after: retry_after(resp.headers(), Utc::now()),
             error: FetchError::Status(status.as_u16()),
@@ -362,7 +368,10 @@ async fn follow(
             .await
             .map_err(|e| classify(e, request, &url))?;
         let status = resp.status();
-        if !status.is_redirection() || status == StatusCode::NOT_MODIFIED {
+        if !request.follow_redirects
+            || !status.is_redirection()
+            || status == StatusCode::NOT_MODIFIED
+        {
             return Ok(resp);
         }
         let Some(location) = resp.headers().get(LOCATION) else {

@@ -51,6 +51,12 @@ struct OutSource {
     bearer_token: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     bearer_token_file: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    valid_status_codes: Option<Vec<u16>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    follow_redirects: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    enable_http2: Option<bool>,
     metrics: Vec<OutMetric>,
 }
 
@@ -318,6 +324,7 @@ fn module(name: &str, m: &Value, target: Option<&str>, warnings: &mut Vec<String
         }
     }
     let (mut basic_auth, mut bearer_token, mut bearer_token_file) = (None, None, None);
+    let (mut follow_redirects, mut enable_http2) = (None, None);
     if let Some(h) = m.get("http_client_config") {
         if let Some(b) = h.get("basic_auth") {
             let mut a = IndexMap::new();
@@ -330,9 +337,18 @@ fn module(name: &str, m: &Value, target: Option<&str>, warnings: &mut Vec<String
         }
         bearer_token = str_of(h, "bearer_token");
         bearer_token_file = str_of(h, "bearer_token_file");
+        follow_redirects = h.get("follow_redirects").and_then(Value::as_bool);
+        enable_http2 = h.get("enable_http2").and_then(Value::as_bool);
         for (k, _) in h.as_mapping().into_iter().flatten() {
             if let Some(k) = k.as_str()
-                && !matches!(k, "basic_auth" | "bearer_token" | "bearer_token_file")
+                && !matches!(
+                    k,
+                    "basic_auth"
+                        | "bearer_token"
+                        | "bearer_token_file"
+                        | "follow_redirects"
+                        | "enable_http2"
+                )
             {
                 warnings.push(format!(
                     "modules.{name}.http_client_config.{k}: not supported by jsonbridge; dropped"
@@ -350,11 +366,19 @@ fn module(name: &str, m: &Value, target: Option<&str>, warnings: &mut Vec<String
         method = Some("POST".to_string());
         str_of(b, "content")
     });
-    if m.get("valid_status_codes").is_some() {
-        warnings.push(format!(
-            "modules.{name}.valid_status_codes: jsonbridge accepts 2xx only; dropped"
-        ));
-    }
+    let valid_status_codes = m.get("valid_status_codes").and_then(|v| {
+        let codes: Option<Vec<u16>> = v
+            .as_sequence()?
+            .iter()
+            .map(|c| c.as_u64().and_then(|c| u16::try_from(c).ok()))
+            .collect();
+        if codes.is_none() {
+            warnings.push(format!(
+                "modules.{name}.valid_status_codes: not a list of status numbers; dropped"
+            ));
+        }
+        codes
+    });
     let metrics = m
         .get("metrics")
         .and_then(Value::as_sequence)
@@ -372,6 +396,9 @@ fn module(name: &str, m: &Value, target: Option<&str>, warnings: &mut Vec<String
         basic_auth,
         bearer_token,
         bearer_token_file,
+        valid_status_codes,
+        follow_redirects,
+        enable_http2,
         metrics,
     }
 }

@@ -209,6 +209,12 @@ pub struct Request {
     pub display_url: String,
     /// Where a redirect may lead (every hop is checked in `fetch`).
     pub redirects: Redirects,
+    /// Whether redirects are followed at all.
+    pub follow_redirects: bool,
+    /// Statuses whose body is read; `None`: any 2xx.
+    pub valid_status_codes: Option<Arc<[u16]>>,
+    /// Offer HTTP/2 (over TLS, by ALPN); `false`: HTTP/1.1 only.
+    pub http2: bool,
 }
 
 /// Which redirect hops a request may follow. Whatever the rule, a hop to another origin
@@ -242,10 +248,19 @@ impl Redirects {
 }
 
 impl Request {
-    /// Whether an HTTP client built for `self` serves `other` too (same timeout; the client
-    /// holds nothing else of the request).
+    /// Whether a response with `status` is read as data.
+    pub fn accepts(&self, status: u16) -> bool {
+        match &self.valid_status_codes {
+            None => (200..300).contains(&status),
+            Some(codes) => codes.contains(&status),
+        }
+    }
+
+    /// Whether an HTTP client built for `self` serves `other` too (same timeout and HTTP
+    /// versions; the client holds nothing else of the request).
     pub fn same_client_settings(&self, other: &Request) -> bool {
         self.timeout == other.timeout
+            && self.http2 == other.http2
             && matches!(self.target, Target::Http { .. })
                 == matches!(other.target, Target::Http { .. })
     }

@@ -76,6 +76,12 @@ pub struct RawModule {
     #[serde(default)]
     pub retry_backoff: Option<String>,
     #[serde(default)]
+    pub valid_status_codes: Option<Vec<u16>>,
+    #[serde(default)]
+    pub follow_redirects: Option<bool>,
+    #[serde(default)]
+    pub enable_http2: Option<bool>,
+    #[serde(default)]
     pub metrics: Vec<RawMetric>,
 }
 
@@ -102,6 +108,9 @@ impl RawModule {
             max_series: self.max_series,
             retries: self.retries,
             retry_backoff: self.retry_backoff.clone(),
+            valid_status_codes: self.valid_status_codes.clone(),
+            follow_redirects: self.follow_redirects,
+            enable_http2: self.enable_http2,
             max_staleness: None,
             metrics: self.metrics.clone(),
         }
@@ -164,6 +173,18 @@ pub struct RawSource {
     /// First pause between attempts, doubled each time, with jitter (default `200ms`).
     #[serde(default)]
     pub retry_backoff: Option<String>,
+    /// HTTP statuses whose body is read as data, e.g. `[200, 503]` for a health endpoint
+    /// that answers 503 with the JSON wanted (default: any 2xx). Any other status fails the
+    /// poll.
+    #[serde(default)]
+    pub valid_status_codes: Option<Vec<u16>>,
+    /// Follow redirects (default `true`, at most 10 hops); with `false`, a 3xx is a status
+    /// like any other (read only if in `valid_status_codes`).
+    #[serde(default)]
+    pub follow_redirects: Option<bool>,
+    /// Offer HTTP/2 to TLS upstreams (default `true`); `false` speaks HTTP/1.1 only.
+    #[serde(default)]
+    pub enable_http2: Option<bool>,
     /// While polls fail, serve the last good snapshot for at most this long (e.g. `1h`);
     /// default: until a poll succeeds.
     #[serde(default)]
@@ -471,6 +492,9 @@ const MODULE_FIELDS: &[&str] = &[
     "max_series",
     "retries",
     "retry_backoff",
+    "valid_status_codes",
+    "follow_redirects",
+    "enable_http2",
     "metrics",
 ];
 const PROBE_FIELDS: &[&str] = &["allow_targets"];
@@ -491,6 +515,9 @@ const SOURCE_FIELDS: &[&str] = &[
     "max_series",
     "retries",
     "retry_backoff",
+    "valid_status_codes",
+    "follow_redirects",
+    "enable_http2",
     "max_staleness",
     "metrics",
 ];

@@ -589,3 +589,37 @@ fn cron_day_of_month_and_day_of_week_both_match_in_utc() {
         Some(last + Duration::from_secs(600))
     );
 }
+
+#[test]
+fn status_codes_are_checked_and_default_to_any_2xx() {
+    let src = |extra: &str| {
+        format!(
+            "sources:\n  - name: a\n    url: http://h/x\n{extra}    metrics: [{{name: m, value: 1}}]\n"
+        )
+    };
+    let c = compile(&src("")).unwrap();
+    let r = &c.sources[0].request;
+    assert!(r.accepts(200) && r.accepts(204) && r.accepts(299));
+    assert!(!r.accepts(199) && !r.accepts(300) && !r.accepts(503));
+    assert!(r.follow_redirects && r.http2);
+    let c = compile(&src(
+        "    valid_status_codes: [200, 503]\n    follow_redirects: false\n    enable_http2: false\n",
+    ))
+    .unwrap();
+    let r = &c.sources[0].request;
+    assert!(r.accepts(503) && r.accepts(200) && !r.accepts(204));
+    assert!(!r.follow_redirects && !r.http2);
+    assert_eq!(
+        errors(&src("    valid_status_codes: [200, 99, 600]\n")),
+        [
+            "line 4 column 31: sources[0].valid_status_codes[1]: 99 is not an HTTP status (100 to 599)",
+            "line 4 column 35: sources[0].valid_status_codes[2]: 600 is not an HTTP status (100 to 599)",
+        ]
+    );
+    assert_eq!(
+        errors(&src("    valid_status_codes: []\n")),
+        [
+            "line 4 column 25: sources[0].valid_status_codes: an empty list accepts no response; leave it out for any 2xx"
+        ]
+    );
+}

@@ -72,6 +72,13 @@ fn converted_config_yields_json_exporters_series() {
     assert!(default.request.headers.iter().any(|(k, _)| k == "x-team"));
     assert!(default.request.auth.is_some());
     assert_eq!(config.sources[1].request.method, "POST");
+    // Status codes and redirect and HTTP/2 settings came along too, and were not reported.
+    let archive = &config.sources[1].request;
+    assert!(archive.accepts(503) && archive.accepts(200) && !archive.accepts(201));
+    assert!(!archive.follow_redirects && !archive.http2);
+    assert!(default.request.follow_redirects && default.request.accepts(204));
+    assert!(!stderr.contains("valid_status_codes"), "{stderr}");
+    assert!(!stderr.contains("follow_redirects"), "{stderr}");
 }
 
 #[test]

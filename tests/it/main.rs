@@ -13,6 +13,7 @@ mod poll;
 mod prometheus;
 mod promises;
 mod props;
+mod reach;
 mod reload;
 mod security;
 mod support;

@@ -1,5 +1,7 @@
 //! Requests: method, URL, headers, query and body templates, auth and secrets, retries.
 
+use std::sync::Arc;
+
 use super::Compiler;
 use crate::config::raw::RawSource;
 use reqwest::header::{HeaderName, HeaderValue};
@@ -160,6 +162,23 @@ impl Compiler<'_> {
                 "max_body_bytes must be more than zero",
             );
         }
+        let valid_status_codes = rs.valid_status_codes.as_ref().map(|codes| {
+            if codes.is_empty() {
+                self.error(
+                    format!("{at}.valid_status_codes"),
+                    "an empty list accepts no response; leave it out for any 2xx",
+                );
+            }
+            for (i, c) in codes.iter().enumerate() {
+                if !(100..=599).contains(c) {
+                    self.error(
+                        format!("{at}.valid_status_codes[{i}]"),
+                        format!("{c} is not an HTTP status (100 to 599)"),
+                    );
+                }
+            }
+            Arc::<[u16]>::from(codes.as_slice())
+        });
         if self.diagnostics.len() > before {
             return None;
         }
@@ -185,6 +204,9 @@ impl Compiler<'_> {
             retry_backoff,
             display_url: display_url(&rs.url),
             redirects: Redirects::Any,
+            follow_redirects: rs.follow_redirects.unwrap_or(true),
+            valid_status_codes,
+            http2: rs.enable_http2.unwrap_or(true),
         })
     }
 
