@@ -16,7 +16,10 @@ use bytes::Bytes;
 use tokio::io::AsyncReadExt;
 
 use chrono::{DateTime, Utc};
-use reqwest::header::{ACCEPT, ACCEPT_LANGUAGE, AUTHORIZATION, HeaderMap, HeaderValue, LOCATION};
+use reqwest::header::{
+    ACCEPT, ACCEPT_LANGUAGE, AUTHORIZATION, ETAG, HeaderMap, HeaderValue, IF_MODIFIED_SINCE,
+    IF_NONE_MATCH, LAST_MODIFIED, LOCATION,
+};
 use reqwest::{Method, StatusCode, Url};
 
 use crate::config::{Auth, Request, Target};
@@ -119,7 +122,57 @@ impl Fetcher {
 
     /// Fetches the body of `request`, with retries, within its timeout and size limit.
     pub async fn fetch(&self, request: &Request) -> Result<Fetched, FetchError> {
-        fetch(self.client.as_ref(), request).await
+        fetch(self.client.as_ref(), request, None).await
+    }
+
+    /// [`Self::fetch`], asking the upstream to answer 304 if the version `since` describes
+    /// (from an earlier response) is still current: then [`Fetched::not_modified`] is set and
+    /// there is no body.
+    pub async fn fetch_if_changed(
+        &self,
+        request: &Request,
+        since: Option<&Validators>,
+    ) -> Result<Fetched, FetchError> {
+        fetch(self.client.as_ref(), request, since).await
+    }
+}
+
+/// What a response said of its version, to ask next time whether it changed (`ETag`,
+/// `Last-Modified`; RFC 9110 13.1). Values as sent, kept sensitive: an ETag may encode
+/// anything.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Validators {
+    etag: Option<HeaderValue>,
+    last_modified: Option<HeaderValue>,
+}
+
+impl Validators {
+    fn of(headers: &HeaderMap) -> Self {
+        let take = |name| {
+            headers.get(name).cloned().map(|mut v: HeaderValue| {
+                v.set_sensitive(true);
+                v
+            })
+        };
+        Validators {
+            etag: take(ETAG),
+            last_modified: take(LAST_MODIFIED),
+        }
+    }
+
+    /// The response gave nothing to ask with.
+    pub fn is_empty(&self) -> bool {
+        self.etag.is_none() && self.last_modified.is_none()
+    }
+
+    /// Adds `If-None-Match` and `If-Modified-Since` to a request's headers.
+    fn ask(&self, headers: &mut HeaderMap) {
+        if let Some(e) = &self.etag {
+            headers.insert(IF_NONE_MATCH, e.clone());
+        }
+        if let Some(l) = &self.last_modified {
+            headers.insert(IF_MODIFIED_SINCE, l.clone());
+        }
     }
 }
 
@@ -133,6 +186,11 @@ pub struct Fetched {
     pub attempts: u32,
     /// The body's share of the process-wide budget: drop it once the body is read.
     pub permit: BodyPermit,
+    /// The upstream answered 304 to a conditional request: no body, the version asked about
+    /// is current.
+    pub not_modified: bool,
+    /// What the response said of its version (the ones asked with, after a 304).
+    pub validators: Validators,
 }
 
 /// A body as one attempt received it.
@@ -140,6 +198,8 @@ struct Received {
     bytes: Bytes,
     content_type: Option<String>,
     permit: BodyPermit,
+    not_modified: bool,
+    validators: Validators,
 }
 
 impl FetchError {
@@ -157,19 +217,25 @@ impl FetchError {
 /// Fetches the body of `request`: all attempts (with `retries`) end within its timeout, and
 /// the body is refused as soon as it passes `max_body_bytes`. A `Retry-After` on a 429 or
 /// 503 is waited for when the timeout leaves room for it; otherwise the poll ends at once.
-async fn fetch(client: Option<&reqwest::Client>, request: &Request) -> Result<Fetched, FetchError> {
+async fn fetch(
+    client: Option<&reqwest::Client>,
+    request: &Request,
+    since: Option<&Validators>,
+) -> Result<Fetched, FetchError> {
     let deadline = tokio::time::Instant::now() + request.timeout;
     let work = async {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let (e, asked) = match once(client, request).await {
+            let (e, asked) = match once(client, request, since).await {
                 Ok(r) => {
                     return Ok(Fetched {
                         body: r.bytes,
                         content_type: r.content_type,
                         attempts: attempt,
                         permit: r.permit,
+                        not_modified: r.not_modified,
+                        validators: r.validators,
                     });
                 }
                 Err(Failed { error, retry_after }) => (error, retry_after),
@@ -241,7 +307,11 @@ fn backoff(base: Duration, attempt: u32) -> Duration {
     cap.mul_f64(frac)
 }
 
-async fn once(client: Option<&reqwest::Client>, request: &Request) -> Result<Received, Failed> {
+async fn once(
+    client: Option<&reqwest::Client>,
+    request: &Request,
+    since: Option<&Validators>,
+) -> Result<Received, Failed> {
     match &request.target {
         Target::Http { url, query } => {
             let client = client.ok_or_else(|| FetchError::Request("no HTTP client".into()))?;
@@ -252,7 +322,7 @@ async fn once(client: Option<&reqwest::Client>, request: &Request) -> Result<Rec
                 url.query_pairs_mut()
                     .extend_pairs(query.iter().map(|(k, v)| (k, v.render(now))));
             }
-            http(client, url, now, request).await
+            http(client, url, now, request, since).await
         }
         Target::File(path) => Ok(file(path, request).await?),
     }
@@ -300,9 +370,19 @@ async fn http(
     url: Url,
     now: DateTime<Utc>,
     request: &Request,
+    since: Option<&Validators>,
 ) -> Result<Received, Failed> {
-    let mut resp = follow(client, url, now, request).await?;
+    let mut resp = follow(client, url, now, request, since).await?;
     let status = resp.status();
+    if let (StatusCode::NOT_MODIFIED, Some(since)) = (status, since) {
+        return Ok(Received {
+            bytes: Bytes::new(),
+            content_type: None,
+            permit: BodyPermit::default(),
+            not_modified: true,
+            validators: since.clone(),
+        });
+    }
     if !request.accepts(status.as_u16()) {
         return Err(Failed {
             retry_after: retry_after(resp.headers(), Utc::now()),
@@ -314,6 +394,7 @@ async fn http(
         .get(reqwest::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
+    let validators = Validators::of(resp.headers());
     let limit = request.max_body_bytes;
     if resp.content_length().is_some_and(|n| n > limit) {
         return Err(FetchError::TooLarge { limit }.into());
@@ -338,6 +419,8 @@ async fn http(
         bytes: body.into_bytes(),
         content_type,
         permit,
+        not_modified: false,
+        validators,
     })
 }
 
@@ -350,9 +433,13 @@ async fn follow(
     mut url: Url,
     now: DateTime<Utc>,
     request: &Request,
+    since: Option<&Validators>,
 ) -> Result<reqwest::Response, FetchError> {
     let origin = url.origin();
     let mut headers = headers(request, now).await?;
+    if let Some(v) = since {
+        v.ask(&mut headers);
+    }
     let mut method = request.method.clone();
     let mut body = request.body.as_ref().map(|b| b.render(now));
     let mut hops = 0;
@@ -469,6 +556,8 @@ async fn file(path: &std::path::Path, request: &Request) -> Result<Received, Fet
         bytes: body.into(),
         content_type: None,
         permit,
+        not_modified: false,
+        validators: Validators::default(),
     })
 }
 

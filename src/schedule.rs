@@ -21,7 +21,7 @@ use uuid::Uuid;
 
 use crate::config::{Schedule, Source};
 use crate::extract::{ExtractError, Extraction, ReadError, Threads, extract_bytes};
-use crate::fetch::{FetchError, Fetcher};
+use crate::fetch::{FetchError, Fetcher, Validators};
 use crate::store::{Published, Snapshot, Store};
 use crate::telemetry::{PollOutcome, Telemetry};
 
@@ -87,12 +87,19 @@ struct Runner {
     busy: tokio::sync::Mutex<()>,
     /// Polls started so far (log lines carry the number).
     polls: std::sync::atomic::AtomicU64,
+    /// What the response behind the served snapshot said of its version: the next poll asks
+    /// whether it changed (only while that snapshot is served).
+    validators: std::sync::Mutex<Option<Validators>>,
     cancel: CancellationToken,
     store: Arc<Store>,
     telemetry: Arc<Telemetry>,
 }
 
 impl Runner {
+    fn validators(&self) -> std::sync::MutexGuard<'_, Option<Validators>> {
+        self.validators.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     async fn tick(self: Arc<Self>) {
         let Ok(_busy) = self.busy.try_lock() else {
             self.telemetry.poll_overlapped(&self.source.name);
@@ -110,17 +117,44 @@ impl Runner {
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
             + 1;
         let started = Instant::now();
+        // Asked only while the snapshot that response gave is served: after it aged out (or
+        // before any), a 304 would leave nothing to serve.
+        let since = match self.store.has_snapshot(&self.source) {
+            true => self.validators().clone(),
+            false => None,
+        };
         let result = match &self.fetcher {
-            Ok(f) => poll_once(f, &self.source).await,
+            Ok(f) => poll_once_since(f, &self.source, since.as_ref()).await,
             Err(e) => Err(PollError::Client(e.clone())),
         };
         let name = &self.source.name;
         match result {
             Ok(Polled {
+                not_modified: true,
+                attempts,
+                fetch,
+                ..
+            }) => {
+                if self.store.confirm(&self.source) {
+                    self.telemetry.poll_finished(
+                        name,
+                        poll,
+                        started.elapsed(),
+                        PollOutcome::NotModified {
+                            retries: attempts.saturating_sub(1),
+                            fetch,
+                        },
+                    );
+                }
+                clean_up(None);
+            }
+            Ok(Polled {
                 extraction: x,
                 attempts,
                 bytes,
                 fetch,
+                not_modified: false,
+                validators,
             }) => {
                 let series = x.series_count();
                 let snapshot = Snapshot {
@@ -132,6 +166,7 @@ impl Runner {
                 let elapsed = started.elapsed();
                 let replaced = match published {
                     Published::Done { replaced } => {
+                        *self.validators() = (!validators.is_empty()).then_some(validators);
                         self.telemetry.poll_finished(
                             name,
                             poll,
@@ -201,6 +236,11 @@ pub struct Polled {
     pub bytes: usize,
     /// How long fetching it took (all attempts).
     pub fetch: std::time::Duration,
+    /// The upstream answered 304 to a conditional request: the snapshot is current, and
+    /// `extraction` is empty (nothing was read).
+    pub not_modified: bool,
+    /// What the response said of its version, to ask with next time.
+    pub validators: Validators,
 }
 
 /// Parses a response body and extracts the source's metrics from it, building only the parts
@@ -226,11 +266,32 @@ pub fn read(
 
 /// Fetches, parses and extracts one source, without touching any shared state.
 pub async fn poll_once(fetcher: &Fetcher, source: &Arc<Source>) -> Result<Polled, PollError> {
+    poll_once_since(fetcher, source, None).await
+}
+
+/// [`poll_once`], asking the upstream whether the version `since` describes changed: a 304
+/// gives [`Polled::not_modified`], with nothing read.
+pub async fn poll_once_since(
+    fetcher: &Fetcher,
+    source: &Arc<Source>,
+    since: Option<&Validators>,
+) -> Result<Polled, PollError> {
     let started = Instant::now();
-    let fetched = fetcher.fetch(&source.request).await?;
+    let fetched = fetcher.fetch_if_changed(&source.request, since).await?;
     let fetch = started.elapsed();
     let attempts = fetched.attempts;
     let bytes = fetched.body.len();
+    let validators = fetched.validators.clone();
+    if fetched.not_modified {
+        return Ok(Polled {
+            extraction: Extraction::default(),
+            attempts,
+            bytes,
+            fetch,
+            not_modified: true,
+            validators,
+        });
+    }
     let source = source.clone();
     let extraction = tokio::task::spawn_blocking(move || {
         let mut x = read(&fetched.body, fetched.content_type.as_deref(), &source)?;
@@ -254,6 +315,8 @@ pub async fn poll_once(fetcher: &Fetcher, source: &Arc<Source>) -> Result<Polled
         attempts,
         bytes,
         fetch,
+        not_modified: false,
+        validators,
     })
 }
 
@@ -308,6 +371,7 @@ impl Scheduler {
             fetcher,
             busy: Default::default(),
             polls: Default::default(),
+            validators: Default::default(),
             cancel: self.cancel.child_token(),
             store: self.store.clone(),
             telemetry: self.telemetry.clone(),

@@ -61,6 +61,8 @@ pub struct View {
 struct Inner {
     config: Arc<Config>,
     snapshots: HashMap<String, Arc<Snapshot>>,
+    /// When an upstream last said (with a 304) that a source's snapshot is still current.
+    confirmed: HashMap<String, SystemTime>,
 }
 
 #[derive(Debug)]
@@ -75,6 +77,7 @@ impl Store {
             inner: RwLock::new(Inner {
                 config,
                 snapshots: HashMap::new(),
+                confirmed: HashMap::new(),
             }),
             generation: AtomicU64::new(1),
         }
@@ -106,20 +109,45 @@ impl Store {
         let replaced = inner
             .snapshots
             .insert(source.name.clone(), Arc::new(snapshot));
+        inner.confirmed.remove(&source.name);
         drop(inner);
         self.touch();
         Published::Done { replaced }
     }
 
+    /// Whether `source` (this instance) has a snapshot served: a poll may then ask the
+    /// upstream whether it changed.
+    pub fn has_snapshot(&self, source: &Arc<Source>) -> bool {
+        let inner = self.read();
+        inner.config.sources.iter().any(|s| Arc::ptr_eq(s, source))
+            && inner.snapshots.contains_key(&source.name)
+    }
+
+    /// The upstream said `source`'s snapshot is still current (a 304): it ages from now, for
+    /// `max_staleness`. Returns whether there was one to confirm.
+    pub fn confirm(&self, source: &Arc<Source>) -> bool {
+        let mut inner = self.inner.write().unwrap_or_else(|e| e.into_inner());
+        let current = inner.config.sources.iter().any(|s| Arc::ptr_eq(s, source))
+            && inner.snapshots.contains_key(&source.name);
+        if current {
+            inner
+                .confirmed
+                .insert(source.name.clone(), SystemTime::now());
+        }
+        current
+    }
+
     /// Drops `source`'s snapshot if it is older than `max_age`. Returns whether it did.
     pub fn expire(&self, source: &Arc<Source>, max_age: std::time::Duration) -> bool {
         let mut inner = self.inner.write().unwrap_or_else(|e| e.into_inner());
-        let old = inner
-            .snapshots
-            .get(&source.name)
-            .is_some_and(|s| s.taken_at.elapsed().unwrap_or_default() > max_age);
+        let confirmed = inner.confirmed.get(&source.name).copied();
+        let old = inner.snapshots.get(&source.name).is_some_and(|s| {
+            let current_at = confirmed.map_or(s.taken_at, |c| c.max(s.taken_at));
+            current_at.elapsed().unwrap_or_default() > max_age
+        });
         if old {
             inner.snapshots.remove(&source.name);
+            inner.confirmed.remove(&source.name);
         }
         drop(inner);
         if old {
@@ -134,6 +162,9 @@ impl Store {
         let mut inner = self.inner.write().unwrap_or_else(|e| e.into_inner());
         inner
             .snapshots
+            .retain(|name, _| config.sources.iter().any(|s| &s.name == name));
+        inner
+            .confirmed
             .retain(|name, _| config.sources.iter().any(|s| &s.name == name));
         inner.config = config;
         drop(inner);

@@ -82,6 +82,13 @@ pub enum PollOutcome<'a> {
         reports: &'a [MetricReport],
         problems: &'a [Problem],
     },
+    /// A conditional request answered 304: the served snapshot is current.
+    NotModified {
+        /// Attempts beyond the first (`retries`).
+        retries: u32,
+        /// Of the poll's duration, the time until the answer was in.
+        fetch: Duration,
+    },
     Failure {
         kind: &'static str,
         message: String,
@@ -215,6 +222,20 @@ impl Telemetry {
                     duration_ms = duration.as_millis() as u64,
                     fetch_ms = fetch.as_millis() as u64,
                     "poll succeeded"
+                );
+            }
+            PollOutcome::NotModified { retries, fetch } => {
+                stats.retries += u64::from(retries);
+                stats.up = true;
+                stats.last_success_at = Some(now);
+                stats.last_error = None;
+                *stats.polls.entry("not_modified").or_default() += 1;
+                tracing::debug!(
+                    source,
+                    poll,
+                    duration_ms = duration.as_millis() as u64,
+                    fetch_ms = fetch.as_millis() as u64,
+                    "poll: not modified, the snapshot is current"
                 );
             }
             PollOutcome::Failure { kind, message } => {

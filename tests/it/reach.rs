@@ -2,6 +2,7 @@
 //! followed, HTTP/2 offered or not. Upstreams on loopback.
 
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
 
 use super::support::*;
 
@@ -91,5 +92,97 @@ async fn with_follow_redirects_off_a_redirect_is_a_status_and_goes_nowhere() {
         1,
         "the Location was not followed"
     );
+    b.stop().await;
+}
+
+/// What a request asked with: `If-None-Match`, `If-Modified-Since`.
+type Asked = (Option<String>, Option<String>);
+
+/// An upstream with versions: answers 304 to a request that names the current one (by ETag
+/// or by date), the body otherwise; records what each request asked with.
+#[derive(Clone, Default)]
+struct Versioned {
+    version: Arc<Mutex<u32>>,
+    asked: Arc<Mutex<Vec<Asked>>>,
+}
+
+const MODIFIED: &str = "Fri, 04 Dec 2026 10:00:00 GMT";
+
+impl Versioned {
+    async fn start(&self) -> String {
+        use axum::http::{HeaderMap, StatusCode};
+        use axum::response::IntoResponse;
+        let me = self.clone();
+        let app = axum::Router::new().fallback(move |headers: HeaderMap| {
+            let me = me.clone();
+            async move {
+                let get = |n: &str| headers.get(n).map(|v| v.to_str().unwrap().to_string());
+                let (etag, since) = (get("if-none-match"), get("if-modified-since"));
+                me.asked.lock().unwrap().push((etag.clone(), since));
+                let v = *me.version.lock().unwrap();
+                let current = format!("\"v{v}\"");
+                if etag.as_deref() == Some(current.as_str()) {
+                    return StatusCode::NOT_MODIFIED.into_response();
+                }
+                (
+                    [
+                        ("content-type", "application/json".to_string()),
+                        ("etag", current),
+                        ("last-modified", MODIFIED.to_string()),
+                    ],
+                    format!(r#"{{"n": {v}}}"#),
+                )
+                    .into_response()
+            }
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        base
+    }
+}
+
+#[tokio::test]
+async fn a_304_keeps_the_snapshot_and_a_new_version_replaces_it() {
+    let up = Versioned::default();
+    *up.version.lock().unwrap() = 1;
+    let base = up.start().await;
+    // Polled every second; the snapshot would age out after 2 s without the 304s that say
+    // it is current.
+    let b = Bridge::start(&format!(
+        "sources:\n{}",
+        source("v", &format!("{base}/x"), "    max_staleness: 2s\n")
+            .replace("every: 1h", "every: 1s"),
+    ))
+    .await;
+    let m = b
+        .wait_metrics(15, "four polls answered 304", |m| {
+            polls(m, "v", "not_modified").unwrap_or(0.0) >= 4.0
+        })
+        .await;
+    assert!(
+        m.contains("\nv_n 1"),
+        "the snapshot is still served after 4 s"
+    );
+    assert_eq!(sample(&m, r#"jsonbridge_source_up{source="v"}"#), Some(1.0));
+    assert_eq!(polls(&m, "v", "success"), Some(1.0));
+    // The first request asked with nothing; every later one with the first answer's
+    // validators.
+    let asked = up.asked.lock().unwrap().clone();
+    assert_eq!(asked[0], (None, None));
+    for a in &asked[1..] {
+        assert_eq!(a, &(Some("\"v1\"".to_string()), Some(MODIFIED.to_string())));
+    }
+    // A new version: read, served, and asked with from then on.
+    *up.version.lock().unwrap() = 2;
+    b.wait_metrics(10, "version 2", |m| m.contains("\nv_n 2"))
+        .await;
+    let n = up.asked.lock().unwrap().len();
+    b.wait_metrics(10, "a poll after version 2", |_| {
+        up.asked.lock().unwrap().len() > n + 1
+    })
+    .await;
+    let last = up.asked.lock().unwrap().last().cloned().unwrap();
+    assert_eq!(last.0.as_deref(), Some("\"v2\""));
     b.stop().await;
 }
