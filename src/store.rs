@@ -194,3 +194,47 @@ impl Store {
         self.inner.read().unwrap_or_else(|e| e.into_inner())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn config() -> Arc<Config> {
+        let text =
+            "sources:\n  - name: a\n    url: file:///x\n    metrics: [{name: m, value: 1}]\n";
+        let origin = crate::config::Origin::file(std::path::Path::new("x.yaml"));
+        Arc::new(crate::config::parse(text, &origin, &|_| None).unwrap())
+    }
+
+    fn taken(ago: Duration) -> Snapshot {
+        Snapshot {
+            taken_at: SystemTime::now() - ago,
+            families: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_confirmed_snapshot_ages_from_its_confirmation() {
+        let config = config();
+        let store = Store::new(config.clone());
+        let a = config.sources[0].clone();
+        // Nothing to confirm, or to ask about, before a first snapshot.
+        assert!(!store.has_snapshot(&a));
+        assert!(!store.confirm(&a));
+        assert!(store.publish(&a, taken(Duration::from_secs(10))).done());
+        assert!(store.has_snapshot(&a));
+        // Taken 10 s ago, confirmed now: current for a 5 s max_staleness.
+        assert!(store.confirm(&a));
+        assert!(!store.expire(&a, Duration::from_secs(5)));
+        // A new snapshot drops the confirmation: its own age counts again.
+        assert!(store.publish(&a, taken(Duration::from_secs(10))).done());
+        assert!(store.expire(&a, Duration::from_secs(5)));
+        assert!(!store.has_snapshot(&a));
+        // An instance a reload replaced neither has a snapshot nor confirms one.
+        let other = Arc::new((*a).clone());
+        assert!(store.publish(&a, taken(Duration::ZERO)).done());
+        assert!(!store.has_snapshot(&other) && !store.confirm(&other));
+    }
+}
