@@ -1,9 +1,9 @@
 //! `fetch`: one request to one source, returning the body bytes.
 //!
-//! Sits between [`crate::schedule`] (which calls it) and [`crate::extract`]. Guarantees: the
+//! Sits between [`crate::schedule`] (which calls it) and [`crate::read`]. Guarantees: the
 //! whole fetch (connect, headers, body, redirects, retries) ends within the source's
-//! `timeout`; a body larger than `max_body_bytes` is refused while streaming, before it is
-//! held in memory; a status outside `valid_status_codes` (default: any 2xx) is an error; errors carry a stable `kind()` and never
+//! `timeout`; a body larger than `max_body_bytes` (decoded, where it came compressed:
+//! `decode`) is refused while streaming, before it is held in memory; a status outside `valid_status_codes` (default: any 2xx) is an error; errors carry a stable `kind()` and never
 //! include header values or expanded URLs (which may hold secrets).
 //!
 //! Redirects are followed here, hop by hop, not by reqwest: each hop must pass the request's
@@ -17,8 +17,8 @@ use tokio::io::AsyncReadExt;
 
 use chrono::{DateTime, Utc};
 use reqwest::header::{
-    ACCEPT, ACCEPT_LANGUAGE, AUTHORIZATION, ETAG, HeaderMap, HeaderValue, IF_MODIFIED_SINCE,
-    IF_NONE_MATCH, LAST_MODIFIED, LOCATION,
+    ACCEPT, ACCEPT_ENCODING, ACCEPT_LANGUAGE, AUTHORIZATION, ETAG, HeaderMap, HeaderValue,
+    IF_MODIFIED_SINCE, IF_NONE_MATCH, LAST_MODIFIED, LOCATION,
 };
 use reqwest::{Method, StatusCode, Url};
 
@@ -30,8 +30,9 @@ pub const MAX_REDIRECTS: usize = 10;
 
 pub mod budget;
 mod buffer;
+mod decode;
 use budget::BodyPermit;
-use buffer::Buffer;
+use decode::{Decoder, Encoding};
 
 #[derive(Debug, thiserror::Error)]
 pub enum FetchError {
@@ -191,6 +192,8 @@ pub struct Fetched {
     pub not_modified: bool,
     /// What the response said of its version (the ones asked with, after a 304).
     pub validators: Validators,
+    /// The body's size on the wire (compressed, where it was); `body` is decoded.
+    pub wire_bytes: u64,
 }
 
 /// A body as one attempt received it.
@@ -200,6 +203,7 @@ struct Received {
     permit: BodyPermit,
     not_modified: bool,
     validators: Validators,
+    wire_bytes: u64,
 }
 
 impl FetchError {
@@ -236,6 +240,7 @@ async fn fetch(
                         permit: r.permit,
                         not_modified: r.not_modified,
                         validators: r.validators,
+                        wire_bytes: r.wire_bytes,
                     });
                 }
                 Err(Failed { error, retry_after }) => (error, retry_after),
@@ -341,6 +346,9 @@ async fn headers(request: &Request, now: DateTime<Utc>) -> Result<HeaderMap, Fet
         v.set_sensitive(true);
         map.append(name.clone(), v);
     }
+    if !map.contains_key(ACCEPT_ENCODING) {
+        map.insert(ACCEPT_ENCODING, HeaderValue::from_static(decode::ACCEPTED));
+    }
     let auth = match &request.auth {
         None => return Ok(map),
         Some(Auth::Bearer(token)) => {
@@ -381,6 +389,7 @@ async fn http(
             permit: BodyPermit::default(),
             not_modified: true,
             validators: since.clone(),
+            wire_bytes: 0,
         });
     }
     if !request.accepts(status.as_u16()) {
@@ -395,32 +404,35 @@ async fn http(
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
     let validators = Validators::of(resp.headers());
+    let encoding = Encoding::of(resp.headers())?;
     let limit = request.max_body_bytes;
-    if resp.content_length().is_some_and(|n| n > limit) {
+    // The announced length is the wire's: it bounds an identity body only.
+    let announced = resp
+        .content_length()
+        .filter(|_| encoding == Encoding::Identity);
+    if announced.is_some_and(|n| n > limit) {
         return Err(FetchError::TooLarge { limit }.into());
     }
     // An announced length is taken from the budget whole, before the first byte: a poll
     // then never holds part of the budget while it waits for more.
     let mut permit = BodyPermit::default();
-    if let Some(n) = resp.content_length() {
+    if let Some(n) = announced {
         permit.cover(n, &request.display_url).await;
     }
-    let mut body = Buffer::new(resp.content_length());
+    let mut body = Decoder::new(encoding, announced, limit)?;
     let at = resp.url().clone();
     while let Some(chunk) = resp.chunk().await.map_err(|e| classify(e, request, &at))? {
-        let len = (body.len() + chunk.len()) as u64;
-        if len > limit {
-            return Err(FetchError::TooLarge { limit }.into());
-        }
-        permit.cover(len, &request.display_url).await;
-        body.push(&chunk);
+        body.push(&chunk)?;
+        permit.cover(body.len() as u64, &request.display_url).await;
     }
+    let wire_bytes = body.wire();
     Ok(Received {
-        bytes: body.into_bytes(),
+        bytes: body.finish()?.into_bytes(),
         content_type,
         permit,
         not_modified: false,
         validators,
+        wire_bytes,
     })
 }
 
@@ -522,7 +534,7 @@ fn origin_of(url: &Url) -> String {
 /// often as not, so none of them is kept.
 fn public_headers(headers: &HeaderMap) -> HeaderMap {
     let mut kept = HeaderMap::new();
-    for name in [ACCEPT, ACCEPT_LANGUAGE] {
+    for name in [ACCEPT, ACCEPT_ENCODING, ACCEPT_LANGUAGE] {
         for v in headers.get_all(&name) {
             kept.append(name.clone(), v.clone());
         }
@@ -558,6 +570,7 @@ async fn file(path: &std::path::Path, request: &Request) -> Result<Received, Fet
         permit,
         not_modified: false,
         validators: Validators::default(),
+        wire_bytes: 0,
     })
 }
 

@@ -152,6 +152,7 @@ impl Runner {
                 extraction: x,
                 attempts,
                 bytes,
+                wire_bytes,
                 fetch,
                 not_modified: false,
                 validators,
@@ -176,6 +177,7 @@ impl Runner {
                                 dropped: x.dropped,
                                 retries: attempts.saturating_sub(1),
                                 bytes,
+                                wire_bytes,
                                 fetch,
                                 reports: &x.reports,
                                 problems: &x.problems,
@@ -232,8 +234,10 @@ fn release_free_memory() {
 pub struct Polled {
     pub extraction: Extraction,
     pub attempts: u32,
-    /// Size of the response body.
+    /// Size of the response body (decoded).
     pub bytes: usize,
+    /// Its size on the wire (compressed, where it was).
+    pub wire_bytes: u64,
     /// How long fetching it took (all attempts).
     pub fetch: std::time::Duration,
     /// The upstream answered 304 to a conditional request: the snapshot is current, and
@@ -282,11 +286,13 @@ pub async fn poll_once_since(
     let attempts = fetched.attempts;
     let bytes = fetched.body.len();
     let validators = fetched.validators.clone();
+    let wire_bytes = fetched.wire_bytes;
     if fetched.not_modified {
         return Ok(Polled {
             extraction: Extraction::default(),
             attempts,
             bytes,
+            wire_bytes: fetched.wire_bytes,
             fetch,
             not_modified: true,
             validators,
@@ -314,6 +320,7 @@ pub async fn poll_once_since(
         extraction,
         attempts,
         bytes,
+        wire_bytes,
         fetch,
         not_modified: false,
         validators,

@@ -39,6 +39,8 @@ pub struct SourceStats {
     pub last_error: Option<String>,
     /// Size of the last good response body.
     pub last_response_bytes: Option<usize>,
+    /// The same body's size on the wire (compressed, where it was).
+    pub last_wire_bytes: Option<u64>,
     /// Per metric of the last good poll: items matched and series produced.
     pub last_reports: Vec<MetricReport>,
     /// Skipped items of the last good poll, by metric and kind, with the first reason.
@@ -74,8 +76,10 @@ pub enum PollOutcome<'a> {
         dropped: usize,
         /// Attempts beyond the first (`retries`).
         retries: u32,
-        /// Response body size.
+        /// Response body size (decoded).
         bytes: usize,
+        /// Its size on the wire.
+        wire_bytes: u64,
         /// Of the poll's duration, the time until the whole body was in (retries included);
         /// the rest is reading it and publishing the snapshot.
         fetch: Duration,
@@ -168,12 +172,14 @@ impl Telemetry {
                 dropped,
                 retries,
                 bytes,
+                wire_bytes,
                 fetch,
                 reports,
                 problems,
             } => {
                 stats.retries += u64::from(retries);
                 stats.last_response_bytes = Some(bytes);
+                stats.last_wire_bytes = Some(wire_bytes);
                 stats.last_reports = reports.to_vec();
                 stats.last_problems = problems.to_vec();
                 if dropped > 0 && stats.series_dropped == 0 {

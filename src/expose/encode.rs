@@ -236,7 +236,7 @@ impl prometheus_client::collector::Collector for SelfMetrics {
         let rows: Vec<(&str, &SourceStats)> =
             st.sources.iter().map(|(k, v)| (k.as_str(), v)).collect();
         type Getter = fn(&SourceStats) -> f64;
-        let gauges: [(&str, &str, Getter); 5] = [
+        let gauges: [(&str, &str, Getter); 7] = [
             (
                 "jsonbridge_source_up",
                 "1 if the last poll of the source succeeded, 0 if it failed or none ended yet.",
@@ -261,6 +261,16 @@ impl prometheus_client::collector::Collector for SelfMetrics {
                 "jsonbridge_source_series_dropped",
                 "Series the last good poll dropped because the source reached max_series.",
                 |s| s.series_dropped as f64,
+            ),
+            (
+                "jsonbridge_source_response_bytes",
+                "Size of the last response body read, decoded (0: none yet).",
+                |s| s.last_response_bytes.unwrap_or(0) as f64,
+            ),
+            (
+                "jsonbridge_source_response_wire_bytes",
+                "Size of the last response body on the wire, compressed where it was (0: none yet).",
+                |s| s.last_wire_bytes.unwrap_or(0) as f64,
             ),
         ];
         for (name, help, get) in gauges {

@@ -161,6 +161,11 @@ fn render_source(x: &Exposer, name: &str) -> Option<String> {
     h.push_str("</td></tr><tr><th>Last response</th><td>");
     if let Some(b) = st.and_then(|t| t.last_response_bytes) {
         let _ = write!(h, "{b} bytes");
+        if let Some(w) = st.and_then(|t| t.last_wire_bytes)
+            && w != b as u64
+        {
+            let _ = write!(h, " ({w} on the wire)");
+        }
     }
     let _ = write!(h, "</td></tr><tr><th>Read as</th><td>{}", s.plan.describe());
     let _ = write!(

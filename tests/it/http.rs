@@ -92,6 +92,7 @@ fn publish(store: &Store, telemetry: &Telemetry, doc: serde_json::Value) {
             dropped: 0,
             retries: 0,
             bytes: 1234,
+            wire_bytes: 1234,
             fetch: Duration::from_millis(5),
             reports: &x.reports,
             problems: &x.problems,

@@ -186,3 +186,145 @@ async fn a_304_keeps_the_snapshot_and_a_new_version_replaces_it() {
     assert_eq!(last.0.as_deref(), Some("\"v2\""));
     b.stop().await;
 }
+
+/// `body` compressed as `coding` (the names HTTP uses).
+fn compress(coding: &str, body: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    match coding {
+        "gzip" => {
+            let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            e.write_all(body).unwrap();
+            e.finish().unwrap()
+        }
+        "deflate" => {
+            let mut e = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::fast());
+            e.write_all(body).unwrap();
+            e.finish().unwrap()
+        }
+        "br" => {
+            let mut out = Vec::new();
+            {
+                let mut e = brotli::CompressorWriter::new(&mut out, 4096, 5, 22);
+                e.write_all(body).unwrap();
+            }
+            out
+        }
+        "zstd" => zstd::encode_all(body, 3).unwrap(),
+        _ => body.to_vec(),
+    }
+}
+
+/// Serves `/<coding>/<n>`: `{"n": n, "pad": ...}` compressed as `coding`, and records the
+/// `Accept-Encoding` of each request.
+async fn compressing(pad: usize) -> (String, Arc<Mutex<Vec<String>>>) {
+    use axum::extract::Path;
+    use axum::http::HeaderMap;
+    use axum::response::IntoResponse;
+    let asked = Arc::new(Mutex::new(Vec::new()));
+    let seen = asked.clone();
+    let app = axum::Router::new().route(
+        "/{coding}/{n}",
+        axum::routing::get(
+            move |Path((coding, n)): Path<(String, u32)>, h: HeaderMap| {
+                let seen = seen.clone();
+                async move {
+                    let accept = h
+                        .get("accept-encoding")
+                        .map(|v| v.to_str().unwrap().to_string());
+                    seen.lock().unwrap().push(accept.unwrap_or_default());
+                    let body = format!(r#"{{"n": {n}, "pad": "{}"}}"#, "0".repeat(pad));
+                    (
+                        [
+                            ("content-type", "application/json".to_string()),
+                            ("content-encoding", coding.clone()),
+                        ],
+                        compress(&coding, body.as_bytes()),
+                    )
+                        .into_response()
+                }
+            },
+        ),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (base, asked)
+}
+
+#[tokio::test]
+async fn compressed_bodies_are_decoded_and_both_sizes_shown() {
+    let (base, asked) = compressing(100_000).await;
+    let codings = ["gzip", "deflate", "br", "zstd"];
+    let sources: String = codings
+        .iter()
+        .enumerate()
+        .map(|(i, c)| source(&format!("c_{c}"), &format!("{base}/{c}/{i}"), ""))
+        .collect();
+    let b = Bridge::start(&format!("sources:\n{sources}")).await;
+    let m = b
+        .wait_metrics(10, "every coding polled", |m| {
+            codings
+                .iter()
+                .all(|c| polls(m, &format!("c_{c}"), "success") == Some(1.0))
+        })
+        .await;
+    for (i, c) in codings.iter().enumerate() {
+        assert!(m.contains(&format!("\nc_{c}_n {i}")), "{c}");
+        let decoded = sample(
+            &m,
+            &format!(r#"jsonbridge_source_response_bytes{{source="c_{c}"}}"#),
+        );
+        let wire = sample(
+            &m,
+            &format!(r#"jsonbridge_source_response_wire_bytes{{source="c_{c}"}}"#),
+        );
+        let want = format!(r#"{{"n": {i}, "pad": "{}"}}"#, "0".repeat(100_000)).len();
+        assert_eq!(decoded, Some(want as f64), "{c}");
+        assert!(
+            wire.unwrap() < want as f64 / 20.0,
+            "{c}: {wire:?} on the wire"
+        );
+    }
+    for a in asked.lock().unwrap().iter() {
+        assert_eq!(a, "gzip, deflate, br, zstd");
+    }
+    let page = reqwest::get(format!("{}/source/c_gzip", b.base))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        page.contains("on the wire"),
+        "the source's page shows both sizes"
+    );
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn a_compressed_bomb_is_refused_as_it_inflates() {
+    // 32 MiB of zeros (a few kilobytes compressed) against a 1 MiB limit, in each coding;
+    // and a coding jsonbridge does not decode.
+    let (base, _) = compressing(32 << 20).await;
+    let codings = ["gzip", "deflate", "br", "zstd"];
+    let mut sources: String = codings
+        .iter()
+        .map(|c| {
+            source(
+                &format!("b_{c}"),
+                &format!("{base}/{c}/1"),
+                "    max_body_bytes: 1048576\n",
+            )
+        })
+        .collect();
+    sources += &source("b_compress", &format!("{base}/compress/1"), "");
+    let b = Bridge::start(&format!("sources:\n{sources}")).await;
+    b.wait_metrics(20, "every bomb refused", |m| {
+        codings
+            .iter()
+            .all(|c| polls(m, &format!("b_{c}"), "body_too_large") == Some(1.0))
+            && polls(m, "b_compress", "body") == Some(1.0)
+    })
+    .await;
+    b.stop().await;
+}
