@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Runs every test of jsonbridge on a fresh machine: installs what the tests need first
 # (Debian's `prometheus` for promtool and the real-Prometheus test, `chromium` for the
-# status page test, PyPI's prometheus_client for the OpenMetrics parser), then `cargo test`.
+# status page test, `tinyproxy` for the proxy test, PyPI's prometheus_client for the
+# OpenMetrics parser), then `cargo test`.
 set -euo pipefail
 cd "$(dirname "$0")"
 
 missing=()
 command -v promtool >/dev/null 2>&1 && command -v prometheus >/dev/null 2>&1 || missing+=(prometheus)
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+command -v tinyproxy >/dev/null 2>&1 || missing+=(tinyproxy)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "test.sh: installing ${missing[*]} (Debian packages)" >&2
   sudo=""

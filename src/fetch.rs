@@ -22,7 +22,7 @@ use reqwest::header::{
 };
 use reqwest::{Method, StatusCode, Url};
 
-use crate::config::{Auth, Request, Target};
+use crate::config::{Auth, Proxying, Request, Target};
 use crate::telemetry::{self, Limit};
 
 /// Redirect hops followed at most, as browsers and reqwest's default policy do.
@@ -110,6 +110,19 @@ impl Fetcher {
                     .connect_timeout(request.timeout);
                 if !request.http2 {
                     builder = builder.http1_only();
+                }
+                match &request.proxy {
+                    // reqwest reads HTTP_PROXY, HTTPS_PROXY and NO_PROXY itself.
+                    Proxying::Environment => {}
+                    Proxying::Direct => builder = builder.no_proxy(),
+                    Proxying::Proxy { url, no_proxy, .. } => {
+                        // The error would show the URL, credentials and all.
+                        let proxy = reqwest::Proxy::all(url.clone()).map_err(|_| {
+                            FetchError::Request("proxy_url cannot be used as a proxy".into())
+                        })?;
+                        let except = no_proxy.as_deref().and_then(reqwest::NoProxy::from_string);
+                        builder = builder.proxy(proxy.no_proxy(except));
+                    }
                 }
                 Some(
                     builder
@@ -598,6 +611,13 @@ fn scrub(message: String, request: &Request, url: &Url) -> String {
         && !request.display_url.contains(host)
     {
         m = m.replace(host, "<host>");
+    }
+    // A proxy's URL shows as written, without its credentials.
+    if let Proxying::Proxy { url, display, .. } = &request.proxy {
+        m = m.replace(url.as_str(), display);
+        if let Some(p) = url.password().filter(|p| !p.is_empty()) {
+            m = m.replace(p, "<password>");
+        }
     }
     m
 }

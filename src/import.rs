@@ -57,6 +57,12 @@ struct OutSource {
     follow_redirects: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
     enable_http2: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    proxy_url: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    no_proxy: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    proxy_from_environment: Option<bool>,
     metrics: Vec<OutMetric>,
 }
 
@@ -325,6 +331,7 @@ fn module(name: &str, m: &Value, target: Option<&str>, warnings: &mut Vec<String
     }
     let (mut basic_auth, mut bearer_token, mut bearer_token_file) = (None, None, None);
     let (mut follow_redirects, mut enable_http2) = (None, None);
+    let (mut proxy_url, mut no_proxy, mut proxy_from_environment) = (None, None, None::<bool>);
     if let Some(h) = m.get("http_client_config") {
         if let Some(b) = h.get("basic_auth") {
             let mut a = IndexMap::new();
@@ -339,6 +346,9 @@ fn module(name: &str, m: &Value, target: Option<&str>, warnings: &mut Vec<String
         bearer_token_file = str_of(h, "bearer_token_file");
         follow_redirects = h.get("follow_redirects").and_then(Value::as_bool);
         enable_http2 = h.get("enable_http2").and_then(Value::as_bool);
+        proxy_url = str_of(h, "proxy_url");
+        no_proxy = str_of(h, "no_proxy");
+        proxy_from_environment = h.get("proxy_from_environment").and_then(Value::as_bool);
         for (k, _) in h.as_mapping().into_iter().flatten() {
             if let Some(k) = k.as_str()
                 && !matches!(
@@ -348,6 +358,9 @@ fn module(name: &str, m: &Value, target: Option<&str>, warnings: &mut Vec<String
                         | "bearer_token_file"
                         | "follow_redirects"
                         | "enable_http2"
+                        | "proxy_url"
+                        | "no_proxy"
+                        | "proxy_from_environment"
                 )
             {
                 warnings.push(format!(
@@ -356,6 +369,11 @@ fn module(name: &str, m: &Value, target: Option<&str>, warnings: &mut Vec<String
             }
         }
     }
+    // Prometheus' default is not to read the proxy environment; jsonbridge's is to read it.
+    let proxy_from_environment = match (&proxy_url, proxy_from_environment) {
+        (Some(_), _) | (None, Some(true)) => None,
+        (None, _) => Some(false),
+    };
     let mut method = None;
     let body = m.get("body").and_then(|b| {
         if b.get("templatize").and_then(Value::as_bool) == Some(true) {
@@ -399,6 +417,9 @@ fn module(name: &str, m: &Value, target: Option<&str>, warnings: &mut Vec<String
         valid_status_codes,
         follow_redirects,
         enable_http2,
+        proxy_url,
+        no_proxy,
+        proxy_from_environment,
         metrics,
     }
 }

@@ -215,6 +215,41 @@ pub struct Request {
     pub valid_status_codes: Option<Arc<[u16]>>,
     /// Offer HTTP/2 (over TLS, by ALPN); `false`: HTTP/1.1 only.
     pub http2: bool,
+    /// How requests reach the upstream: a proxy, or the environment's, or directly.
+    pub proxy: Proxying,
+}
+
+/// How a source's requests reach their upstream.
+#[derive(Clone, PartialEq)]
+pub enum Proxying {
+    /// Through the proxy the environment names (`HTTP_PROXY`, `HTTPS_PROXY`, `NO_PROXY`),
+    /// if any.
+    Environment,
+    /// Directly, whatever the environment says.
+    Direct,
+    /// Through `url` (credentials included: never shown), except for the hosts `no_proxy`
+    /// lists. `display` is the URL as written, without credentials.
+    Proxy {
+        url: Url,
+        no_proxy: Option<String>,
+        display: String,
+    },
+}
+
+impl fmt::Debug for Proxying {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Proxying::Environment => f.write_str("Environment"),
+            Proxying::Direct => f.write_str("Direct"),
+            Proxying::Proxy {
+                display, no_proxy, ..
+            } => f
+                .debug_struct("Proxy")
+                .field("url", display)
+                .field("no_proxy", no_proxy)
+                .finish(),
+        }
+    }
 }
 
 /// Which redirect hops a request may follow. Whatever the rule, a hop to another origin
@@ -261,6 +296,7 @@ impl Request {
     pub fn same_client_settings(&self, other: &Request) -> bool {
         self.timeout == other.timeout
             && self.http2 == other.http2
+            && self.proxy == other.proxy
             && matches!(self.target, Target::Http { .. })
                 == matches!(other.target, Target::Http { .. })
     }
@@ -277,6 +313,7 @@ impl fmt::Debug for Request {
             )
             .field("timeout", &self.timeout)
             .field("max_body_bytes", &self.max_body_bytes)
+            .field("proxy", &self.proxy)
             .finish_non_exhaustive()
     }
 }

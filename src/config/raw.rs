@@ -82,6 +82,12 @@ pub struct RawModule {
     #[serde(default)]
     pub enable_http2: Option<bool>,
     #[serde(default)]
+    pub proxy_url: Option<String>,
+    #[serde(default)]
+    pub no_proxy: Option<String>,
+    #[serde(default)]
+    pub proxy_from_environment: Option<bool>,
+    #[serde(default)]
     pub metrics: Vec<RawMetric>,
 }
 
@@ -111,6 +117,9 @@ impl RawModule {
             valid_status_codes: self.valid_status_codes.clone(),
             follow_redirects: self.follow_redirects,
             enable_http2: self.enable_http2,
+            proxy_url: self.proxy_url.clone(),
+            no_proxy: self.no_proxy.clone(),
+            proxy_from_environment: self.proxy_from_environment,
             max_staleness: None,
             metrics: self.metrics.clone(),
         }
@@ -185,6 +194,18 @@ pub struct RawSource {
     /// Offer HTTP/2 to TLS upstreams (default `true`); `false` speaks HTTP/1.1 only.
     #[serde(default)]
     pub enable_http2: Option<bool>,
+    /// The proxy requests go through, `http://` or `https://`, with credentials in the URL if
+    /// it asks for them (`http://user:${PROXY_PASSWORD}@proxy:3128`; never shown).
+    #[serde(default)]
+    pub proxy_url: Option<String>,
+    /// Hosts reached without `proxy_url`, comma-separated as in `NO_PROXY`
+    /// (`internal.example,10.0.0.0/8`).
+    #[serde(default)]
+    pub no_proxy: Option<String>,
+    /// Without `proxy_url`, use the `HTTP_PROXY`, `HTTPS_PROXY` and `NO_PROXY` environment
+    /// variables (default `true`); `false` connects directly whatever they say.
+    #[serde(default)]
+    pub proxy_from_environment: Option<bool>,
     /// While polls fail, serve the last good snapshot for at most this long (e.g. `1h`);
     /// default: until a poll succeeds.
     #[serde(default)]
@@ -495,6 +516,9 @@ const MODULE_FIELDS: &[&str] = &[
     "valid_status_codes",
     "follow_redirects",
     "enable_http2",
+    "proxy_url",
+    "no_proxy",
+    "proxy_from_environment",
     "metrics",
 ];
 const PROBE_FIELDS: &[&str] = &["allow_targets"];
@@ -518,6 +542,9 @@ const SOURCE_FIELDS: &[&str] = &[
     "valid_status_codes",
     "follow_redirects",
     "enable_http2",
+    "proxy_url",
+    "no_proxy",
+    "proxy_from_environment",
     "max_staleness",
     "metrics",
 ];

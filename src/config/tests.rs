@@ -623,3 +623,49 @@ fn status_codes_are_checked_and_default_to_any_2xx() {
         ]
     );
 }
+
+#[test]
+fn proxies_are_checked_and_their_credentials_hidden() {
+    let src = |extra: &str| {
+        format!(
+            "sources:\n  - name: a\n    url: http://h/x\n{extra}    metrics: [{{name: m, value: 1}}]\n"
+        )
+    };
+    let c = compile(&src("")).unwrap();
+    assert!(matches!(c.sources[0].request.proxy, Proxying::Environment));
+    let c = compile(&src("    proxy_from_environment: false\n")).unwrap();
+    assert!(matches!(c.sources[0].request.proxy, Proxying::Direct));
+    let c = compile(&src(
+        "    proxy_url: http://u:${API_TOKEN}@proxy:3128\n    no_proxy: internal,10.0.0.0/8\n",
+    ))
+    .unwrap();
+    let r = &c.sources[0].request;
+    match &r.proxy {
+        Proxying::Proxy {
+            url,
+            no_proxy,
+            display,
+        } => {
+            assert_eq!(url.password(), Some("tok-123"));
+            assert_eq!(display, "http://***@proxy:3128");
+            assert_eq!(no_proxy.as_deref(), Some("internal,10.0.0.0/8"));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(!format!("{r:?}").contains("tok-123"));
+    let e = errors(&src("    proxy_url: socks5://proxy:1080\n"));
+    assert!(
+        e[0].contains("proxy_url: a proxy is http:// or https:// with a host (not socks5:)"),
+        "{e:?}"
+    );
+    let e = errors(&src("    proxy_url: \"http://u:pw@\"\n"));
+    assert!(
+        e[0].contains("proxy_url: not a URL") && !e[0].contains("pw"),
+        "{e:?}"
+    );
+    let e = errors(&src("    no_proxy: internal\n"));
+    assert!(
+        e[0].contains("no_proxy applies to proxy_url, which is not set"),
+        "{e:?}"
+    );
+}

@@ -79,6 +79,22 @@ fn converted_config_yields_json_exporters_series() {
     assert!(default.request.follow_redirects && default.request.accepts(204));
     assert!(!stderr.contains("valid_status_codes"), "{stderr}");
     assert!(!stderr.contains("follow_redirects"), "{stderr}");
+    // The proxy came along; where none is set, the environment's is not used (Prometheus'
+    // default, not jsonbridge's).
+    assert!(
+        matches!(
+            &archive.proxy,
+            jsonbridge::config::Proxying::Proxy { display, no_proxy: Some(n), .. }
+                if display == "http://proxy.internal:3128" && n == "localhost"
+        ),
+        "{:?}",
+        archive.proxy
+    );
+    assert!(matches!(
+        default.request.proxy,
+        jsonbridge::config::Proxying::Direct
+    ));
+    assert!(!stderr.contains("proxy_url"), "{stderr}");
 }
 
 #[test]

@@ -328,3 +328,115 @@ async fn a_compressed_bomb_is_refused_as_it_inflates() {
     .await;
     b.stop().await;
 }
+
+/// A real proxy server (Debian's tinyproxy, installed by `./test.sh`) on a free loopback
+/// port, with basic auth; stopped when dropped.
+struct Tinyproxy {
+    child: std::process::Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Tinyproxy {
+    fn start(user: &str, password: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let conf = dir.path().join("tinyproxy.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "Port {port}\nListen 127.0.0.1\nTimeout 10\nMaxClients 16\nAllow 127.0.0.1\n\
+                 LogLevel Critical\nBasicAuth {user} {password}\n"
+            ),
+        )
+        .unwrap();
+        let child = std::process::Command::new("tinyproxy")
+            .arg("-d")
+            .arg("-c")
+            .arg(&conf)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("tinyproxy (./test.sh installs it)");
+        let started = std::time::Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(started.elapsed().as_secs() < 10, "tinyproxy did not start");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        Self {
+            child,
+            port,
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for Tinyproxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test]
+async fn requests_go_through_a_real_proxy_whose_credentials_never_show() {
+    const SECRET: &str = "proxy-secret-93";
+    let up = Upstream::start(Reply::json(r#"{"n": 3}"#)).await;
+    let proxy = Tinyproxy::start("jb", SECRET);
+    let url = format!("{}/x", up.base);
+    let through = |user: &str, extra: &str| {
+        format!(
+            "    proxy_url: http://{user}@127.0.0.1:{}\n{extra}",
+            proxy.port
+        )
+    };
+    let b = Bridge::start(&format!(
+        "sources:\n{}{}{}",
+        source("via", &url, &through(&format!("jb:{SECRET}"), "")),
+        source("refused", &url, &through("jb:not-the-password", "")),
+        source(
+            "around",
+            &url,
+            &through("jb:not-the-password", "    no_proxy: 127.0.0.1\n")
+        ),
+    ))
+    .await;
+    let m = b
+        .wait_metrics(15, "every source polled", |m| {
+            m.contains("\nvia_n 3")
+                && m.contains("\naround_n 3")
+                && polls(m, "refused", "http_status") == Some(1.0)
+        })
+        .await;
+    // Through the proxy (which adds its `Via`), around it (`no_proxy`), and refused by it
+    // (407) before reaching the upstream.
+    let seen = up.seen();
+    assert_eq!(
+        seen.len(),
+        2,
+        "the refused request never reached the upstream"
+    );
+    let vias: Vec<bool> = seen.iter().map(|s| s.headers.contains_key("via")).collect();
+    assert_eq!(
+        vias.iter().filter(|v| **v).count(),
+        1,
+        "one through the proxy"
+    );
+    // The credentials show nowhere.
+    let mut shown = m.clone();
+    for page in ["/", "/source/via", "/source/refused", "/source/around"] {
+        shown += &reqwest::get(format!("{}{page}", b.base))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+    }
+    assert!(shown.contains("refused"), "the pages were read");
+    assert!(!shown.contains(SECRET) && !shown.contains("not-the-password"));
+    b.stop().await;
+}

@@ -8,8 +8,8 @@ use reqwest::header::{HeaderName, HeaderValue};
 use reqwest::{Method, Url};
 
 use crate::config::{
-    Auth, DEFAULT_MAX_BODY_BYTES, DEFAULT_RETRY_BACKOFF, DEFAULT_TIMEOUT, Redirects, Request,
-    Secret, Target, Templated, text,
+    Auth, DEFAULT_MAX_BODY_BYTES, DEFAULT_RETRY_BACKOFF, DEFAULT_TIMEOUT, Proxying, Redirects,
+    Request, Secret, Target, Templated, text,
 };
 
 impl Compiler<'_> {
@@ -179,6 +179,7 @@ impl Compiler<'_> {
             }
             Arc::<[u16]>::from(codes.as_slice())
         });
+        let proxy = self.proxying(at, rs);
         if self.diagnostics.len() > before {
             return None;
         }
@@ -207,6 +208,7 @@ impl Compiler<'_> {
             follow_redirects: rs.follow_redirects.unwrap_or(true),
             valid_status_codes,
             http2: rs.enable_http2.unwrap_or(true),
+            proxy,
         })
     }
 
@@ -233,6 +235,50 @@ impl Compiler<'_> {
             Err(e) => {
                 self.error(path.to_string(), e);
                 None
+            }
+        }
+    }
+
+    /// `proxy_url`, `no_proxy` and `proxy_from_environment`.
+    fn proxying(&mut self, at: &str, rs: &RawSource) -> Proxying {
+        let Some(written) = &rs.proxy_url else {
+            if rs.no_proxy.is_some() {
+                self.error(
+                    format!("{at}.no_proxy"),
+                    "no_proxy applies to proxy_url, which is not set (the environment's own NO_PROXY applies to its proxy)",
+                );
+            }
+            return match rs.proxy_from_environment {
+                Some(false) => Proxying::Direct,
+                _ => Proxying::Environment,
+            };
+        };
+        let path = format!("{at}.proxy_url");
+        let Some(expanded) = self.expand(&path, written) else {
+            return Proxying::Direct;
+        };
+        match Url::parse(&expanded) {
+            Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => {
+                Proxying::Proxy {
+                    url,
+                    no_proxy: rs.no_proxy.clone(),
+                    display: display_url(written),
+                }
+            }
+            Ok(url) => {
+                self.error(
+                    path,
+                    format!(
+                        "a proxy is http:// or https:// with a host (not {}:)",
+                        url.scheme()
+                    ),
+                );
+                Proxying::Direct
+            }
+            // The message would show the URL, credentials and all.
+            Err(e) => {
+                self.error(path, format!("not a URL ({e})"));
+                Proxying::Direct
             }
         }
     }
