@@ -146,7 +146,7 @@ async fn logs_never_contain_secrets_and_json_format_works() {
     std::fs::write(
         &cfg,
         format!(
-            "sources:\n  - name: s\n    url: {}/x?token=${{JSONBRIDGE_PLANTED}}\n    bearer_token: ${{JSONBRIDGE_PLANTED}}\n    headers: {{X-Api-Key: \"${{JSONBRIDGE_PLANTED}}\"}}\n    every: 1s\n    metrics: [{{name: n, value: $.n}}]\n  - name: refused\n    url: http://127.0.0.1:9/x?token=${{JSONBRIDGE_PLANTED}}\n    every: 1s\n    metrics: [{{name: m, value: $.n}}]\n",
+            "sources:\n  - name: s\n    url: {}/x?token=${{JSONBRIDGE_PLANTED}}\n    bearer_token: ${{JSONBRIDGE_PLANTED}}\n    headers: {{X-Api-Key: \"${{JSONBRIDGE_PLANTED}}\"}}\n    every: 1s\n    metrics: [{{name: n, value: $.n}}]\n  - name: refused\n    url: http://127.0.0.1:9/x?token=${{JSONBRIDGE_PLANTED}}\n    every: 1s\n    metrics: [{{name: m, value: $.n}}]\n  - name: proxied\n    url: http://127.0.0.1:9/y\n    proxy_url: http://u:${{JSONBRIDGE_PLANTED}}@127.0.0.1:9\n    every: 1s\n    metrics: [{{name: p, value: $.n}}]\n",
             up.base
         ),
     )
@@ -158,7 +158,17 @@ async fn logs_never_contain_secrets_and_json_format_works() {
     );
     d.wait_log(15, "\"kind\":\"http_status\"");
     d.wait_log(15, "\"kind\":\"connect\"");
-    for page in ["/", "/metrics"] {
+    // The source behind a proxy (whose password is the token) failed too, and logged it.
+    let proxied = r#"jsonbridge_source_polls_total{source="proxied",result="connect"}"#;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !get_text(&format!("http://{}/metrics", d.addr))
+        .await
+        .contains(proxied)
+    {
+        assert!(Instant::now() < deadline, "the proxied source never failed");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for page in ["/", "/metrics", "/source/proxied"] {
         let body = get_text(&format!("http://{}{page}", d.addr)).await;
         assert!(!body.contains(token), "{page} leaks the token");
     }
