@@ -23,7 +23,7 @@ use super::plan::ReadPlan;
 use super::samples::Series;
 use super::spec::MetricSpec;
 use crate::read::scan::{self, Bail};
-use crate::read::{Key, Need, quick, slots, stream};
+use crate::read::{Key, Need, quick, slots};
 
 /// Items per batch: enough to make handing one over negligible, few enough that neither
 /// thread waits long for the other at the end.
@@ -304,13 +304,9 @@ fn extract<'b>(
         let (slots, escapes) = match f.slots {
             Some(at) => (&batch.slots[at..at + slotted.count], false),
             None => {
-                parsed.resize(slotted.count, None);
-                let quick = quick::read(text, f.start, f.need, &mut parsed) == Some(f.end);
-                if !quick {
-                    stream::fill_slots(&text[f.start..f.end], f.need, &mut parsed)
-                        .map_err(|_| Bail::Other)?;
-                }
-                (&parsed[..], !quick)
+                let (_, escapes) =
+                    crate::read::read_found(text, f.start, Some(f.end), f.need, &mut parsed)?;
+                (&parsed[..], escapes)
             }
         };
         slots::build_slots(slots, &mut values, escapes).map_err(|_| Bail::Other)?;

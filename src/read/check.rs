@@ -13,7 +13,7 @@ use serde_json::Value;
 use super::need::{Need, SlotRef, Step};
 use super::parse::Key;
 use super::stream::{ItemPath, Items, Stop, Streaming};
-use super::{quick, scan, slots, stream, tree};
+use super::{scan, slots, stream, tree};
 
 /// Checks every reader on `text` against `serde_json`; `Err` says which disagreed and how.
 pub fn agrees_with_serde(text: &[u8]) -> Result<(), String> {
@@ -179,24 +179,17 @@ impl<'de> Items<'de> for Collected {
     }
 }
 
-/// The items found by the scan, each read by the quick reader or, where it declines, by the
-/// streaming one; `None` where the scan gives up (the consumer then reads otherwise).
+/// The items found by the scan, each read as `read_found` reads it; `None` where the scan gives up (the consumer then reads otherwise).
 fn scanned(text: &str, plan: &Need) -> Option<Vec<Value>> {
     let mut items = Vec::new();
     let mut failed = false;
     let mut found = |need: &Need, start: usize, _: &[Key<'_>]| {
-        let mut raw = vec![None; 2];
-        let end = match quick::read(text, start, need, &mut raw) {
-            Some(end) => end,
-            None => {
-                let end = scan::value_end(text.as_bytes(), start).ok_or(scan::Bail::Other)?;
-                stream::fill_slots(&text[start..end], need, &mut raw)
-                    .map_err(|_| scan::Bail::Other)?;
-                end
-            }
-        };
+        let mut raw = Vec::new();
+        // As `extract::parallel` reads them: strings the quick reader kept are built
+        // without looking for escapes.
+        let (end, escapes) = super::read_found(text, start, None, need, &mut raw)?;
         let mut values = Vec::new();
-        if slots::build_slots(&raw, &mut values, true).is_err() {
+        if slots::build_slots(&raw, &mut values, escapes).is_err() {
             failed = true;
             return Err(scan::Bail::Other);
         }

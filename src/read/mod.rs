@@ -52,3 +52,28 @@ pub(crate) use tree::Folds;
 
 #[cfg(test)]
 pub(crate) mod tests;
+
+/// Reads the slots of an item the scan found at `start` (ending at `end`, when the scan
+/// delimited it): by the quick reader, or, where it declines or disagrees on the end, by
+/// `serde_json`. Gives where the item ends and whether its strings may hold escapes (only
+/// where `serde_json` read them: the quick reader leaves escapes to it).
+pub(crate) fn read_found<'de>(
+    text: &'de str,
+    start: usize,
+    end: Option<usize>,
+    need: &Need,
+    slots: &mut Vec<Option<&'de str>>,
+) -> Result<(usize, bool), scan::Bail> {
+    slots.resize(need.slotted.map_or(0, |s| s.count), None);
+    match (quick::read(text, start, need, slots), end) {
+        (Some(e), None) => return Ok((e, false)),
+        (Some(e), Some(want)) if e == want => return Ok((e, false)),
+        _ => {}
+    }
+    let end = match end {
+        Some(e) => e,
+        None => scan::value_end(text.as_bytes(), start).ok_or(scan::Bail::Other)?,
+    };
+    stream::fill_slots(&text[start..end], need, slots).map_err(|_| scan::Bail::Other)?;
+    Ok((end, true))
+}
