@@ -23,6 +23,8 @@
 //! descendant search nothing else reads are kept out of that tree as text and built one at
 //! a time (`Collect`, `extract::collect`).
 
+use std::sync::Arc;
+
 use super::selector::{Deep, FilterReads, Selector};
 use super::spec::{Aggregate, Binding, Lookup, MetricSpec, Part, Scope, ValueSpec};
 use crate::read::{Need, SlotRef, Step};
@@ -63,6 +65,8 @@ pub struct ReadPlan {
     /// Per block of a pruned-tree plan whose `each` ends with a descendant search that
     /// nothing else reads: how its items are kept as text and built one at a time.
     pub(crate) collects: Vec<Option<Collect>>,
+    /// The names `collects` search for.
+    collect_names: Arc<[String]>,
 }
 
 /// The items of an `each` ending with a descendant search by name (`$.apps..pods[*]`),
@@ -355,7 +359,7 @@ impl ReadPlan {
         root.finish();
         first.finish();
         // A block collects its items if its rule is still its own after every merge.
-        let collects = paths
+        let collects: Vec<Option<Collect>> = paths
             .iter()
             .enumerate()
             .map(|(b, p)| {
@@ -405,6 +409,7 @@ impl ReadPlan {
             folds,
             first_plain,
             item_filters,
+            collect_names: collects.iter().flatten().map(|c| c.name.clone()).collect(),
             collects,
         };
         plan.scanned = plan.is_slotted() && crate::read::scan::scannable(&plan.root);
@@ -412,10 +417,10 @@ impl ReadPlan {
         (plan, folded)
     }
 
-    /// The member names the collecting blocks search for (see [`Collect`]).
-    pub(crate) fn collect_names(&self) -> Vec<String> {
-        let collects = self.collects.iter().flatten();
-        collects.map(|c| c.name.clone()).collect()
+    /// The member names the collecting blocks search for (see [`Collect`]), made once with
+    /// the plan: every poll's collector shares them.
+    pub(crate) fn collect_names(&self) -> Arc<[String]> {
+        self.collect_names.clone()
     }
 
     /// Whether a candidate streamed for block `b` is one of its items (see `item_filters`).

@@ -8,6 +8,7 @@
 //! another), the collector is spoiled and the parse stops, to be read as a plain tree.
 
 use std::cell::{Cell, RefCell};
+use std::sync::Arc;
 
 use serde::de;
 use serde_json::Value;
@@ -17,7 +18,7 @@ pub(crate) struct Collector {
     /// The address of the body's first byte: what is kept is a slice of it.
     base: usize,
     /// The names the collecting rules search for.
-    names: Vec<String>,
+    names: Arc<[String]>,
     /// (offset, length) of each member kept, by placeholder number.
     found: RefCell<Vec<(usize, usize)>>,
     spoiled: Cell<bool>,
@@ -26,7 +27,7 @@ pub(crate) struct Collector {
 impl Collector {
     /// A collector over `text` for the rules that search for `names`; `None` if there are
     /// none.
-    pub(crate) fn new(text: &str, names: Vec<String>) -> Option<Self> {
+    pub(crate) fn new(text: &str, names: Arc<[String]>) -> Option<Self> {
         (!names.is_empty()).then(|| Self {
             base: text.as_ptr() as usize,
             names,
