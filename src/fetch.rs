@@ -22,7 +22,9 @@ use reqwest::header::{
 };
 use reqwest::{Method, StatusCode, Url};
 
-use crate::config::{Auth, Proxying, Request, Target};
+use std::sync::Arc;
+
+use crate::config::{Auth, Proxying, Request, Target, Tls};
 use crate::telemetry::{self, Limit};
 
 /// Redirect hops followed at most, as browsers and reqwest's default policy do.
@@ -31,6 +33,8 @@ pub const MAX_REDIRECTS: usize = 10;
 pub mod budget;
 mod buffer;
 mod decode;
+pub mod oauth2;
+pub mod tls;
 use budget::BodyPermit;
 use decode::{Decoder, Encoding};
 
@@ -69,6 +73,12 @@ pub enum FetchError {
     /// file, never its content).
     #[error("{0}")]
     Secret(String),
+    /// A handshake that failed (the cause in words), or a TLS file that cannot be used.
+    #[error("TLS: {0}")]
+    Tls(String),
+    /// The OAuth2 token endpoint failed; `transient` when another attempt may succeed.
+    #[error("OAuth2: {message}")]
+    OAuth2 { message: String, transient: bool },
 }
 
 impl FetchError {
@@ -84,59 +94,155 @@ impl FetchError {
             FetchError::Request(_) => "request",
             FetchError::File { .. } => "file",
             FetchError::Secret(_) => "secret_file",
+            FetchError::Tls(_) => "tls",
+            FetchError::OAuth2 { .. } => "oauth2",
         }
     }
 }
 
 /// What one source fetches with: its HTTP client, built once and kept for the source's
-/// lifetime so connections are reused across polls. A `file://` source has none (building a
-/// client sets up TLS, which 1,000 file sources would pay for nothing).
+/// lifetime so connections are reused across polls (built again when its TLS files change),
+/// and its OAuth2 token. A `file://` source has none (building a client sets up TLS, which
+/// 1,000 file sources would pay for nothing).
 #[derive(Debug, Clone)]
 pub struct Fetcher {
-    client: Option<reqwest::Client>,
+    http: Option<Arc<Http>>,
+}
+
+#[derive(Debug)]
+struct Http {
+    client: ClientCell,
+    oauth2: Option<oauth2::TokenSource>,
+}
+
+/// What an HTTP client is built from.
+#[derive(Debug, Clone)]
+struct ClientSpec {
+    timeout: Duration,
+    http2: bool,
+    proxy: Proxying,
+    tls: Option<Tls>,
+}
+
+/// An HTTP client. Without `tls:` it is built once; with it, at the first request and again
+/// whenever the files it names change (compared by content at every request: cert-manager
+/// rewrites them in place, Kubernetes swaps them by symlink), on the blocking pool.
+#[derive(Debug)]
+struct ClientCell {
+    spec: ClientSpec,
+    fixed: Option<reqwest::Client>,
+    current: tokio::sync::Mutex<Option<(tls::Material, reqwest::Client)>>,
+}
+
+impl ClientCell {
+    fn new(spec: ClientSpec) -> Result<Self, FetchError> {
+        let fixed = match spec.tls {
+            None => Some(build_client(&spec, None)?),
+            Some(_) => None,
+        };
+        Ok(Self {
+            spec,
+            fixed,
+            current: tokio::sync::Mutex::new(None),
+        })
+    }
+
+    async fn get(&self) -> Result<reqwest::Client, FetchError> {
+        if let Some(c) = &self.fixed {
+            return Ok(c.clone());
+        }
+        let Some(settings) = &self.spec.tls else {
+            return Err(FetchError::Request("no HTTP client".into()));
+        };
+        let material = tls::load(settings).await.map_err(FetchError::Tls)?;
+        let mut current = self.current.lock().await;
+        if let Some((m, c)) = current.as_ref()
+            && *m == material
+        {
+            return Ok(c.clone());
+        }
+        let rebuilt = current.is_some();
+        let spec = self.spec.clone();
+        let m = material.clone();
+        let client = tokio::task::spawn_blocking(move || {
+            let config =
+                tls::client_config(settings_of(&spec), &m, spec.http2).map_err(FetchError::Tls)?;
+            build_client(&spec, Some(config))
+        })
+        .await
+        .map_err(|e| FetchError::Request(format!("building the HTTP client failed: {e}")))??;
+        if rebuilt {
+            tracing::info!("TLS files changed: new connections use them");
+        }
+        *current = Some((material, client.clone()));
+        Ok(client)
+    }
+}
+
+fn settings_of(spec: &ClientSpec) -> &Tls {
+    spec.tls
+        .as_ref()
+        .expect("a TLS client cell has TLS settings")
+}
+
+fn build_client(
+    spec: &ClientSpec,
+    tls: Option<rustls::ClientConfig>,
+) -> Result<reqwest::Client, FetchError> {
+    let mut builder = reqwest::Client::builder()
+        .user_agent(concat!("jsonbridge/", env!("CARGO_PKG_VERSION")))
+        // Redirects are followed in `http`, where each hop is checked.
+        .redirect(reqwest::redirect::Policy::none())
+        .referer(false)
+        .timeout(spec.timeout)
+        .connect_timeout(spec.timeout);
+    if !spec.http2 {
+        builder = builder.http1_only();
+    }
+    if let Some(config) = tls {
+        builder = builder.tls_backend_preconfigured(config);
+    }
+    match &spec.proxy {
+        // reqwest reads HTTP_PROXY, HTTPS_PROXY and NO_PROXY itself.
+        Proxying::Environment => {}
+        Proxying::Direct => builder = builder.no_proxy(),
+        Proxying::Proxy { url, no_proxy, .. } => {
+            // The error would show the URL, credentials and all.
+            let proxy = reqwest::Proxy::all(url.clone())
+                .map_err(|_| FetchError::Request("proxy_url cannot be used as a proxy".into()))?;
+            let except = no_proxy.as_deref().and_then(reqwest::NoProxy::from_string);
+            builder = builder.proxy(proxy.no_proxy(except));
+        }
+    }
+    builder
+        .build()
+        .map_err(|e| FetchError::Request(describe(&e)))
 }
 
 impl Fetcher {
     pub fn new(request: &Request) -> Result<Self, FetchError> {
-        let client = match request.target {
+        let http = match request.target {
             Target::File(_) => None,
             Target::Http { .. } => {
-                let mut builder = reqwest::Client::builder()
-                    .user_agent(concat!("jsonbridge/", env!("CARGO_PKG_VERSION")))
-                    // Redirects are followed in `http`, where each hop is checked.
-                    .redirect(reqwest::redirect::Policy::none())
-                    .referer(false)
-                    .timeout(request.timeout)
-                    .connect_timeout(request.timeout);
-                if !request.http2 {
-                    builder = builder.http1_only();
-                }
-                match &request.proxy {
-                    // reqwest reads HTTP_PROXY, HTTPS_PROXY and NO_PROXY itself.
-                    Proxying::Environment => {}
-                    Proxying::Direct => builder = builder.no_proxy(),
-                    Proxying::Proxy { url, no_proxy, .. } => {
-                        // The error would show the URL, credentials and all.
-                        let proxy = reqwest::Proxy::all(url.clone()).map_err(|_| {
-                            FetchError::Request("proxy_url cannot be used as a proxy".into())
-                        })?;
-                        let except = no_proxy.as_deref().and_then(reqwest::NoProxy::from_string);
-                        builder = builder.proxy(proxy.no_proxy(except));
-                    }
-                }
-                Some(
-                    builder
-                        .build()
-                        .map_err(|e| FetchError::Request(describe(&e)))?,
-                )
+                let client = ClientCell::new(ClientSpec {
+                    timeout: request.timeout,
+                    http2: request.http2,
+                    proxy: request.proxy.clone(),
+                    tls: request.tls.clone(),
+                })?;
+                let oauth2 = match &request.auth {
+                    Some(Auth::OAuth2(o)) => Some(oauth2::TokenSource::new(o, request.timeout)?),
+                    _ => None,
+                };
+                Some(Arc::new(Http { client, oauth2 }))
             }
         };
-        Ok(Self { client })
+        Ok(Self { http })
     }
 
     /// Fetches the body of `request`, with retries, within its timeout and size limit.
     pub async fn fetch(&self, request: &Request) -> Result<Fetched, FetchError> {
-        fetch(self.client.as_ref(), request, None).await
+        fetch(self.http.as_deref(), request, None).await
     }
 
     /// [`Self::fetch`], asking the upstream to answer 304 if the version `since` describes
@@ -147,7 +253,7 @@ impl Fetcher {
         request: &Request,
         since: Option<&Validators>,
     ) -> Result<Fetched, FetchError> {
-        fetch(self.client.as_ref(), request, since).await
+        fetch(self.http.as_deref(), request, since).await
     }
 }
 
@@ -226,6 +332,7 @@ impl FetchError {
         match self {
             FetchError::Connect(_) | FetchError::Body(_) | FetchError::Request(_) => true,
             FetchError::Status(s) => *s >= 500 || *s == 429,
+            FetchError::OAuth2 { transient, .. } => *transient,
             _ => false,
         }
     }
@@ -235,7 +342,7 @@ impl FetchError {
 /// the body is refused as soon as it passes `max_body_bytes`. A `Retry-After` on a 429 or
 /// 503 is waited for when the timeout leaves room for it; otherwise the poll ends at once.
 async fn fetch(
-    client: Option<&reqwest::Client>,
+    client: Option<&Http>,
     request: &Request,
     since: Option<&Validators>,
 ) -> Result<Fetched, FetchError> {
@@ -285,7 +392,7 @@ async fn fetch(
 }
 
 /// A failed attempt, with the upstream's `Retry-After` when it sent one.
-struct Failed {
+pub(crate) struct Failed {
     error: FetchError,
     retry_after: Option<Duration>,
 }
@@ -326,13 +433,14 @@ fn backoff(base: Duration, attempt: u32) -> Duration {
 }
 
 async fn once(
-    client: Option<&reqwest::Client>,
+    client: Option<&Http>,
     request: &Request,
     since: Option<&Validators>,
 ) -> Result<Received, Failed> {
     match &request.target {
         Target::Http { url, query } => {
-            let client = client.ok_or_else(|| FetchError::Request("no HTTP client".into()))?;
+            let h = client.ok_or_else(|| FetchError::Request("no HTTP client".into()))?;
+            let client = h.client.get().await?;
             let now = chrono::Utc::now();
             let mut url = Url::parse(&url.render(now))
                 .map_err(|e| FetchError::Request(format!("invalid URL: {e}")))?;
@@ -340,7 +448,34 @@ async fn once(
                 url.query_pairs_mut()
                     .extend_pairs(query.iter().map(|(k, v)| (k, v.render(now))));
             }
-            http(client, url, now, request, since).await
+            let Some(tokens) = &h.oauth2 else {
+                return http(&client, url, now, request, since, None).await;
+            };
+            let mut token = tokens.token().await?;
+            loop {
+                let r = http(
+                    &client,
+                    url.clone(),
+                    now,
+                    request,
+                    since,
+                    Some(&token.value),
+                )
+                .await;
+                // A 401 to a cached token: it may have been revoked or have expired early.
+                // Once more with a new one; a 401 to a new token is the answer.
+                if let Err(Failed {
+                    error: FetchError::Status(401),
+                    ..
+                }) = &r
+                    && !token.fresh
+                {
+                    tokens.forget(&token.value).await;
+                    token = tokens.token().await?;
+                    continue;
+                }
+                return r;
+            }
         }
         Target::File(path) => Ok(file(path, request).await?),
     }
@@ -348,7 +483,11 @@ async fn once(
 
 /// The headers of one poll: templates rendered, credentials read (files at every poll), all
 /// marked sensitive so that no debug output shows them.
-async fn headers(request: &Request, now: DateTime<Utc>) -> Result<HeaderMap, FetchError> {
+async fn headers(
+    request: &Request,
+    now: DateTime<Utc>,
+    token: Option<&str>,
+) -> Result<HeaderMap, FetchError> {
     let mut map = HeaderMap::with_capacity(request.headers.len() + 1);
     for (name, value) in &request.headers {
         let mut v = HeaderValue::from_str(&value.render(now)).map_err(|_| {
@@ -377,6 +516,10 @@ async fn headers(request: &Request, now: DateTime<Utc>) -> Result<HeaderMap, Fet
                 base64::engine::general_purpose::STANDARD.encode(raw)
             )
         }
+        Some(Auth::OAuth2(_)) => match token {
+            Some(t) => format!("Bearer {t}"),
+            None => return Err(FetchError::Request("no OAuth2 token".into())),
+        },
     };
     let mut v = HeaderValue::from_str(&auth).map_err(|_| {
         FetchError::Secret("the credential holds characters not allowed in a header".into())
@@ -392,8 +535,9 @@ async fn http(
     now: DateTime<Utc>,
     request: &Request,
     since: Option<&Validators>,
+    token: Option<&str>,
 ) -> Result<Received, Failed> {
-    let mut resp = follow(client, url, now, request, since).await?;
+    let mut resp = follow(client, url, now, request, since, token).await?;
     let status = resp.status();
     if let (StatusCode::NOT_MODIFIED, Some(since)) = (status, since) {
         return Ok(Received {
@@ -459,9 +603,10 @@ async fn follow(
     now: DateTime<Utc>,
     request: &Request,
     since: Option<&Validators>,
+    token: Option<&str>,
 ) -> Result<reqwest::Response, FetchError> {
     let origin = url.origin();
-    let mut headers = headers(request, now).await?;
+    let mut headers = headers(request, now, token).await?;
     if let Some(v) = since {
         v.ask(&mut headers);
     }
@@ -589,7 +734,9 @@ async fn file(path: &std::path::Path, request: &Request) -> Result<Received, Fet
 
 fn classify(e: reqwest::Error, request: &Request, url: &Url) -> FetchError {
     let describe = |e: &reqwest::Error| scrub(describe(e), request, url);
-    if e.is_timeout() {
+    if let Some(cause) = tls::diagnose(&e) {
+        FetchError::Tls(cause)
+    } else if e.is_timeout() {
         FetchError::Timeout(request.timeout)
     } else if e.is_redirect() {
         FetchError::Redirect

@@ -30,7 +30,7 @@ use reqwest::{Method, Url};
 use crate::extract::{MetricKind, MetricSpec, ReadPlan};
 pub use locate::{Locator, Position};
 use raw::{RawConfig, RawSource};
-pub use request::{Auth, Secret, Templated, TimeFormat};
+pub use request::{Auth, OAuth2, Secret, Templated, TimeFormat, Tls, TlsVersion};
 
 #[cfg(test)]
 use compile::display_url;
@@ -217,6 +217,8 @@ pub struct Request {
     pub http2: bool,
     /// How requests reach the upstream: a proxy, or the environment's, or directly.
     pub proxy: Proxying,
+    /// TLS settings beyond the defaults (system roots, no client certificate).
+    pub tls: Option<Tls>,
 }
 
 /// How a source's requests reach their upstream.
@@ -291,12 +293,19 @@ impl Request {
         }
     }
 
-    /// Whether an HTTP client built for `self` serves `other` too (same timeout and HTTP
-    /// versions; the client holds nothing else of the request).
+    /// Whether an HTTP client built for `self` serves `other` too (same timeout, HTTP
+    /// versions, proxy, TLS and OAuth2 token source; the client holds nothing else of the
+    /// request).
     pub fn same_client_settings(&self, other: &Request) -> bool {
+        let oauth2 = |r: &Request| match &r.auth {
+            Some(Auth::OAuth2(o)) => Some(o.clone()),
+            _ => None,
+        };
         self.timeout == other.timeout
             && self.http2 == other.http2
             && self.proxy == other.proxy
+            && self.tls == other.tls
+            && oauth2(self) == oauth2(other)
             && matches!(self.target, Target::Http { .. })
                 == matches!(other.target, Target::Http { .. })
     }
@@ -314,6 +323,7 @@ impl fmt::Debug for Request {
             .field("timeout", &self.timeout)
             .field("max_body_bytes", &self.max_body_bytes)
             .field("proxy", &self.proxy)
+            .field("tls", &self.tls)
             .finish_non_exhaustive()
     }
 }

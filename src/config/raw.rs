@@ -88,6 +88,10 @@ pub struct RawModule {
     #[serde(default)]
     pub proxy_from_environment: Option<bool>,
     #[serde(default)]
+    pub tls: Option<RawTls>,
+    #[serde(default)]
+    pub oauth2: Option<RawOAuth2>,
+    #[serde(default)]
     pub metrics: Vec<RawMetric>,
 }
 
@@ -120,6 +124,8 @@ impl RawModule {
             proxy_url: self.proxy_url.clone(),
             no_proxy: self.no_proxy.clone(),
             proxy_from_environment: self.proxy_from_environment,
+            tls: self.tls.clone(),
+            oauth2: self.oauth2.clone(),
             max_staleness: None,
             metrics: self.metrics.clone(),
         }
@@ -206,6 +212,16 @@ pub struct RawSource {
     /// variables (default `true`); `false` connects directly whatever they say.
     #[serde(default)]
     pub proxy_from_environment: Option<bool>,
+    /// TLS to an `https://` upstream: a private CA, a client certificate (mutual TLS), the
+    /// name to verify, the lowest version. Files are re-read at every poll, so a rotated
+    /// certificate (cert-manager rewrites them in place) needs no reload.
+    #[serde(default)]
+    pub tls: Option<RawTls>,
+    /// OAuth2 client credentials: a token from `token_url`, sent as
+    /// `Authorization: Bearer ...`, cached until shortly before it expires and fetched again
+    /// once on a 401. Exclusive with `basic_auth` and the bearer token.
+    #[serde(default)]
+    pub oauth2: Option<RawOAuth2>,
     /// While polls fail, serve the last good snapshot for at most this long (e.g. `1h`);
     /// default: until a poll succeeds.
     #[serde(default)]
@@ -227,6 +243,76 @@ pub struct RawBasicAuth {
     /// File holding the password, read at every poll; relative to the config file.
     #[serde(default)]
     pub password_file: Option<String>,
+}
+
+/// TLS settings for connections to an upstream (or a token endpoint).
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+#[schemars(rename = "Tls")]
+pub struct RawTls {
+    /// PEM file of the CA certificates the upstream's certificate must chain to (a private
+    /// CA); relative to the config file. By default they replace the system's roots (as
+    /// Prometheus' `ca_file` does); `system_roots: true` adds them to the system's instead.
+    #[serde(default)]
+    pub ca_file: Option<String>,
+    /// Trust the system's CA roots too. Default: `true` without `ca_file`, `false` with it
+    /// (only `ca_file` is trusted).
+    #[serde(default)]
+    pub system_roots: Option<bool>,
+    /// PEM file of the client certificate (and its chain) for mutual TLS; needs `key_file`.
+    #[serde(default)]
+    pub cert_file: Option<String>,
+    /// PEM file of the client certificate's private key (PKCS#8, PKCS#1 or SEC1; not
+    /// encrypted); needs `cert_file`. Never shown.
+    #[serde(default)]
+    pub key_file: Option<String>,
+    /// The name the upstream's certificate must be valid for, instead of the URL's host (an
+    /// upstream reached by IP address or through an alias).
+    #[serde(default)]
+    pub server_name: Option<String>,
+    /// Accept any certificate: no chain, name or expiry check (the handshake's signatures
+    /// are still checked). For tests only: `check` warns and the status page says so.
+    #[serde(default)]
+    pub insecure_skip_verify: Option<bool>,
+    /// Lowest TLS version offered: `TLS12` (the default) or `TLS13`.
+    #[serde(default)]
+    pub min_version: Option<String>,
+}
+
+/// OAuth2 client credentials grant (RFC 6749, 4.4).
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+#[schemars(rename = "OAuth2")]
+pub struct RawOAuth2 {
+    /// `${VAR}` is expanded.
+    pub client_id: String,
+    /// Use `${VAR}` rather than a literal secret. Exclusive with `client_secret_file`.
+    #[serde(default)]
+    pub client_secret: Option<String>,
+    /// File holding the client secret, read at every token request (rotations need no
+    /// reload); relative to the config file.
+    #[serde(default)]
+    pub client_secret_file: Option<String>,
+    /// The token endpoint, `https://` (or `http://` on a trusted network).
+    pub token_url: String,
+    /// Scopes asked for (sent space-separated as `scope`).
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    /// Extra form parameters of the token request (e.g. `audience`); `${VAR}` is expanded.
+    #[serde(default)]
+    pub endpoint_params: IndexMap<String, String>,
+    /// TLS to the token endpoint (as the source's `tls`).
+    #[serde(default)]
+    pub tls: Option<RawTls>,
+    /// Proxy for the token endpoint (as the source's `proxy_url`).
+    #[serde(default)]
+    pub proxy_url: Option<String>,
+    /// Hosts reached without `proxy_url` (as the source's `no_proxy`).
+    #[serde(default)]
+    pub no_proxy: Option<String>,
+    /// Without `proxy_url`, use the environment's proxy variables (default `true`).
+    #[serde(default)]
+    pub proxy_from_environment: Option<bool>,
 }
 
 /// A metric block: the items (`each`), their labels, and either one metric (`name` +
@@ -519,6 +605,8 @@ const MODULE_FIELDS: &[&str] = &[
     "proxy_url",
     "no_proxy",
     "proxy_from_environment",
+    "tls",
+    "oauth2",
     "metrics",
 ];
 const PROBE_FIELDS: &[&str] = &["allow_targets"];
@@ -545,6 +633,8 @@ const SOURCE_FIELDS: &[&str] = &[
     "proxy_url",
     "no_proxy",
     "proxy_from_environment",
+    "tls",
+    "oauth2",
     "max_staleness",
     "metrics",
 ];
@@ -576,6 +666,27 @@ const OUTPUT_FIELDS: &[&str] = &[
     "state_label",
 ];
 const BASIC_AUTH_FIELDS: &[&str] = &["username", "password", "password_file"];
+const TLS_FIELDS: &[&str] = &[
+    "ca_file",
+    "system_roots",
+    "cert_file",
+    "key_file",
+    "server_name",
+    "insecure_skip_verify",
+    "min_version",
+];
+const OAUTH2_FIELDS: &[&str] = &[
+    "client_id",
+    "client_secret",
+    "client_secret_file",
+    "token_url",
+    "scopes",
+    "endpoint_params",
+    "tls",
+    "proxy_url",
+    "no_proxy",
+    "proxy_from_environment",
+];
 
 /// The message for a field that no struct at `parent` knows, with the closest known name.
 pub fn unknown_field(parent: &str, key: &str) -> String {
@@ -592,6 +703,8 @@ pub fn unknown_field(parent: &str, key: &str) -> String {
         ["sources" | "modules", "metrics"] => METRIC_FIELDS,
         ["sources" | "modules", "metrics", "values", _] => OUTPUT_FIELDS,
         ["sources" | "modules", "basic_auth"] => BASIC_AUTH_FIELDS,
+        ["sources" | "modules", "tls"] | ["sources" | "modules", "oauth2", "tls"] => TLS_FIELDS,
+        ["sources" | "modules", "oauth2"] => OAUTH2_FIELDS,
         _ => &[],
     };
     let closest = known

@@ -7,10 +7,14 @@
 
 use std::fmt;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 
+use reqwest::Url;
+
+use super::Proxying;
 use super::text::parse_duration;
 
 /// Text with `{now [+|- DURATION] [| FORMAT]}` placeholders.
@@ -183,7 +187,49 @@ impl Secret {
 #[derive(Clone, PartialEq, Debug)]
 pub enum Auth {
     Bearer(Secret),
-    Basic { username: String, password: Secret },
+    Basic {
+        username: String,
+        password: Secret,
+    },
+    /// A token from an OAuth2 endpoint (fetched and cached by `fetch::oauth2`).
+    OAuth2(Arc<OAuth2>),
+}
+
+/// OAuth2 client credentials, validated. `Debug` hides the secret.
+#[derive(Clone, PartialEq, Debug)]
+pub struct OAuth2 {
+    pub client_id: String,
+    pub client_secret: Secret,
+    pub token_url: Url,
+    /// The token URL as written (`${VAR}` unexpanded, no credentials): what messages show.
+    pub display_token_url: String,
+    pub scopes: Vec<String>,
+    /// Extra form parameters, expanded. May hold secrets: never shown.
+    pub endpoint_params: Vec<(String, String)>,
+    pub tls: Option<Tls>,
+    pub proxy: Proxying,
+}
+
+/// TLS to an upstream, validated; the files are read at every poll (`fetch::tls`).
+#[derive(Clone, PartialEq, Debug)]
+pub struct Tls {
+    /// CA certificates (PEM) the upstream must chain to.
+    pub ca_file: Option<PathBuf>,
+    /// Whether the system's roots are trusted too.
+    pub system_roots: bool,
+    /// Client certificate and key (PEM), for mutual TLS.
+    pub client: Option<(PathBuf, PathBuf)>,
+    /// The name the certificate must be valid for, instead of the URL's host.
+    pub server_name: Option<rustls_pki_types::ServerName<'static>>,
+    pub insecure_skip_verify: bool,
+    pub min_version: TlsVersion,
+}
+
+/// The lowest TLS version offered (rustls speaks 1.2 and 1.3 only).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum TlsVersion {
+    Tls12,
+    Tls13,
 }
 
 #[cfg(test)]

@@ -109,7 +109,15 @@ fn render_index(x: &Exposer) -> String {
         result(&mut h, st);
         h.push_str("</td><td data-label=\"URL\"><code>");
         esc(&mut h, &s.request.display_url);
-        h.push_str("</code></td><td data-label=\"Schedule\">");
+        h.push_str("</code>");
+        if s.request
+            .tls
+            .as_ref()
+            .is_some_and(|t| t.insecure_skip_verify)
+        {
+            h.push_str(" <span class=\"bad\">(TLS not verified)</span>");
+        }
+        h.push_str("</td><td data-label=\"Schedule\">");
         esc(&mut h, &s.schedule.to_string());
         h.push_str("</td><td data-label=\"Last poll\">");
         h.push_str(&time(st.and_then(|t| t.last_poll_at)));
@@ -158,6 +166,8 @@ fn render_source(x: &Exposer, name: &str) -> Option<String> {
         time(st.and_then(|t| t.last_success_at)),
     );
     result(&mut h, st);
+    h.push_str("</td></tr><tr><th>Connection</th><td>");
+    connection(&mut h, &s.request);
     h.push_str("</td></tr><tr><th>Last response</th><td>");
     if let Some(b) = st.and_then(|t| t.last_response_bytes) {
         let _ = write!(h, "{b} bytes");
@@ -198,6 +208,87 @@ fn render_source(x: &Exposer, name: &str) -> Option<String> {
     h.push_str("\">Poll now and show the result</a> (leaves the served snapshot alone)</p>");
     h.push_str("</body></html>\n");
     Some(h)
+}
+
+/// How the source reaches its upstream: TLS, proxy, credentials by kind. Names files and
+/// URLs as written; never a secret.
+fn connection(h: &mut String, r: &crate::config::Request) {
+    use crate::config::{Auth, Proxying, Tls};
+    fn tls(h: &mut String, t: &Tls) {
+        if t.insecure_skip_verify {
+            h.push_str(
+                "<span class=\"bad\">TLS certificate NOT verified (insecure_skip_verify)</span>",
+            );
+        } else {
+            h.push_str("TLS: trusts ");
+            match (&t.ca_file, t.system_roots) {
+                (Some(ca), sys) => {
+                    h.push_str("<code>");
+                    esc(h, &ca.display().to_string());
+                    h.push_str("</code>");
+                    if sys {
+                        h.push_str(" and the system's roots");
+                    }
+                }
+                (None, _) => h.push_str("the system's roots"),
+            }
+            if let Some(n) = &t.server_name {
+                h.push_str(", verifies the name <code>");
+                esc(h, &n.to_str());
+                h.push_str("</code>");
+            }
+        }
+        if let Some((cert, _)) = &t.client {
+            h.push_str("; client certificate <code>");
+            esc(h, &cert.display().to_string());
+            h.push_str("</code>");
+        }
+        if t.min_version == crate::config::TlsVersion::Tls13 {
+            h.push_str("; TLS 1.3 only");
+        }
+    }
+    let mut parts = 0;
+    let mut sep = |h: &mut String| {
+        if parts > 0 {
+            h.push_str("<br>");
+        }
+        parts += 1;
+    };
+    if let Some(t) = &r.tls {
+        sep(h);
+        tls(h, t);
+    }
+    if let Proxying::Proxy { display, .. } = &r.proxy {
+        sep(h);
+        h.push_str("through the proxy <code>");
+        esc(h, display);
+        h.push_str("</code>");
+    }
+    match &r.auth {
+        Some(Auth::OAuth2(o)) => {
+            sep(h);
+            h.push_str("OAuth2 token from <code>");
+            esc(h, &o.display_token_url);
+            h.push_str("</code>");
+            if let Some(t) = &o.tls {
+                h.push_str(" (");
+                tls(h, t);
+                h.push(')');
+            }
+        }
+        Some(Auth::Basic { .. }) => {
+            sep(h);
+            h.push_str("basic auth");
+        }
+        Some(Auth::Bearer(_)) => {
+            sep(h);
+            h.push_str("bearer token");
+        }
+        None => {}
+    }
+    if parts == 0 {
+        h.push_str("default (system roots, no client certificate)");
+    }
 }
 
 fn time(t: Option<SystemTime>) -> String {

@@ -17,4 +17,5 @@ mod reach;
 mod reload;
 mod security;
 mod support;
+mod tls;
 mod tooling;

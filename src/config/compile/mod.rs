@@ -7,6 +7,7 @@ mod metrics;
 mod probes;
 mod requests;
 mod sources;
+mod tls;
 
 #[cfg(test)]
 pub(crate) use requests::display_url;

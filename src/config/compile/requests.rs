@@ -179,7 +179,32 @@ impl Compiler<'_> {
             }
             Arc::<[u16]>::from(codes.as_slice())
         });
-        let proxy = self.proxying(at, rs);
+        let proxy = self.proxying(at, &rs.proxy_url, &rs.no_proxy, rs.proxy_from_environment);
+        let tls = rs
+            .tls
+            .as_ref()
+            .and_then(|t| self.tls(&format!("{at}.tls"), t));
+        if let (Some(_), Some(Target::Http { url, .. })) = (&tls, &target)
+            && !at.starts_with("modules")
+            && !url.render(now).starts_with("https://")
+        {
+            self.warn(
+                format!("{at}.tls"),
+                "tls applies to https:// URLs only, and this one is http://",
+            );
+        }
+        if let Some(o) = &rs.oauth2 {
+            let oat = format!("{at}.oauth2");
+            if auth.is_some() {
+                self.error(
+                    &oat,
+                    "use one of basic_auth, a bearer token and oauth2, not several",
+                );
+            }
+            if let Some(o) = self.oauth2(&oat, o) {
+                auth = Some(Auth::OAuth2(Arc::new(o)));
+            }
+        }
         if self.diagnostics.len() > before {
             return None;
         }
@@ -209,6 +234,7 @@ impl Compiler<'_> {
             valid_status_codes,
             http2: rs.enable_http2.unwrap_or(true),
             proxy,
+            tls,
         })
     }
 
@@ -240,15 +266,21 @@ impl Compiler<'_> {
     }
 
     /// `proxy_url`, `no_proxy` and `proxy_from_environment`.
-    fn proxying(&mut self, at: &str, rs: &RawSource) -> Proxying {
-        let Some(written) = &rs.proxy_url else {
-            if rs.no_proxy.is_some() {
+    pub(super) fn proxying(
+        &mut self,
+        at: &str,
+        proxy_url: &Option<String>,
+        no_proxy: &Option<String>,
+        from_environment: Option<bool>,
+    ) -> Proxying {
+        let Some(written) = proxy_url else {
+            if no_proxy.is_some() {
                 self.error(
                     format!("{at}.no_proxy"),
                     "no_proxy applies to proxy_url, which is not set (the environment's own NO_PROXY applies to its proxy)",
                 );
             }
-            return match rs.proxy_from_environment {
+            return match from_environment {
                 Some(false) => Proxying::Direct,
                 _ => Proxying::Environment,
             };
@@ -261,7 +293,7 @@ impl Compiler<'_> {
             Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => {
                 Proxying::Proxy {
                     url,
-                    no_proxy: rs.no_proxy.clone(),
+                    no_proxy: no_proxy.clone(),
                     display: display_url(written),
                 }
             }
