@@ -669,3 +669,109 @@ fn proxies_are_checked_and_their_credentials_hidden() {
         "{e:?}"
     );
 }
+
+#[test]
+fn tls_settings_are_checked_and_resolved_against_the_config_dir() {
+    let src = |url: &str, extra: &str| {
+        format!(
+            "sources:\n  - name: a\n    url: {url}\n{extra}    metrics: [{{name: m, help: M., value: 1}}]\n"
+        )
+    };
+    let c = compile(&src(
+        "https://h/x",
+        "    tls:\n      ca_file: ca.pem\n      cert_file: c.pem\n      key_file: /abs/k.pem\n      server_name: api.internal\n      min_version: TLS13\n",
+    ))
+    .unwrap();
+    let t = c.sources[0].request.tls.as_ref().unwrap();
+    assert_eq!(
+        t.ca_file.as_deref(),
+        Some(Path::new("/etc/jsonbridge/ca.pem"))
+    );
+    assert!(
+        !t.system_roots,
+        "ca_file replaces the system roots by default"
+    );
+    assert_eq!(
+        t.client,
+        Some((
+            PathBuf::from("/etc/jsonbridge/c.pem"),
+            PathBuf::from("/abs/k.pem")
+        ))
+    );
+    assert_eq!(t.min_version, TlsVersion::Tls13);
+    assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+    let c = compile(&src(
+        "https://h/x",
+        "    tls: {ca_file: ca.pem, system_roots: true}\n",
+    ))
+    .unwrap();
+    assert!(c.sources[0].request.tls.as_ref().unwrap().system_roots);
+    let c = compile(&src(
+        "http://h/x",
+        "    tls: {insecure_skip_verify: true}\n",
+    ))
+    .unwrap();
+    let w: Vec<String> = c.warnings.iter().map(|d| d.to_string()).collect();
+    assert_eq!(
+        w,
+        [
+            "line 4 column 33: sources[0].tls.insecure_skip_verify: the upstream's certificate is not verified: anyone on the path can read and change what is fetched",
+            "line 4 column 11: sources[0].tls: tls applies to https:// URLs only, and this one is http://",
+        ]
+    );
+    assert_eq!(
+        errors(&src(
+            "https://h/x",
+            "    tls:\n      cert_file: c.pem\n      server_name: \"not a name\"\n      min_version: TLS11\n      system_roots: false\n"
+        )),
+        [
+            "line 8 column 21: sources[0].tls.system_roots: with system_roots: false and no ca_file, no certificate can be trusted",
+            "line 5 column 18: sources[0].tls.cert_file: cert_file needs key_file",
+            "line 6 column 20: sources[0].tls.server_name: \"not a name\" is not a DNS name or an IP address",
+            "line 7 column 20: sources[0].tls.min_version: TLS11 is not offered: TLS 1.0 and 1.1 are obsolete (use TLS12 or TLS13)",
+        ]
+    );
+    let e = errors(&src("https://h/x", "    tls: {ca_fiel: x}\n"));
+    assert!(
+        e[0].contains("unknown field `ca_fiel` (did you mean `ca_file`?)"),
+        "{e:?}"
+    );
+}
+
+#[test]
+fn oauth2_is_checked_and_its_secrets_hidden() {
+    let src = |extra: &str| {
+        format!(
+            "sources:\n  - name: a\n    url: https://h/x\n{extra}    metrics: [{{name: m, help: M., value: 1}}]\n"
+        )
+    };
+    let c = compile(&src(
+        "    oauth2:\n      client_id: jb\n      client_secret: ${API_TOKEN}\n      token_url: https://${API_HOST}/token\n      scopes: [read]\n      endpoint_params: {audience: x}\n      tls: {ca_file: auth-ca.pem}\n      proxy_url: http://proxy:3128\n",
+    ))
+    .unwrap();
+    let r = &c.sources[0].request;
+    let Some(Auth::OAuth2(o)) = &r.auth else {
+        panic!("{r:?}")
+    };
+    assert_eq!(o.token_url.as_str(), "https://api.internal/token");
+    assert_eq!(o.display_token_url, "https://${API_HOST}/token");
+    assert_eq!(o.client_secret, Secret::Value("tok-123".into()));
+    assert_eq!(
+        o.tls.as_ref().unwrap().ca_file.as_deref(),
+        Some(Path::new("/etc/jsonbridge/auth-ca.pem"))
+    );
+    assert!(matches!(o.proxy, Proxying::Proxy { .. }));
+    assert!(!format!("{r:?}").contains("tok-123"));
+    assert_eq!(
+        errors(&src(
+            "    bearer_token: t\n    oauth2:\n      client_id: jb\n      token_url: ftp://x/\n      endpoint_params: {grant_type: password}\n      scopes: [\"a b\"]\n"
+        )),
+        [
+            "line 6 column 7: sources[0].oauth2: use one of basic_auth, a bearer token and oauth2, not several",
+            "line 6 column 7: sources[0].oauth2.client_secret: the client credentials grant needs client_secret or client_secret_file",
+            "line 7 column 18: sources[0].oauth2.token_url: the token URL must be http:// or https:// with a host",
+            "line 8 column 37: sources[0].oauth2.endpoint_params.grant_type: grant_type is set by jsonbridge (use the oauth2 fields for it)",
+            "line 9 column 16: sources[0].oauth2.scopes[0]: a scope is one non-empty word (the list is joined with spaces)",
+        ]
+    );
+}

@@ -141,12 +141,19 @@ async fn logs_never_contain_secrets_and_json_format_works() {
         ..Reply::json("no")
     })
     .await;
+    // A token endpoint that hands out the planted value as the token.
+    let tokens = Upstream::start(Reply::json(&format!(
+        r#"{{"access_token": "{token}", "token_type": "Bearer", "expires_in": 60}}"#
+    )))
+    .await;
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("jsonbridge.yaml");
     std::fs::write(
         &cfg,
         format!(
-            "sources:\n  - name: s\n    url: {}/x?token=${{JSONBRIDGE_PLANTED}}\n    bearer_token: ${{JSONBRIDGE_PLANTED}}\n    headers: {{X-Api-Key: \"${{JSONBRIDGE_PLANTED}}\"}}\n    every: 1s\n    metrics: [{{name: n, value: $.n}}]\n  - name: refused\n    url: http://127.0.0.1:9/x?token=${{JSONBRIDGE_PLANTED}}\n    every: 1s\n    metrics: [{{name: m, value: $.n}}]\n  - name: proxied\n    url: http://127.0.0.1:9/y\n    proxy_url: http://u:${{JSONBRIDGE_PLANTED}}@127.0.0.1:9\n    every: 1s\n    metrics: [{{name: p, value: $.n}}]\n",
+            "sources:\n  - name: oauth\n    url: {}/o\n    oauth2: {{client_id: c, client_secret: \"${{JSONBRIDGE_PLANTED}}\", token_url: \"{}/token\"}}\n    every: 1s\n    metrics: [{{name: o, value: $.n}}]\n  - name: s\n    url: {}/x?token=${{JSONBRIDGE_PLANTED}}\n    bearer_token: ${{JSONBRIDGE_PLANTED}}\n    headers: {{X-Api-Key: \"${{JSONBRIDGE_PLANTED}}\"}}\n    every: 1s\n    metrics: [{{name: n, value: $.n}}]\n  - name: refused\n    url: http://127.0.0.1:9/x?token=${{JSONBRIDGE_PLANTED}}\n    every: 1s\n    metrics: [{{name: m, value: $.n}}]\n  - name: proxied\n    url: http://127.0.0.1:9/y\n    proxy_url: http://u:${{JSONBRIDGE_PLANTED}}@127.0.0.1:9\n    every: 1s\n    metrics: [{{name: p, value: $.n}}]\n",
+            up.base,
+            tokens.base,
             up.base
         ),
     )
@@ -168,10 +175,18 @@ async fn logs_never_contain_secrets_and_json_format_works() {
         assert!(Instant::now() < deadline, "the proxied source never failed");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    for page in ["/", "/metrics", "/source/proxied"] {
+    for page in ["/", "/metrics", "/source/proxied", "/source/oauth"] {
         let body = get_text(&format!("http://{}{page}", d.addr)).await;
         assert!(!body.contains(token), "{page} leaks the token");
     }
+    // The OAuth2 source got its token (the planted value) and sent it upstream.
+    assert!(tokens.hits() >= 1);
+    assert!(
+        up.seen()
+            .iter()
+            .any(|s| s.path == "/o" && s.headers["authorization"] == format!("Bearer {token}")),
+        "the OAuth2 token is sent upstream"
+    );
     let (code, log) = d.terminate();
     assert_eq!(code, Some(0));
     assert!(
@@ -181,7 +196,9 @@ async fn logs_never_contain_secrets_and_json_format_works() {
     assert!(!log.contains(token), "log leaks the token:\n{log}");
     assert!(up.hits() >= 1);
     assert!(
-        up.seen()[0].headers["x-api-key"] == token,
+        up.seen()
+            .iter()
+            .any(|s| s.path == "/x" && s.headers["x-api-key"] == token),
         "the token is sent upstream"
     );
 }

@@ -8,6 +8,7 @@ mod hardening;
 mod http;
 mod import;
 mod load;
+mod oauth2;
 mod packaging;
 mod poll;
 mod prometheus;

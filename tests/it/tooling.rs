@@ -206,7 +206,7 @@ fn check_lints_conventions_and_strict_fails_on_them() {
 #[test]
 fn secrets_never_reach_check_or_test_output() {
     let (dir, cfg) = temp_config(
-        "sources:\n  - name: a\n    url: https://api/x?key=${PLANTED}\n    headers: {X-Key: \"${PLANTED}\"}\n    basic_auth: {username: u, password: \"${PLANTED}\"}\n    metrics:\n      - {name: m, help: M., value: \"@.v\", each: \"$[*]\", labels: {k: \"{@.k}\"}}\n      - {name: bad-name, value: 1}\n",
+        "sources:\n  - name: a\n    url: https://api/x?key=${PLANTED}\n    headers: {X-Key: \"${PLANTED}\"}\n    basic_auth: {username: u, password: \"${PLANTED}\"}\n    metrics:\n      - {name: m, help: M., value: \"@.v\", each: \"$[*]\", labels: {k: \"{@.k}\"}}\n      - {name: bad-name, value: 1}\n  - name: b\n    url: https://api/y\n    proxy_url: \"http://u:${PLANTED}@proxy:3128\"\n    tls: {insecure_skip_verify: true, cert_file: c.pem, key_file: k.pem}\n    oauth2: {client_id: u, client_secret: \"${PLANTED}\", token_url: \"https://auth/token?k=${PLANTED}\", endpoint_params: {audience: \"${PLANTED}\"}}\n    metrics: [{name: b_m, help: B., value: $.v}]\n",
     );
     let input = dir.path().join("r.json");
     std::fs::write(&input, r#"[{"v": 1, "k": "a"}]"#).unwrap();
@@ -229,6 +229,8 @@ fn secrets_never_reach_check_or_test_output() {
     let test = bin()
         .arg("test")
         .arg(&cfg)
+        .arg("--source")
+        .arg("a")
         .arg("--input")
         .arg(&input)
         .env("PLANTED", secret)
@@ -239,7 +241,18 @@ fn secrets_never_reach_check_or_test_output() {
         "{}",
         String::from_utf8_lossy(&test.stderr)
     );
-    for out in [check, test] {
+    let fixed = bin()
+        .arg("check")
+        .arg(&cfg)
+        .env("PLANTED", secret)
+        .output()
+        .unwrap();
+    let warned = String::from_utf8_lossy(&fixed.stderr).to_string();
+    assert!(
+        fixed.status.success() && warned.contains("sources[1].tls.insecure_skip_verify"),
+        "check warns of insecure_skip_verify:\n{warned}"
+    );
+    for out in [check, fixed, test] {
         let all = format!(
             "{}{}",
             String::from_utf8_lossy(&out.stdout),
