@@ -4,8 +4,9 @@
 //! (without). Its Kubernetes-style JSONPath (`{ .a.b[?(@.x == "y")] }`) becomes RFC 9535
 //! (`$.a.b[?(@.x == "y")]`, which RFC 9535 also accepts); `type: object` metrics become
 //! blocks with one value per `values` key, named `<name>_<key>` as json_exporter names them;
-//! label templates with text around `{...}` keep it. What cannot be translated (CEL, TLS
-//! settings, templated bodies...) is reported, never silently dropped.
+//! label templates with text around `{...}` keep it. `http_client_config` (auth, TLS,
+//! OAuth2, proxies, redirects, HTTP/2) comes along field by field. What cannot be
+//! translated (CEL, inline PEM, templated bodies...) is reported, never silently dropped.
 
 use indexmap::IndexMap;
 use serde::Serialize;
@@ -63,6 +64,10 @@ struct OutSource {
     no_proxy: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     proxy_from_environment: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tls: Option<IndexMap<String, Value>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    oauth2: Option<IndexMap<String, Value>>,
     metrics: Vec<OutMetric>,
 }
 
@@ -332,7 +337,31 @@ fn module(name: &str, m: &Value, target: Option<&str>, warnings: &mut Vec<String
     let (mut basic_auth, mut bearer_token, mut bearer_token_file) = (None, None, None);
     let (mut follow_redirects, mut enable_http2) = (None, None);
     let (mut proxy_url, mut no_proxy, mut proxy_from_environment) = (None, None, None::<bool>);
+    let (mut tls, mut oauth2) = (None, None);
     if let Some(h) = m.get("http_client_config") {
+        let at = format!("modules.{name}.http_client_config");
+        tls = h
+            .get("tls_config")
+            .map(|t| tls_config(t, &format!("{at}.tls_config"), warnings));
+        oauth2 = h
+            .get("oauth2")
+            .map(|o| oauth2_config(o, &format!("{at}.oauth2"), warnings));
+        if let Some(a) = h.get("authorization") {
+            let kind = str_of(a, "type").unwrap_or_else(|| "Bearer".into());
+            if kind.eq_ignore_ascii_case("bearer") {
+                bearer_token = str_of(a, "credentials");
+                bearer_token_file = str_of(a, "credentials_file");
+            } else {
+                warnings.push(format!(
+                    "{at}.authorization: type {kind} has no equivalent (jsonbridge sends Bearer tokens, or set the Authorization header under headers); dropped"
+                ));
+            }
+            for k in keys(a) {
+                if !matches!(k.as_str(), "type" | "credentials" | "credentials_file") {
+                    warnings.push(format!("{at}.authorization.{k}: no equivalent; dropped"));
+                }
+            }
+        }
         if let Some(b) = h.get("basic_auth") {
             let mut a = IndexMap::new();
             for key in ["username", "password", "password_file"] {
@@ -342,8 +371,8 @@ fn module(name: &str, m: &Value, target: Option<&str>, warnings: &mut Vec<String
             }
             basic_auth = Some(a);
         }
-        bearer_token = str_of(h, "bearer_token");
-        bearer_token_file = str_of(h, "bearer_token_file");
+        bearer_token = bearer_token.or_else(|| str_of(h, "bearer_token"));
+        bearer_token_file = bearer_token_file.or_else(|| str_of(h, "bearer_token_file"));
         follow_redirects = h.get("follow_redirects").and_then(Value::as_bool);
         enable_http2 = h.get("enable_http2").and_then(Value::as_bool);
         proxy_url = str_of(h, "proxy_url");
@@ -361,6 +390,9 @@ fn module(name: &str, m: &Value, target: Option<&str>, warnings: &mut Vec<String
                         | "proxy_url"
                         | "no_proxy"
                         | "proxy_from_environment"
+                        | "tls_config"
+                        | "oauth2"
+                        | "authorization"
                 )
             {
                 warnings.push(format!(
@@ -369,11 +401,7 @@ fn module(name: &str, m: &Value, target: Option<&str>, warnings: &mut Vec<String
             }
         }
     }
-    // Prometheus' default is not to read the proxy environment; jsonbridge's is to read it.
-    let proxy_from_environment = match (&proxy_url, proxy_from_environment) {
-        (Some(_), _) | (None, Some(true)) => None,
-        (None, _) => Some(false),
-    };
+    let proxy_from_environment = prometheus_proxy_default(&proxy_url, proxy_from_environment);
     let mut method = None;
     let body = m.get("body").and_then(|b| {
         if b.get("templatize").and_then(Value::as_bool) == Some(true) {
@@ -420,8 +448,86 @@ fn module(name: &str, m: &Value, target: Option<&str>, warnings: &mut Vec<String
         proxy_url,
         no_proxy,
         proxy_from_environment,
+        tls,
+        oauth2,
         metrics,
     }
+}
+
+/// Prometheus' default is not to read the proxy environment; jsonbridge's is to read it.
+fn prometheus_proxy_default(proxy_url: &Option<String>, from_env: Option<bool>) -> Option<bool> {
+    match (proxy_url, from_env) {
+        (Some(_), _) | (None, Some(true)) => None,
+        (None, _) => Some(false),
+    }
+}
+
+fn keys(v: &Value) -> Vec<String> {
+    v.as_mapping()
+        .into_iter()
+        .flatten()
+        .filter_map(|(k, _)| k.as_str().map(str::to_string))
+        .collect()
+}
+
+/// Prometheus' `tls_config` as jsonbridge's `tls`. Its `ca_file` replaces the system roots,
+/// as jsonbridge's does by default, so trust is unchanged.
+fn tls_config(t: &Value, at: &str, warnings: &mut Vec<String>) -> IndexMap<String, Value> {
+    let mut out = IndexMap::new();
+    for k in keys(t) {
+        let v = t.get(k.as_str()).cloned().unwrap_or(Value::Null);
+        match k.as_str() {
+            "ca_file" | "cert_file" | "key_file" | "server_name" | "insecure_skip_verify" => {
+                out.insert(k, v);
+            }
+            "min_version" => match v.as_str() {
+                Some("TLS12" | "TLS13") => {
+                    out.insert(k, v);
+                }
+                Some(old @ ("TLS10" | "TLS11")) => warnings.push(format!(
+                    "{at}.min_version: {old} is not offered by jsonbridge (TLS 1.2 at least); left at TLS12"
+                )),
+                _ => warnings.push(format!("{at}.min_version: not a TLS version; dropped")),
+            },
+            "ca" | "cert" | "key" => warnings.push(format!(
+                "{at}.{k}: inline PEM has no equivalent; write it to a file and set {k}_file (for key: key_file)"
+            )),
+            other => warnings.push(format!("{at}.{other}: no equivalent; dropped")),
+        }
+    }
+    out
+}
+
+/// Prometheus' `oauth2` as jsonbridge's: the same fields, its TLS and proxy included.
+fn oauth2_config(o: &Value, at: &str, warnings: &mut Vec<String>) -> IndexMap<String, Value> {
+    let mut out = IndexMap::new();
+    let mut from_env = None;
+    for k in keys(o) {
+        let v = o.get(k.as_str()).cloned().unwrap_or(Value::Null);
+        match k.as_str() {
+            "client_id" | "client_secret" | "client_secret_file" | "token_url" | "scopes"
+            | "endpoint_params" | "proxy_url" | "no_proxy" => {
+                out.insert(k, v);
+            }
+            "proxy_from_environment" => from_env = v.as_bool(),
+            "tls_config" => {
+                let t = tls_config(&v, &format!("{at}.tls_config"), warnings);
+                out.insert(
+                    "tls".into(),
+                    serde_norway::to_value(t).unwrap_or(Value::Null),
+                );
+            }
+            other => warnings.push(format!("{at}.{other}: no equivalent; dropped")),
+        }
+    }
+    let proxy = out
+        .get("proxy_url")
+        .and_then(Value::as_str)
+        .map(str::to_string);
+    if let Some(b) = prometheus_proxy_default(&proxy, from_env) {
+        out.insert("proxy_from_environment".into(), Value::Bool(b));
+    }
+    out
 }
 
 /// Translates a json_exporter config. With `target`, each module becomes a source polling
@@ -464,4 +570,27 @@ pub fn json_exporter(text: &str, target: Option<&str>) -> Result<Imported, Strin
         ),
         warnings,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn authorization_becomes_a_bearer_token_or_is_reported() {
+        let text = "modules:\n  a:\n    http_client_config:\n      authorization: {credentials_file: /run/t}\n    metrics: []\n  b:\n    http_client_config:\n      authorization: {type: Digest, credentials: x}\n    metrics: []\n";
+        let out = json_exporter(text, Some("http://h/")).unwrap();
+        assert!(
+            out.yaml.contains("bearer_token_file: /run/t"),
+            "{}",
+            out.yaml
+        );
+        assert!(!out.yaml.contains("Digest"), "{}", out.yaml);
+        assert_eq!(
+            out.warnings,
+            [
+                "modules.b.http_client_config.authorization: type Digest has no equivalent (jsonbridge sends Bearer tokens, or set the Authorization header under headers); dropped"
+            ]
+        );
+    }
 }

@@ -25,11 +25,16 @@ fn import(args: &[&str]) -> (i32, String, String) {
 fn converted_config_yields_json_exporters_series() {
     let (code, yaml, stderr) = import(&["--target", "file://data.json"]);
     assert_eq!(code, 0, "{stderr}");
-    // Reported, not silently dropped.
-    assert!(
-        stderr.contains("modules.default.http_client_config.tls_config: not supported"),
-        "{stderr}"
-    );
+    // Reported, not silently dropped: only what has no equivalent.
+    for dropped in [
+        "modules.archive.http_client_config.tls_config.min_version: TLS10 is not offered by jsonbridge (TLS 1.2 at least); left at TLS12",
+        "modules.archive.http_client_config.tls_config.max_version: no equivalent; dropped",
+        "modules.archive.http_client_config.oauth2.proxy_connect_header: no equivalent; dropped",
+    ] {
+        assert!(stderr.contains(dropped), "{dropped}\n{stderr}");
+    }
+    assert!(!stderr.contains("tls_config: not supported"), "{stderr}");
+    assert!(!stderr.contains("oauth2: not supported"), "{stderr}");
     assert!(
         stderr.contains("modules.default.metrics[ship_cel]: CEL expressions are not translated"),
         "{stderr}"
@@ -95,6 +100,35 @@ fn converted_config_yields_json_exporters_series() {
         jsonbridge::config::Proxying::Direct
     ));
     assert!(!stderr.contains("proxy_url"), "{stderr}");
+    // TLS and OAuth2 came along, with the token endpoint's own TLS; Prometheus' ca_file
+    // replaces the system roots, and so does jsonbridge's.
+    let tls = default.request.tls.as_ref().unwrap();
+    assert!(tls.insecure_skip_verify);
+    let tls = archive.tls.as_ref().unwrap();
+    assert_eq!(
+        tls.ca_file.as_deref(),
+        Some(std::path::Path::new("/etc/ca/internal.pem"))
+    );
+    assert!(!tls.system_roots);
+    assert_eq!(
+        tls.client.as_ref().map(|(c, _)| c.to_str().unwrap()),
+        Some("/etc/tls/client.pem")
+    );
+    assert_eq!(
+        tls.server_name.as_ref().map(|n| n.to_str().to_string()),
+        Some("archive.internal".to_string())
+    );
+    let Some(jsonbridge::config::Auth::OAuth2(o)) = &archive.auth else {
+        panic!("{:?}", archive.auth)
+    };
+    assert_eq!(o.token_url.as_str(), "https://auth.internal/oauth2/token");
+    assert_eq!(o.scopes, ["archive.read"]);
+    assert_eq!(o.endpoint_params, [("audience".into(), "archive".into())]);
+    assert_eq!(
+        o.tls.as_ref().unwrap().ca_file.as_deref(),
+        Some(std::path::Path::new("/etc/ca/auth.pem"))
+    );
+    assert!(matches!(o.proxy, jsonbridge::config::Proxying::Direct));
 }
 
 #[test]
