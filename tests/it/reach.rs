@@ -440,3 +440,61 @@ async fn requests_go_through_a_real_proxy_whose_credentials_never_show() {
     assert!(!shown.contains(SECRET) && !shown.contains("not-the-password"));
     b.stop().await;
 }
+
+/// `proxy_from_environment` (the default): a separate process with `HTTP_PROXY` set (the
+/// variables are process-wide, so not in this test process), through the real proxy; a
+/// source with `proxy_from_environment: false` goes around it; the proxy's password,
+/// given in the variable, in no log line or page.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_environments_proxy_applies_unless_a_source_says_no() {
+    const SECRET: &str = "env-proxy-secret-31";
+    let up = Upstream::start(Reply::json(r#"{"n": 6}"#)).await;
+    let proxy = Tinyproxy::start("jb", SECRET);
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("jsonbridge.yaml");
+    let url = format!("{}/x", up.base);
+    std::fs::write(
+        &cfg,
+        format!(
+            "sources:\n{}{}",
+            source("env", &url, ""),
+            source("direct", &url, "    proxy_from_environment: false\n"),
+        ),
+    )
+    .unwrap();
+    let proxy_url = format!("http://jb:{SECRET}@127.0.0.1:{}", proxy.port);
+    let d = Daemon::start(
+        &cfg,
+        &["--log.level", "debug"],
+        &[
+            ("HTTP_PROXY", proxy_url.as_str()),
+            ("http_proxy", proxy_url.as_str()),
+            ("NO_PROXY", ""),
+            ("no_proxy", ""),
+        ],
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    let metrics = loop {
+        let m = get_text(&format!("http://{}/metrics", d.addr)).await;
+        if m.contains("\nenv_n 6") && m.contains("\ndirect_n 6") {
+            break m;
+        }
+        assert!(std::time::Instant::now() < deadline, "not polled:\n{m}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    let seen = up.seen();
+    assert_eq!(seen.len(), 2);
+    assert_eq!(
+        seen.iter()
+            .filter(|s| s.headers.contains_key("via"))
+            .count(),
+        1,
+        "one through the environment's proxy, one direct"
+    );
+    let mut shown = metrics;
+    for page in ["/", "/source/env", "/source/direct"] {
+        shown += &get_text(&format!("http://{}{page}", d.addr)).await;
+    }
+    let (_, log) = d.terminate();
+    assert!(!shown.contains(SECRET) && !log.contains(SECRET));
+}
