@@ -251,6 +251,10 @@ async fn tokens_are_cached_refreshed_on_401_and_before_they_expire() {
         auth.state.lock().unwrap().refused >= 1,
         "the revoked token met a 401"
     );
+    assert!(
+        auth.served("long") >= 3,
+        "long's data was served with its tokens"
+    );
 
     // No secret or token anywhere shown.
     let mut shown = b.metrics().await;
