@@ -281,9 +281,14 @@ def main():
     ap.add_argument("--warmup", type=int, default=1,
                     help="polls each round's new process makes before the measured ones")
     ap.add_argument("--no-baseline", action="store_true")
+    ap.add_argument("--binary", help="measure this jsonbridge build instead of building the tree's "
+                    "(to compare two builds in one sitting)")
     a = ap.parse_args()
-    subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT, check=True)
-    binary = os.path.join(ROOT, "target", "release", "jsonbridge")
+    if a.binary:
+        binary = os.path.abspath(a.binary)
+    else:
+        subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT, check=True)
+        binary = os.path.join(ROOT, "target", "release", "jsonbridge")
     os.makedirs(OUT, exist_ok=True)
     for size in a.sizes.split(","):
         apps, nss, pods = SIZES[size]

@@ -142,8 +142,16 @@ pub async fn start(opts: Options) -> Result<Running, StartError> {
     let cancel = CancellationToken::new();
     let store = Arc::new(Store::new(config.clone()));
     let telemetry = Arc::new(Telemetry::new(store.clone()));
-    let scheduler =
-        Arc::new(Scheduler::new(store.clone(), telemetry.clone(), cancel.child_token()).await?);
+    let pusher = crate::push::Pusher::start(&config, telemetry.clone(), cancel.child_token());
+    let scheduler = Arc::new(
+        Scheduler::new(
+            store.clone(),
+            telemetry.clone(),
+            pusher.clone(),
+            cancel.child_token(),
+        )
+        .await?,
+    );
     tracing::info!(
         version = crate::VERSION,
         config = %origin.name,
@@ -161,9 +169,12 @@ pub async fn start(opts: Options) -> Result<Running, StartError> {
         opts.limits.config_max_bytes,
         opts.shard,
         text,
-        store.clone(),
-        telemetry.clone(),
-        scheduler.clone(),
+        reload::Applied {
+            store: store.clone(),
+            telemetry: telemetry.clone(),
+            scheduler: scheduler.clone(),
+            pusher,
+        },
     ));
     let watcher = if opts.watch_config {
         Some(reload::watch(

@@ -257,6 +257,89 @@ impl Fetcher {
     }
 }
 
+/// What an endpoint answered to [`Fetcher::send`].
+#[derive(Debug)]
+pub struct Sent {
+    pub status: u16,
+    /// Its `Retry-After`, if any (seconds or a date).
+    pub retry_after: Option<Duration>,
+    /// The start of its body (at most [`SENT_MESSAGE_BYTES`]), to explain a refusal.
+    pub message: String,
+}
+
+/// How much of an endpoint's answer [`Sent::message`] keeps.
+pub const SENT_MESSAGE_BYTES: usize = 1024;
+
+impl Fetcher {
+    /// POSTs `body` to `request`'s URL with its headers, credentials and `content` headers,
+    /// within its timeout. Redirects are not followed. A 401 to a cached OAuth2 token is
+    /// sent once more with a new one.
+    pub async fn send(
+        &self,
+        request: &Request,
+        body: Bytes,
+        content: &[(reqwest::header::HeaderName, &'static str)],
+    ) -> Result<Sent, FetchError> {
+        let work = async {
+            let h = self
+                .http
+                .as_deref()
+                .ok_or_else(|| FetchError::Request("no HTTP client".into()))?;
+            let Target::Http { url, .. } = &request.target else {
+                return Err(FetchError::Request("not an http(s) URL".into()));
+            };
+            let client = h.client.get().await?;
+            let now = Utc::now();
+            let url = Url::parse(&url.render(now))
+                .map_err(|e| FetchError::Request(format!("invalid URL: {e}")))?;
+            let mut token = match &h.oauth2 {
+                Some(t) => Some(t.token().await?),
+                None => None,
+            };
+            loop {
+                let mut hs =
+                    headers(request, now, token.as_ref().map(|t| t.value.as_str())).await?;
+                for (k, v) in content {
+                    hs.insert(k.clone(), HeaderValue::from_static(v));
+                }
+                let mut resp = client
+                    .post(url.clone())
+                    .headers(hs)
+                    .body(body.clone())
+                    .send()
+                    .await
+                    .map_err(|e| classify(e, request, &url))?;
+                let status = resp.status().as_u16();
+                if let (401, Some(t), Some(tokens)) = (status, &token, &h.oauth2)
+                    && !t.fresh
+                {
+                    tokens.forget(&t.value).await;
+                    token = Some(tokens.token().await?);
+                    continue;
+                }
+                let retry_after = retry_after(resp.headers(), Utc::now());
+                let mut message = Vec::new();
+                while message.len() < SENT_MESSAGE_BYTES {
+                    match resp.chunk().await {
+                        Ok(Some(c)) => message.extend_from_slice(&c),
+                        _ => break,
+                    }
+                }
+                message.truncate(SENT_MESSAGE_BYTES);
+                return Ok(Sent {
+                    status,
+                    retry_after,
+                    message: String::from_utf8_lossy(&message).trim().to_string(),
+                });
+            }
+        };
+        match tokio::time::timeout(request.timeout, work).await {
+            Ok(r) => r,
+            Err(_) => Err(FetchError::Timeout(request.timeout)),
+        }
+    }
+}
+
 /// What a response said of its version, to ask next time whether it changed (`ETag`,
 /// `Last-Modified`; RFC 9110 13.1). Values as sent, kept sensitive: an ETag may encode
 /// anything.

@@ -92,6 +92,7 @@ pub fn exposition(config: &Config, source: &Arc<Source>, x: &Extraction, format:
             warnings: Vec::new(),
             modules: Vec::new(),
             probe_allow: Vec::new().into(),
+            remote_write: Vec::new(),
         }),
         snapshots: vec![(
             source.clone(),

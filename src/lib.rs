@@ -5,6 +5,7 @@
 //! ```text
 //! config ──> schedule ──> fetch ──> read ──> extract ──> store ──> expose
 //!   ^                                                    (snapshots)   (/metrics, /, /-/ready)
+//!   |                                                         └──────> push (remote write)
 //!   └── reload (file watch, SIGHUP, POST /-/reload)             telemetry (self-metrics + logs)
 //! ```
 //!
@@ -19,6 +20,7 @@
 //!   look up (and fold aggregates from the root instead of building what they read).
 //! - [`store`] keeps one immutable snapshot per source, replaced whole by each good poll.
 //! - [`expose`] serves the snapshots through prometheus-client, cached until something changes.
+//! - [`push`], beside it, sends each new snapshot to Prometheus remote write endpoints.
 //! - [`reload`] validates a new file first, then applies it source by source.
 //! - [`telemetry`] is the one place where an event is both logged and counted.
 //! - [`inspect`] runs a source over a sample response offline (`jsonbridge test`).
@@ -31,6 +33,7 @@ pub mod fetch;
 pub mod import;
 pub mod inspect;
 pub mod logging;
+pub mod push;
 pub mod read;
 pub mod reload;
 pub mod schedule;

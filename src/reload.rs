@@ -92,8 +92,17 @@ pub struct Reloader {
     store: Arc<Store>,
     telemetry: Arc<Telemetry>,
     scheduler: Arc<Scheduler>,
+    pusher: Arc<crate::push::Pusher>,
     /// The text last read (applied or rejected), and the reload lock.
     last_text: Mutex<Option<String>>,
+}
+
+/// What a reload changes: the served config, the running sources, the push endpoints.
+pub struct Applied {
+    pub store: Arc<Store>,
+    pub telemetry: Arc<Telemetry>,
+    pub scheduler: Arc<Scheduler>,
+    pub pusher: Arc<crate::push::Pusher>,
 }
 
 impl Reloader {
@@ -102,17 +111,16 @@ impl Reloader {
         max_bytes: u64,
         shard: Option<config::Shard>,
         initial_text: String,
-        store: Arc<Store>,
-        telemetry: Arc<Telemetry>,
-        scheduler: Arc<Scheduler>,
+        to: Applied,
     ) -> Self {
         Self {
             path,
             max_bytes,
             shard,
-            store,
-            telemetry,
-            scheduler,
+            store: to.store,
+            telemetry: to.telemetry,
+            scheduler: to.scheduler,
+            pusher: to.pusher,
             last_text: Mutex::new(Some(initial_text)),
         }
     }
@@ -212,7 +220,10 @@ impl Reloader {
             warnings: new.warnings,
             modules: new.modules,
             probe_allow: new.probe_allow,
+            remote_write: new.remote_write.clone(),
         }));
+        // Unchanged endpoints keep their queue and connection.
+        self.pusher.reconfigure(&new.remote_write);
         for name in &changes.removed {
             self.telemetry.source_removed(name);
         }

@@ -22,6 +22,7 @@ use uuid::Uuid;
 use crate::config::{Schedule, Source};
 use crate::extract::{ExtractError, Extraction, ReadError, Threads, extract_bytes};
 use crate::fetch::{FetchError, Fetcher, Validators};
+use crate::push::Pusher;
 use crate::store::{Published, Snapshot, Store};
 use crate::telemetry::{PollOutcome, Telemetry};
 
@@ -93,6 +94,7 @@ struct Runner {
     cancel: CancellationToken,
     store: Arc<Store>,
     telemetry: Arc<Telemetry>,
+    pusher: Arc<Pusher>,
 }
 
 impl Runner {
@@ -158,11 +160,11 @@ impl Runner {
                 validators,
             }) => {
                 let series = x.series_count();
-                let snapshot = Snapshot {
+                let snapshot = Arc::new(Snapshot {
                     taken_at: std::time::SystemTime::now(),
                     families: x.families,
-                };
-                let published = self.store.publish(&self.source, snapshot);
+                });
+                let published = self.store.publish(&self.source, snapshot.clone());
                 // Fetch, parse, extract and swap: the new data is served from here on.
                 let elapsed = started.elapsed();
                 let replaced = match published {
@@ -185,9 +187,23 @@ impl Runner {
                         );
                         replaced
                     }
-                    Published::Stale => None,
+                    Published::Stale => {
+                        clean_up(None);
+                        return;
+                    }
                 };
-                clean_up(replaced);
+                if self.pusher.is_active() {
+                    // Off the workers: 100k series take milliseconds to convert.
+                    let (pusher, config) = (self.pusher.clone(), self.store.config());
+                    tokio::task::spawn_blocking(move || {
+                        pusher.publish(&config.families, &snapshot, replaced.as_deref());
+                        drop(snapshot);
+                        free(replaced);
+                    });
+                } else {
+                    drop(snapshot);
+                    clean_up(replaced);
+                }
             }
             Err(e) => {
                 self.telemetry.poll_finished(
@@ -213,10 +229,13 @@ impl Runner {
 /// After a poll, off the async workers and outside the poll's time (the new data is already
 /// served): frees the snapshot it replaced, then hands freed heap pages back to the OS.
 fn clean_up(replaced: Option<Arc<Snapshot>>) {
-    tokio::task::spawn_blocking(move || {
-        drop(replaced);
-        release_free_memory();
-    });
+    tokio::task::spawn_blocking(move || free(replaced));
+}
+
+/// [`clean_up`]'s work, for code already on the blocking pool.
+fn free(replaced: Option<Arc<Snapshot>>) {
+    drop(replaced);
+    release_free_memory();
 }
 
 /// Hands freed heap pages back to the OS. glibc keeps what a large poll freed (the parsed
@@ -340,13 +359,15 @@ pub struct Scheduler {
     cancel: CancellationToken,
     store: Arc<Store>,
     telemetry: Arc<Telemetry>,
+    pusher: Arc<Pusher>,
 }
 
 impl Scheduler {
-    /// `cancel` ends every poll (shutdown).
+    /// `cancel` ends every poll (shutdown); `pusher` gets every snapshot published.
     pub async fn new(
         store: Arc<Store>,
         telemetry: Arc<Telemetry>,
+        pusher: Arc<Pusher>,
         cancel: CancellationToken,
     ) -> Result<Self, ScheduleError> {
         let jobs = JobScheduler::new()
@@ -362,6 +383,7 @@ impl Scheduler {
             cancel,
             store,
             telemetry,
+            pusher,
         })
     }
 
@@ -382,6 +404,7 @@ impl Scheduler {
             cancel: self.cancel.child_token(),
             store: self.store.clone(),
             telemetry: self.telemetry.clone(),
+            pusher: self.pusher.clone(),
         });
         self.telemetry.source_added(&source.name);
         let tasks = self.tasks.clone();

@@ -101,14 +101,12 @@ impl Store {
     }
 
     /// Replaces `source`'s snapshot, unless `source` is no longer the configured instance.
-    pub fn publish(&self, source: &Arc<Source>, snapshot: Snapshot) -> Published {
+    pub fn publish(&self, source: &Arc<Source>, snapshot: impl Into<Arc<Snapshot>>) -> Published {
         let mut inner = self.inner.write().unwrap_or_else(|e| e.into_inner());
         if !inner.config.sources.iter().any(|s| Arc::ptr_eq(s, source)) {
             return Published::Stale;
         }
-        let replaced = inner
-            .snapshots
-            .insert(source.name.clone(), Arc::new(snapshot));
+        let replaced = inner.snapshots.insert(source.name.clone(), snapshot.into());
         inner.confirmed.remove(&source.name);
         drop(inner);
         self.touch();

@@ -66,6 +66,22 @@ pub struct State {
     pub alive_tasks: Option<usize>,
     /// Protective limits that bit, by limit (every limit listed).
     pub limit_hits: Vec<(&'static str, u64)>,
+    /// Per remote write endpoint.
+    pub remote_write: BTreeMap<String, RemoteWriteStats>,
+}
+
+/// Counters of one remote write endpoint.
+#[derive(Debug, Clone, Default)]
+pub struct RemoteWriteStats {
+    /// Samples by what became of them: `sent`, `failed` (refused by the endpoint with a
+    /// 4xx), `dropped` (pushed out of a full queue, or queued when the endpoint was removed).
+    pub samples: BTreeMap<&'static str, u64>,
+    /// Samples of sends that failed and were tried again (a batch counts at every retry).
+    pub retried: u64,
+    /// Samples waiting.
+    pub queue: usize,
+    pub last_success_at: Option<SystemTime>,
+    pub last_error: Option<String>,
 }
 
 /// How a poll ended.
@@ -120,6 +136,7 @@ impl Telemetry {
                 },
                 alive_tasks: None,
                 limit_hits: Vec::new(),
+                remote_write: BTreeMap::new(),
             }),
             store,
         }
@@ -312,6 +329,99 @@ impl Telemetry {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn remote_write<R>(&self, endpoint: &str, f: impl FnOnce(&mut RemoteWriteStats) -> R) -> R {
+        let r = f(self
+            .lock()
+            .remote_write
+            .entry(endpoint.to_string())
+            .or_default());
+        self.store.touch();
+        r
+    }
+
+    pub fn remote_write_added(&self, endpoint: &str) {
+        self.remote_write(endpoint, |_| ());
+        tracing::info!(endpoint, "remote write endpoint started");
+    }
+
+    /// The endpoint left the config; `dropped` samples were still queued.
+    pub fn remote_write_removed(&self, endpoint: &str, dropped: u64) {
+        self.lock().remote_write.remove(endpoint);
+        self.store.touch();
+        tracing::info!(endpoint, dropped, "remote write endpoint stopped");
+    }
+
+    /// A snapshot's `samples` were queued; `dropped` of the oldest made room; `queue` wait.
+    pub fn remote_write_queued(&self, endpoint: &str, samples: u64, dropped: u64, queue: usize) {
+        self.remote_write(endpoint, |s| {
+            s.queue = queue;
+            if dropped > 0 {
+                *s.samples.entry("dropped").or_default() += dropped;
+            }
+        });
+        if dropped > 0 {
+            tracing::warn!(
+                endpoint,
+                samples,
+                dropped,
+                "remote write queue full: dropped the oldest samples"
+            );
+        }
+    }
+
+    pub fn remote_write_queue(&self, endpoint: &str, queue: usize) {
+        self.remote_write(endpoint, |s| s.queue = queue);
+    }
+
+    pub fn remote_write_sent(&self, endpoint: &str, samples: u64) {
+        self.remote_write(endpoint, |s| {
+            *s.samples.entry("sent").or_default() += samples;
+            s.last_success_at = Some(SystemTime::now());
+            s.last_error = None;
+        });
+        tracing::debug!(endpoint, samples, "remote write sent");
+    }
+
+    /// The endpoint refused a batch for good (a 4xx other than 429): never retried.
+    pub fn remote_write_refused(&self, endpoint: &str, samples: u64, status: u16, answer: &str) {
+        let message = format!("HTTP status {status}: {answer}");
+        self.remote_write(endpoint, |s| {
+            *s.samples.entry("failed").or_default() += samples;
+            s.last_error = Some(message.clone());
+        });
+        tracing::error!(
+            endpoint,
+            samples,
+            status,
+            answer,
+            "remote write refused a batch; not retried"
+        );
+    }
+
+    /// A send failed and will be tried again; `attempt` counts from 1 for each batch.
+    pub fn remote_write_retrying(&self, endpoint: &str, samples: u64, attempt: u32, why: &str) {
+        self.remote_write(endpoint, |s| {
+            s.retried += samples;
+            s.last_error = Some(why.to_string());
+        });
+        if attempt == 1 {
+            tracing::warn!(
+                endpoint,
+                samples,
+                error = why,
+                "remote write failed; retrying with backoff"
+            );
+        } else {
+            tracing::debug!(
+                endpoint,
+                samples,
+                attempt,
+                error = why,
+                "remote write failed again"
+            );
+        }
     }
 }
 

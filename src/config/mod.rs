@@ -57,7 +57,25 @@ pub struct Config {
     /// Lint findings (naming conventions): reported by `check`, logged at load, never fatal
     /// unless `check --strict`.
     pub warnings: Vec<Diagnostic>,
+    /// Where each good poll's series are pushed (Prometheus remote write).
+    pub remote_write: Vec<Arc<RemoteWrite>>,
 }
+
+/// A remote write endpoint, validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RemoteWrite {
+    /// The `endpoint` label of its self-metrics.
+    pub name: String,
+    /// POST to the URL, with the headers, auth, TLS, proxy and timeout configured.
+    pub request: Request,
+    /// Added to every series that has no label of that name, sorted by name.
+    pub external_labels: Vec<(String, String)>,
+    pub queue_capacity: usize,
+    pub max_samples_per_send: usize,
+}
+
+pub const DEFAULT_REMOTE_WRITE_QUEUE: usize = 500_000;
+pub const DEFAULT_REMOTE_WRITE_BATCH: usize = 2_000;
 
 /// A target `/probe` may poll with a module.
 #[derive(Debug, Clone)]

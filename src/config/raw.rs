@@ -26,6 +26,93 @@ pub struct RawConfig {
     /// Settings of `/probe`.
     #[serde(default)]
     pub probe: Option<RawProbe>,
+    /// Prometheus remote write endpoints (Mimir, VictoriaMetrics, Thanos Receive, Cortex,
+    /// Prometheus): after every good poll, the source's series are pushed to each.
+    #[serde(default)]
+    pub remote_write: Vec<RawRemoteWrite>,
+}
+
+/// A Prometheus remote write 1.0 endpoint.
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+#[schemars(rename = "RemoteWrite")]
+pub struct RawRemoteWrite {
+    /// The `endpoint` label of its self-metrics (default: the URL's host and port); unique.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// e.g. `http://victoria-metrics:8428/api/v1/write`,
+    /// `https://mimir.internal/api/v1/push`. `${VAR}` is expanded.
+    pub url: String,
+    /// Extra headers, e.g. `X-Scope-OrgID: team-a` for a Mimir or Cortex tenant.
+    #[serde(default)]
+    pub headers: IndexMap<String, String>,
+    /// Labels added to every series pushed (unless the series has the label already), e.g.
+    /// `{cluster: eu-1, __replica__: a}` for a backend that deduplicates replicas.
+    #[serde(default)]
+    pub external_labels: IndexMap<String, String>,
+    #[serde(default)]
+    pub basic_auth: Option<RawBasicAuth>,
+    #[serde(default)]
+    pub bearer_token: Option<String>,
+    #[serde(default)]
+    pub bearer_token_file: Option<String>,
+    #[serde(default)]
+    pub oauth2: Option<RawOAuth2>,
+    #[serde(default)]
+    pub tls: Option<RawTls>,
+    #[serde(default)]
+    pub proxy_url: Option<String>,
+    #[serde(default)]
+    pub no_proxy: Option<String>,
+    #[serde(default)]
+    pub proxy_from_environment: Option<bool>,
+    /// Deadline of one send (default `30s`).
+    #[serde(default)]
+    pub timeout: Option<String>,
+    /// Samples waiting at most (default 500000); beyond, the oldest are dropped and counted.
+    #[serde(default)]
+    pub queue_capacity: Option<usize>,
+    /// Samples per request at most (default 2000).
+    #[serde(default)]
+    pub max_samples_per_send: Option<usize>,
+    /// First pause before a failed send is tried again, doubled up to 30 s (default `100ms`).
+    #[serde(default)]
+    pub retry_backoff: Option<String>,
+}
+
+impl RawRemoteWrite {
+    /// The endpoint as a source's request (POST to `url`), to share its validation: headers,
+    /// auth, TLS, proxy and timeout compile as they do for sources.
+    pub fn as_source(&self) -> RawSource {
+        RawSource {
+            name: self.name.clone().unwrap_or_default(),
+            url: self.url.clone(),
+            method: Some("POST".into()),
+            headers: self.headers.clone(),
+            query: IndexMap::new(),
+            body: None,
+            basic_auth: self.basic_auth.clone(),
+            bearer_token: self.bearer_token.clone(),
+            bearer_token_file: self.bearer_token_file.clone(),
+            timeout: Some(self.timeout.clone().unwrap_or_else(|| "30s".into())),
+            schedule: None,
+            every: None,
+            max_body_bytes: None,
+            max_series: None,
+            retries: None,
+            retry_backoff: self.retry_backoff.clone(),
+            valid_status_codes: None,
+            follow_redirects: Some(false),
+            enable_http2: None,
+            proxy_url: self.proxy_url.clone(),
+            no_proxy: self.no_proxy.clone(),
+            proxy_from_environment: self.proxy_from_environment,
+            tls: self.tls.clone(),
+            oauth2: self.oauth2.clone(),
+            max_staleness: None,
+            metrics: Vec::new(),
+        }
+    }
 }
 
 /// Settings of `/probe`.
@@ -584,7 +671,25 @@ impl<'de> Deserialize<'de> for RawValue {
     }
 }
 
-const TOP_FIELDS: &[&str] = &["sources", "modules", "probe"];
+const TOP_FIELDS: &[&str] = &["sources", "modules", "probe", "remote_write"];
+const REMOTE_WRITE_FIELDS: &[&str] = &[
+    "name",
+    "url",
+    "headers",
+    "external_labels",
+    "basic_auth",
+    "bearer_token",
+    "bearer_token_file",
+    "oauth2",
+    "tls",
+    "proxy_url",
+    "no_proxy",
+    "proxy_from_environment",
+    "timeout",
+    "queue_capacity",
+    "max_samples_per_send",
+    "retry_backoff",
+];
 const MODULE_FIELDS: &[&str] = &[
     "name",
     "method",
@@ -700,6 +805,10 @@ pub fn unknown_field(parent: &str, key: &str) -> String {
         ["sources"] => SOURCE_FIELDS,
         ["modules"] => MODULE_FIELDS,
         ["probe"] => PROBE_FIELDS,
+        ["remote_write"] => REMOTE_WRITE_FIELDS,
+        ["remote_write", "basic_auth"] => BASIC_AUTH_FIELDS,
+        ["remote_write", "tls"] | ["remote_write", "oauth2", "tls"] => TLS_FIELDS,
+        ["remote_write", "oauth2"] => OAUTH2_FIELDS,
         ["sources" | "modules", "metrics"] => METRIC_FIELDS,
         ["sources" | "modules", "metrics", "values", _] => OUTPUT_FIELDS,
         ["sources" | "modules", "basic_auth"] => BASIC_AUTH_FIELDS,

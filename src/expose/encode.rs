@@ -395,6 +395,65 @@ impl prometheus_client::collector::Collector for SelfMetrics {
                     .encode_counter::<NoLabelSet, u64, f64>(n, None)?;
             }
         }
+        if !st.remote_write.is_empty() {
+            remote_write(&mut enc, st)?;
+        }
         Ok(())
     }
+}
+
+/// The remote write endpoints' self-metrics (only when some are configured).
+fn remote_write(enc: &mut DescriptorEncoder, st: &State) -> Result<(), std::fmt::Error> {
+    {
+        let mut m = enc.encode_descriptor(
+            "jsonbridge_remote_write_samples",
+            "Samples by what became of them: sent, failed (refused by the endpoint, not retried), dropped (out of a full queue).",
+            None,
+            MetricType::Counter,
+        )?;
+        for (name, s) in &st.remote_write {
+            for result in ["sent", "failed", "dropped"] {
+                let n = s.samples.get(result).copied().unwrap_or(0);
+                m.encode_family(&[("endpoint", name.as_str()), ("result", result)])?
+                    .encode_counter::<NoLabelSet, u64, f64>(&n, None)?;
+            }
+        }
+    }
+    {
+        let mut m = enc.encode_descriptor(
+            "jsonbridge_remote_write_retried_samples",
+            "Samples of sends that failed (5xx, 429, connection) and were tried again, at every retry.",
+            None,
+            MetricType::Counter,
+        )?;
+        for (name, s) in &st.remote_write {
+            m.encode_family(&[("endpoint", name.as_str())])?
+                .encode_counter::<NoLabelSet, u64, f64>(&s.retried, None)?;
+        }
+    }
+    {
+        let mut m = enc.encode_descriptor(
+            "jsonbridge_remote_write_queue_samples",
+            "Samples waiting to be sent.",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (name, s) in &st.remote_write {
+            m.encode_family(&[("endpoint", name.as_str())])?
+                .encode_gauge(&(s.queue as i64))?;
+        }
+    }
+    {
+        let mut m = enc.encode_descriptor(
+            "jsonbridge_remote_write_last_success_timestamp_seconds",
+            "Unix time of the last send the endpoint took (0: never).",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (name, s) in &st.remote_write {
+            m.encode_family(&[("endpoint", name.as_str())])?
+                .encode_gauge(&s.last_success_at.map(seconds).unwrap_or(0.0))?;
+        }
+    }
+    Ok(())
 }

@@ -14,6 +14,7 @@ mod poll;
 mod prometheus;
 mod promises;
 mod props;
+mod push;
 mod reach;
 mod reload;
 mod security;

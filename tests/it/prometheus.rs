@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use crate::support::{Bridge, Reply, Upstream, client};
 
-struct Prometheus {
+pub(crate) struct Prometheus {
     child: Child,
-    base: String,
+    pub(crate) base: String,
     _dir: tempfile::TempDir,
 }
 
@@ -22,6 +22,38 @@ impl Drop for Prometheus {
 }
 
 impl Prometheus {
+    /// A Prometheus that scrapes nothing and takes remote write on `port` (0: any), its
+    /// data in `data`.
+    pub(crate) fn receiver(port: u16, data: &std::path::Path) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = dir.path().join("prometheus.yml");
+        std::fs::write(&cfg, "global: {scrape_interval: 1m}\n").unwrap();
+        let port = match port {
+            0 => free_port(),
+            p => p,
+        };
+        let child = Command::new("prometheus")
+            .arg(format!("--config.file={}", cfg.display()))
+            .arg(format!("--storage.tsdb.path={}", data.display()))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .arg("--web.enable-remote-write-receiver")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("cannot start prometheus ({e}): install Debian's `prometheus` package, or run ./test.sh which does")
+            });
+        Self {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+            _dir: dir,
+        }
+    }
+
+    pub(crate) fn port(&self) -> u16 {
+        self.base.rsplit(':').next().unwrap().parse().unwrap()
+    }
+
     fn start(target: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let cfg = dir.path().join("prometheus.yml");
@@ -55,7 +87,7 @@ impl Prometheus {
     }
 
     /// Instant query: (labels without __name__/job/instance, value) sorted.
-    async fn query(&self, q: &str) -> Option<Vec<(Vec<(String, String)>, String)>> {
+    pub(crate) async fn query(&self, q: &str) -> Option<Vec<(Vec<(String, String)>, String)>> {
         let mut url = reqwest::Url::parse(&format!("{}/api/v1/query", self.base)).unwrap();
         url.query_pairs_mut().append_pair("query", q);
         let resp = client().get(url).send().await.ok()?;
@@ -79,7 +111,7 @@ impl Prometheus {
         Some(out)
     }
 
-    async fn wait_query(
+    pub(crate) async fn wait_query(
         &self,
         q: &str,
         what: &str,
@@ -102,7 +134,15 @@ impl Prometheus {
     }
 }
 
-fn l(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+pub(crate) fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub(crate) fn l(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
     let mut v: Vec<(String, String)> = pairs
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))

@@ -5,6 +5,7 @@
 
 mod metrics;
 mod probes;
+mod remote_write;
 mod requests;
 mod sources;
 mod tls;
@@ -59,12 +60,14 @@ impl Compiler<'_> {
             .chain(module_sources)
             .collect();
         let families = self.families(&all);
+        let remote_write = self.remote_write(raw);
         Config {
             sources,
             families,
             warnings: Vec::new(),
             modules,
             probe_allow: probe_allow.into(),
+            remote_write,
         }
     }
 }

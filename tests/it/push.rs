@@ -1,0 +1,210 @@
+//! Issue 17: remote write into real backends started here (Debian's `prometheus` with its
+//! remote write receiver; ./test.sh installs it): what is pushed equals `/metrics`, a
+//! deleted pod's series ends, a backend down for a while gets what was queued.
+
+use std::time::Duration;
+
+use super::prometheus::{Prometheus, l};
+use super::support::*;
+
+fn pods(list: &[(&str, f64)]) -> Reply {
+    let items: Vec<String> = list
+        .iter()
+        .map(|(p, v)| format!(r#"{{"name": "{p}", "energy": {v}}}"#))
+        .collect();
+    Reply::json(&format!(r#"{{"pods": [{}]}}"#, items.join(",")))
+}
+
+fn config(upstream: &str, endpoint: &str, extra: &str) -> String {
+    format!(
+        "sources:\n  - name: energy\n    url: {upstream}/pods\n    every: 1s\n    metrics:\n      - {{name: pod_energy_joules, help: Energy., each: \"$.pods[*]\", labels: {{pod: \"{{@.name}}\"}}, value: \"@.energy\"}}\n      - {{name: pods_seen, type: counter, help: Pods., value: \"length($.pods)\"}}\nremote_write:\n  - url: {endpoint}/api/v1/write\n    name: prom\n    external_labels: {{replica: a, cluster: eu-1}}\n    retry_backoff: 50ms\n{extra}"
+    )
+}
+
+fn metric(body: &str, series: &str) -> Option<f64> {
+    sample(body, series)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pushed_series_equal_metrics_and_a_deleted_pods_series_ends() {
+    let data = tempfile::tempdir().unwrap();
+    let prom = Prometheus::receiver(0, data.path());
+    let up = Upstream::start(pods(&[("a", 1.5), ("b", 2.25), ("c", 1e300)])).await;
+    let b = Bridge::start(&config(&up.base, &prom.base, "")).await;
+    let got = prom
+        .wait_query("pod_energy_joules", "the three pods", |r| r.len() == 3)
+        .await;
+    let m = b.metrics().await;
+    for (labels, value) in &got {
+        let pod = &labels.iter().find(|(k, _)| k == "pod").unwrap().1;
+        let want = metric(&m, &format!("pod_energy_joules{{pod=\"{pod}\"}}")).unwrap();
+        assert_eq!(value.parse::<f64>().unwrap(), want, "{pod}");
+        // External labels came along.
+        assert!(
+            labels.contains(&("replica".into(), "a".into())),
+            "{labels:?}"
+        );
+        assert!(
+            labels.contains(&("cluster".into(), "eu-1".into())),
+            "{labels:?}"
+        );
+    }
+    // A counter is pushed under its exposed name, `_total` included.
+    prom.wait_query("pods_seen_total", "the counter", |r| {
+        r == [(l(&[("cluster", "eu-1"), ("replica", "a")]), "3".to_string())]
+    })
+    .await;
+
+    // Pod b is deleted: its series ends with a staleness marker, as on a scrape.
+    up.set(pods(&[("a", 4.0), ("c", 1e300)]));
+    prom.wait_query("pod_energy_joules", "pod b gone, a updated", |r| {
+        r.len() == 2
+            && r.iter()
+                .any(|(l, v)| l.contains(&("pod".into(), "a".into())) && v == "4")
+    })
+    .await;
+
+    let m = b.metrics().await;
+    assert!(
+        metric(
+            &m,
+            r#"jsonbridge_remote_write_samples_total{endpoint="prom",result="sent"}"#
+        )
+        .unwrap()
+            >= 8.0
+    );
+    assert_eq!(
+        metric(
+            &m,
+            r#"jsonbridge_remote_write_samples_total{endpoint="prom",result="failed"}"#
+        ),
+        Some(0.0)
+    );
+    assert!(
+        metric(
+            &m,
+            r#"jsonbridge_remote_write_last_success_timestamp_seconds{endpoint="prom"}"#
+        )
+        .unwrap()
+            > 0.0
+    );
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backend_down_for_a_while_gets_what_was_queued_and_polls_go_on() {
+    let data = tempfile::tempdir().unwrap();
+    let prom = Prometheus::receiver(0, data.path());
+    let port = prom.port();
+    let up = Upstream::start(pods(&[("a", 1.0)])).await;
+    let b = Bridge::start(&config(&up.base, &prom.base, "")).await;
+    prom.wait_query("pod_energy_joules", "the first push", |r| r.len() == 1)
+        .await;
+    drop(prom);
+    // Down: polls go on (every second), their samples wait in the queue.
+    up.set(pods(&[("a", 2.0)]));
+    let m = b
+        .wait_metrics(20, "queued samples and failed sends", |m| {
+            metric(
+                m,
+                r#"jsonbridge_remote_write_queue_samples{endpoint="prom"}"#,
+            )
+            .unwrap_or(0.0)
+                >= 4.0
+                && metric(
+                    m,
+                    r#"jsonbridge_remote_write_retried_samples_total{endpoint="prom"}"#,
+                )
+                .unwrap_or(0.0)
+                    > 0.0
+        })
+        .await;
+    assert_eq!(polls(&m, "energy", "success").map(|n| n >= 3.0), Some(true));
+    let sent_before = metric(
+        &m,
+        r#"jsonbridge_remote_write_samples_total{endpoint="prom",result="sent"}"#,
+    )
+    .unwrap();
+    // Back, on the same port and data: what was queued arrives (the value of the outage).
+    let prom = Prometheus::receiver(port, data.path());
+    prom.wait_query(
+        "pod_energy_joules",
+        "the value pushed during the outage",
+        |r| r.len() == 1 && r[0].1 == "2",
+    )
+    .await;
+    // The samples of every poll during the outage are there, at their poll's time.
+    let m = b
+        .wait_metrics(20, "the queue drained", |m| {
+            metric(
+                m,
+                r#"jsonbridge_remote_write_queue_samples{endpoint="prom"}"#,
+            ) == Some(0.0)
+        })
+        .await;
+    let sent = metric(
+        &m,
+        r#"jsonbridge_remote_write_samples_total{endpoint="prom",result="sent"}"#,
+    )
+    .unwrap();
+    assert!(sent > sent_before, "{sent} > {sent_before}");
+    let got = prom
+        .query("count_over_time(pod_energy_joules[10m])")
+        .await
+        .unwrap();
+    let points: f64 = got[0].1.parse().unwrap();
+    let polled = polls(&m, "energy", "success").unwrap();
+    assert!(
+        points >= polled - 2.0,
+        "every poll's sample arrived once: {points} points for {polled} polls"
+    );
+    assert_eq!(
+        metric(
+            &m,
+            r#"jsonbridge_remote_write_samples_total{endpoint="prom",result="dropped"}"#
+        ),
+        Some(0.0)
+    );
+    b.stop().await;
+    let _ = Duration::ZERO;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_queue_drops_the_oldest_and_counts_them() {
+    // Nothing listens: every send fails and the queue fills.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = dead.local_addr().unwrap().port();
+    drop(dead);
+    let up = Upstream::start(pods(&[("a", 1.0), ("b", 2.0), ("c", 3.0)])).await;
+    let b = Bridge::start(&config(
+        &up.base,
+        &format!("http://127.0.0.1:{port}"),
+        "    queue_capacity: 5\n    max_samples_per_send: 2\n",
+    ))
+    .await;
+    let m = b
+        .wait_metrics(20, "dropped samples", |m| {
+            metric(
+                m,
+                r#"jsonbridge_remote_write_samples_total{endpoint="prom",result="dropped"}"#,
+            )
+            .unwrap_or(0.0)
+                >= 4.0
+        })
+        .await;
+    assert!(
+        metric(
+            &m,
+            r#"jsonbridge_remote_write_queue_samples{endpoint="prom"}"#
+        )
+        .unwrap()
+            <= 5.0
+    );
+    // Polls and scrapes are untouched by the dead endpoint.
+    assert!(m.contains("\npod_energy_joules{pod=\"a\"} 1"));
+    assert_eq!(
+        sample(&m, r#"jsonbridge_source_up{source="energy"}"#),
+        Some(1.0)
+    );
+    b.stop().await;
+}
