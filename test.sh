@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test of jsonbridge on a fresh machine: installs what the tests need first
 # (Debian's `prometheus` for promtool and the real-Prometheus test, `chromium` for the
-# status page test, `tinyproxy` for the proxy test, PyPI's prometheus_client for the
-# OpenMetrics parser), then `cargo test`.
+# status page test, `tinyproxy` for the proxy test, `victoria-metrics` for the remote write
+# tests, PyPI's prometheus_client for the OpenMetrics parser), then `cargo test`.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -10,6 +10,7 @@ missing=()
 command -v promtool >/dev/null 2>&1 && command -v prometheus >/dev/null 2>&1 || missing+=(prometheus)
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 command -v tinyproxy >/dev/null 2>&1 || missing+=(tinyproxy)
+command -v victoria-metrics >/dev/null 2>&1 || missing+=(victoria-metrics)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "test.sh: installing ${missing[*]} (Debian packages)" >&2
   sudo=""

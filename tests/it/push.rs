@@ -208,3 +208,175 @@ async fn a_full_queue_drops_the_oldest_and_counts_them() {
     );
     b.stop().await;
 }
+
+/// A VictoriaMetrics single node (Debian's `victoria-metrics`, installed by ./test.sh) on a
+/// free loopback port, its data in a temp dir; stopped when dropped.
+struct Victoria {
+    child: std::process::Child,
+    base: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Victoria {
+    fn start(extra: &[&str]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let port = super::prometheus::free_port();
+        let child = std::process::Command::new("victoria-metrics")
+            .arg(format!("-storageDataPath={}", dir.path().display()))
+            .arg(format!("-httpListenAddr=127.0.0.1:{port}"))
+            .args(extra)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("cannot start victoria-metrics ({e}): install Debian's `victoria-metrics`, or run ./test.sh which does")
+            });
+        Self {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+            _dir: dir,
+        }
+    }
+
+    /// Instant query through VictoriaMetrics' Prometheus API, once its data is searchable
+    /// (it caches recent results, so each call asks with `nocache=1`).
+    async fn query(&self, q: &str) -> Option<Vec<(Vec<(String, String)>, String)>> {
+        let mut url = reqwest::Url::parse(&format!("{}/api/v1/query", self.base)).unwrap();
+        url.query_pairs_mut()
+            .append_pair("query", q)
+            .append_pair("nocache", "1");
+        let body = client().get(url).send().await.ok()?.bytes().await.ok()?;
+        let v: serde_json::Value = serde_json::from_slice(&body).ok()?;
+        let mut out: Vec<_> = v["data"]["result"]
+            .as_array()?
+            .iter()
+            .map(|r| {
+                let mut labels: Vec<(String, String)> = r["metric"]
+                    .as_object()
+                    .unwrap()
+                    .iter()
+                    .filter(|(k, _)| k.as_str() != "__name__")
+                    .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_string()))
+                    .collect();
+                labels.sort();
+                (labels, r["value"][1].as_str().unwrap().to_string())
+            })
+            .collect();
+        out.sort();
+        Some(out)
+    }
+
+    async fn wait_query(
+        &self,
+        q: &str,
+        what: &str,
+        cond: impl Fn(&[(Vec<(String, String)>, String)]) -> bool,
+    ) -> Vec<(Vec<(String, String)>, String)> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            // Freshly written samples become searchable after a flush; ask it to flush now.
+            let _ = client()
+                .get(format!("{}/internal/force_flush", self.base))
+                .send()
+                .await;
+            if let Some(r) = self.query(q).await
+                && cond(&r)
+            {
+                return r;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "VictoriaMetrics never showed {what}; last: {:?}",
+                self.query(q).await
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+}
+
+impl Drop for Victoria {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Two replicas of one jsonbridge config push the same series into one VictoriaMetrics with
+/// deduplication: every series comes out once, with /metrics' values, also after one
+/// replica is stopped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_into_victoria_metrics_give_each_series_once() {
+    let vm = Victoria::start(&["-dedup.minScrapeInterval=1s"]);
+    let up = Upstream::start(pods(&[("a", 1.5), ("b", 2.5)])).await;
+    // No replica label: VictoriaMetrics deduplicates identical series from HA pairs.
+    let text = format!(
+        "sources:\n  - name: energy\n    url: {}/pods\n    every: 1s\n    metrics:\n      - {{name: pod_energy_joules, help: Energy., each: \"$.pods[*]\", labels: {{pod: \"{{@.name}}\"}}, value: \"@.energy\"}}\nremote_write:\n  - url: {}/api/v1/write\n    name: vm\n    external_labels: {{cluster: eu-1}}\n",
+        up.base, vm.base
+    );
+    let one = Bridge::start(&text).await;
+    let two = Bridge::start(&text).await;
+    let want = |r: &[(Vec<(String, String)>, String)]| {
+        r == [
+            (l(&[("cluster", "eu-1"), ("pod", "a")]), "1.5".to_string()),
+            (l(&[("cluster", "eu-1"), ("pod", "b")]), "2.5".to_string()),
+        ]
+    };
+    vm.wait_query("pod_energy_joules", "both pods, once each", want)
+        .await;
+    for b in [&one, &two] {
+        b.wait_metrics(10, "a push", |m| {
+            metric(
+                m,
+                r#"jsonbridge_remote_write_samples_total{endpoint="vm",result="sent"}"#,
+            )
+            .unwrap_or(0.0)
+                > 0.0
+        })
+        .await;
+    }
+    // One replica goes away; the other keeps the series current.
+    one.stop().await;
+    up.set(pods(&[("a", 3.0), ("b", 2.5)]));
+    vm.wait_query(
+        "pod_energy_joules",
+        "a's new value from the survivor",
+        |r| r.len() == 2 && r[0].1 == "3",
+    )
+    .await;
+    two.stop().await;
+}
+
+/// A reload that changes an endpoint's external labels restarts it with the new ones; one
+/// that removes `remote_write` stops pushing and its self-metrics go.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reloads_restart_changed_endpoints_and_stop_removed_ones() {
+    let data = tempfile::tempdir().unwrap();
+    let prom = Prometheus::receiver(0, data.path());
+    let up = Upstream::start(pods(&[("a", 1.0)])).await;
+    let b = Bridge::start(&config(&up.base, &prom.base, "")).await;
+    prom.wait_query("pod_energy_joules{replica=\"a\"}", "replica a", |r| {
+        r.len() == 1
+    })
+    .await;
+    let changed = config(&up.base, &prom.base, "").replace("replica: a", "replica: b");
+    std::fs::write(&b.config, changed).unwrap();
+    prom.wait_query(
+        "pod_energy_joules{replica=\"b\"}",
+        "replica b after the reload",
+        |r| r.len() == 1,
+    )
+    .await;
+    let without = config(&up.base, &prom.base, "");
+    let without = &without[..without.find("remote_write:").unwrap()];
+    std::fs::write(&b.config, without).unwrap();
+    let m = b
+        .wait_metrics(20, "the endpoint gone", |m| {
+            !m.contains("jsonbridge_remote_write_samples_total")
+        })
+        .await;
+    assert_eq!(
+        sample(&m, "jsonbridge_config_last_reload_successful"),
+        Some(1.0)
+    );
+    b.stop().await;
+}
