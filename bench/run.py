@@ -117,6 +117,13 @@ class QuietHandler(http.server.SimpleHTTPRequestHandler):
     def log_message(self, *args):
         pass
 
+    def do_GET(self):
+        # A real API's data changes between polls: answer every poll in full, never 304
+        # (jsonbridge asks with If-Modified-Since, which this server would honour).
+        del self.headers["If-Modified-Since"]
+        del self.headers["If-None-Match"]
+        super().do_GET()
+
 
 def serve_dir(directory):
     port = free_port()

@@ -31,6 +31,21 @@ pub struct Options {
     pub shard: Option<config::Shard>,
     /// Protective limits (`--config.max-bytes`, `--web.*`, `--probe.max-concurrent`...).
     pub limits: Limits,
+    /// Serve `/metrics`, push to `remote_write`, or both.
+    pub mode: Mode,
+}
+
+/// What jsonbridge does with its snapshots (`--mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Mode {
+    /// Serve `/metrics`, and push to the config's `remote_write` endpoints if it has any.
+    #[default]
+    Both,
+    /// Serve `/metrics` only; `remote_write` is ignored.
+    Serve,
+    /// Push only: `/metrics` shows jsonbridge's own metrics, the series go to
+    /// `remote_write` (health, readiness, the status page and `/probe` stay).
+    Push,
 }
 
 /// Protective limits, each with a flag (see `main`) and a row in docs/reliability.md's
@@ -142,7 +157,20 @@ pub async fn start(opts: Options) -> Result<Running, StartError> {
     let cancel = CancellationToken::new();
     let store = Arc::new(Store::new(config.clone()));
     let telemetry = Arc::new(Telemetry::new(store.clone()));
-    let pusher = crate::push::Pusher::start(&config, telemetry.clone(), cancel.child_token());
+    if opts.mode == Mode::Push && config.remote_write.is_empty() {
+        tracing::warn!(
+            "--mode push, but the config has no remote_write endpoint: the series go nowhere"
+        );
+    }
+    if opts.mode == Mode::Serve && !config.remote_write.is_empty() {
+        tracing::info!("--mode serve: the config's remote_write endpoints are not used");
+    }
+    let pusher = crate::push::Pusher::start(
+        &config,
+        telemetry.clone(),
+        cancel.child_token(),
+        opts.mode != Mode::Serve,
+    );
     let scheduler = Arc::new(
         Scheduler::new(
             store.clone(),
@@ -192,6 +220,7 @@ pub async fn start(opts: Options) -> Result<Running, StartError> {
 
     let exposer = Arc::new(
         Exposer::new(store.clone(), telemetry.clone(), reload_tx, origin.name)
+            .with_self_metrics_only(opts.mode == Mode::Push)
             .with_max_concurrent_probes(opts.limits.max_concurrent_probes),
     );
     let listener = tokio::net::TcpListener::bind(&opts.listen_address)

@@ -44,6 +44,12 @@ struct Cli {
     #[arg(long = "shard", value_name = "INDEX/COUNT")]
     shard: Option<config::Shard>,
 
+    /// What to do with the series: `both` serves /metrics and pushes to the config's
+    /// remote_write endpoints (if any); `serve` only serves; `push` only pushes (/metrics
+    /// then shows jsonbridge's own metrics; health, readiness and the status page stay).
+    #[arg(long = "mode", value_enum, default_value = "both")]
+    mode: app::Mode,
+
     /// Do not watch the config file for changes (SIGHUP and /-/reload still work).
     #[arg(long = "config.no-watch")]
     no_watch: bool,
@@ -186,6 +192,7 @@ fn main() -> ExitCode {
                 watch_config: !cli.no_watch,
                 web_config: cli.web_config,
                 shard: cli.shard,
+                mode: cli.mode,
                 limits: app::Limits {
                     config_max_bytes: cli.config_max_bytes,
                     max_concurrent_probes: cli.max_concurrent_probes,

@@ -125,14 +125,24 @@ pub struct Shard {
 
 impl std::str::FromStr for Shard {
     type Err = String;
+    /// `INDEX/COUNT`, where INDEX is a number or a StatefulSet pod's name, whose ordinal
+    /// (the number after its last `-`) is the index: `--shard=$(POD_NAME)/4`.
     fn from_str(s: &str) -> Result<Self, String> {
         let (i, c) = s
             .split_once('/')
-            .ok_or_else(|| format!("{s:?}: expected INDEX/COUNT, e.g. 0/3"))?;
+            .ok_or_else(|| format!("{s:?}: expected INDEX/COUNT, e.g. 0/3 or jsonbridge-2/3"))?;
+        let i = i.trim();
         let index: u32 = i
-            .trim()
             .parse()
-            .map_err(|_| format!("{s:?}: INDEX is not a number"))?;
+            .ok()
+            .or_else(|| {
+                i.rsplit_once('-')
+                    .filter(|(pod, _)| !pod.is_empty())
+                    .and_then(|(_, n)| n.parse().ok())
+            })
+            .ok_or_else(|| {
+                format!("{s:?}: INDEX is neither a number nor a pod name ending in -ORDINAL")
+            })?;
         let count: u32 = c
             .trim()
             .parse()
@@ -145,19 +155,45 @@ impl std::str::FromStr for Shard {
 }
 
 impl Shard {
-    /// Whether source `name` belongs to this shard (FNV-1a: stable across versions and
-    /// platforms, unlike std's hasher).
+    /// Whether source `name` belongs to this shard.
     pub fn owns(&self, name: &str) -> bool {
-        let mut h: u64 = 0xcbf29ce484222325;
-        for b in name.bytes() {
-            h ^= u64::from(b);
-            h = h.wrapping_mul(0x100000001b3);
-        }
-        h % u64::from(self.count) == u64::from(self.index)
+        owner(name, self.count) == self.index
     }
 }
 
+/// The shard of `count` that polls source `name`: rendezvous (highest random weight)
+/// hashing, so that going from N to N+1 shards moves about 1/(N+1) of the sources (only
+/// those the new shard wins), where `hash % N` would move most of them. The price is N
+/// hashes per source at load, nothing per poll. FNV-1a with a 64-bit finalizer: stable
+/// across versions and platforms, unlike std's hasher.
+pub fn owner(name: &str, count: u32) -> u32 {
+    let weight = |shard: u32| {
+        let mut h: u64 = 0xcbf29ce484222325;
+        for b in name.bytes().chain([0]).chain(shard.to_le_bytes()) {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x100000001b3);
+        }
+        // splitmix64's finalizer: FNV's low bits alone spread poorly over few shards.
+        h = (h ^ (h >> 30)).wrapping_mul(0xbf58476d1ce4e5b9);
+        h = (h ^ (h >> 27)).wrapping_mul(0x94d049bb133111eb);
+        h ^ (h >> 31)
+    };
+    (0..count).max_by_key(|s| weight(*s)).unwrap_or(0)
+}
+
 impl Config {
+    /// A config with nothing in it (what `/metrics` encodes with `--mode push`).
+    pub fn empty() -> Self {
+        Config {
+            sources: Vec::new(),
+            modules: Vec::new(),
+            probe_allow: Vec::new().into(),
+            families: Vec::new(),
+            warnings: Vec::new(),
+            remote_write: Vec::new(),
+        }
+    }
+
     /// Keeps only this shard's sources (and the families they feed).
     pub fn keep_shard(&mut self, shard: Shard) {
         self.sources.retain(|s| shard.owns(&s.name));

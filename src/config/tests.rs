@@ -483,6 +483,46 @@ fn shards_split_sources_exactly_once() {
     assert!(per_shard.iter().all(|&n| n > 250), "{per_shard:?}");
     let one: Shard = "0/1".parse().unwrap();
     assert!(one.owns("anything"));
+    // A StatefulSet pod's name gives its ordinal.
+    for (text, index) in [("jsonbridge-2/3", 2), ("energy-exporter-b-0/4", 0)] {
+        assert_eq!(text.parse::<Shard>().unwrap().index, index, "{text}");
+    }
+    for bad in ["jsonbridge-3/3", "jsonbridge/3", "jsonbridge-x/3"] {
+        assert!(bad.parse::<Shard>().is_err(), "{bad}");
+    }
+}
+
+#[test]
+fn rendezvous_shards_move_few_sources_when_one_is_added() {
+    let names: Vec<String> = (0..10_000).map(|n| format!("source-{n}")).collect();
+    for count in [2u32, 4, 8] {
+        let before: Vec<u32> = names.iter().map(|n| owner(n, count)).collect();
+        let after: Vec<u32> = names.iter().map(|n| owner(n, count + 1)).collect();
+        let moved = before.iter().zip(&after).filter(|(a, b)| a != b).count();
+        // Only to the new shard, and about 1/(N+1) of them (`hash % N` moves most).
+        assert!(
+            before
+                .iter()
+                .zip(&after)
+                .all(|(a, b)| a == b || *b == count)
+        );
+        let share = moved as f64 / names.len() as f64;
+        let want = 1.0 / f64::from(count + 1);
+        assert!(
+            (share - want).abs() < 0.03,
+            "{count}->{}: {share}",
+            count + 1
+        );
+        let mut per = vec![0usize; count as usize];
+        for o in &before {
+            per[*o as usize] += 1;
+        }
+        let mean = names.len() / count as usize;
+        assert!(
+            per.iter().all(|&n| n.abs_diff(mean) < mean / 10),
+            "{count}: {per:?}"
+        );
+    }
 }
 
 #[test]

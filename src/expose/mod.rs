@@ -57,6 +57,9 @@ pub struct Exposer {
     probe_slots: tokio::sync::Semaphore,
     /// Scrapes served at once ([`MAX_CONCURRENT_SCRAPES`]).
     scrape_slots: tokio::sync::Semaphore,
+    /// `--mode push`: `/metrics` shows jsonbridge's own metrics only; the series go to the
+    /// remote write endpoints.
+    self_metrics_only: bool,
 }
 
 /// Default of `--probe.max-concurrent`.
@@ -79,7 +82,14 @@ impl Exposer {
             cache: tokio::sync::Mutex::new([None, None, None, None]),
             probe_slots: tokio::sync::Semaphore::new(DEFAULT_MAX_CONCURRENT_PROBES),
             scrape_slots: tokio::sync::Semaphore::new(MAX_CONCURRENT_SCRAPES),
+            self_metrics_only: false,
         }
+    }
+
+    /// `/metrics` shows jsonbridge's own metrics only (`--mode push`).
+    pub fn with_self_metrics_only(mut self, only: bool) -> Self {
+        self.self_metrics_only = only;
+        self
     }
 
     /// At most `n` (at least 1) `/probe` polls at once; more wait, within their timeout.
@@ -114,7 +124,13 @@ impl Exposer {
         let plain = match &cache[plain_slot] {
             Some((g, body)) if *g == generation => body.clone(),
             _ => {
-                let view = self.store.view();
+                let view = match self.self_metrics_only {
+                    false => self.store.view(),
+                    true => crate::store::View {
+                        config: Arc::new(crate::config::Config::empty()),
+                        snapshots: Vec::new(),
+                    },
+                };
                 let state = self.telemetry.snapshot();
                 // Encoding 100k series takes tens of milliseconds: keep it off the async
                 // workers that answer health checks.

@@ -45,6 +45,8 @@ pub struct Pusher {
     endpoints: Mutex<Vec<Arc<Endpoint>>>,
     telemetry: Arc<Telemetry>,
     cancel: CancellationToken,
+    /// `false` with `--mode serve`: the config's endpoints are not used.
+    enabled: bool,
 }
 
 struct Endpoint {
@@ -64,16 +66,18 @@ struct Queue {
 }
 
 impl Pusher {
-    /// Starts a sender per endpoint of `config`.
+    /// Starts a sender per endpoint of `config` (none unless `enabled`).
     pub fn start(
         config: &Config,
         telemetry: Arc<Telemetry>,
         cancel: CancellationToken,
+        enabled: bool,
     ) -> Arc<Self> {
         let pusher = Arc::new(Self {
             endpoints: Mutex::new(Vec::new()),
             telemetry,
             cancel,
+            enabled,
         });
         pusher.reconfigure(&config.remote_write);
         pusher
@@ -82,6 +86,7 @@ impl Pusher {
     /// Applies a reloaded config: endpoints whose settings are unchanged keep their queue and
     /// task; removed or changed ones stop (what they had queued is dropped and counted).
     pub fn reconfigure(&self, wanted: &[Arc<RemoteWrite>]) {
+        let wanted = if self.enabled { wanted } else { &[] };
         let mut endpoints = self.lock();
         let (kept, gone): (Vec<_>, Vec<_>) = endpoints
             .drain(..)

@@ -111,3 +111,45 @@ fn the_dockerfile_runs_as_non_root_and_lints_clean() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn the_sharded_remote_write_example_parses_and_its_shards_come_from_pod_names() {
+    let text =
+        std::fs::read_to_string(root().join("examples/kubernetes/sharded-remote-write.yaml"))
+            .unwrap();
+    let docs: Vec<serde_json::Value> = serde_norway::Deserializer::from_str(&text)
+        .map(|d| serde::Deserialize::deserialize(d).unwrap())
+        .collect();
+    let kinds: Vec<&str> = docs.iter().map(|d| d["kind"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["ConfigMap", "StatefulSet", "StatefulSet"]);
+    let config = jsonbridge::config::parse(
+        docs[0]["data"]["jsonbridge.yaml"].as_str().unwrap(),
+        &jsonbridge::config::Origin {
+            name: "configmap".into(),
+            base_dir: "/etc/jsonbridge".into(),
+        },
+        &|_| None,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(config.remote_write.len(), 1);
+    for set in &docs[1..] {
+        let replicas = set["spec"]["replicas"].as_u64().unwrap();
+        let c = &set["spec"]["template"]["spec"]["containers"][0];
+        let args: Vec<&str> = c["args"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a.as_str().unwrap())
+            .collect();
+        assert!(args.contains(&"--mode=push"));
+        let shard = format!("--shard=$(POD_NAME)/{replicas}");
+        assert!(args.contains(&shard.as_str()), "{args:?}");
+        // Each pod's name (the StatefulSet's, then -ORDINAL) parses as its shard.
+        let name = set["metadata"]["name"].as_str().unwrap();
+        for ordinal in 0..replicas {
+            let s: jsonbridge::config::Shard =
+                format!("{name}-{ordinal}/{replicas}").parse().unwrap();
+            assert_eq!(u64::from(s.index), ordinal);
+        }
+    }
+}

@@ -380,3 +380,43 @@ async fn reloads_restart_changed_endpoints_and_stop_removed_ones() {
     );
     b.stop().await;
 }
+
+/// `--mode push`: the series reach the backend, `/metrics` shows jsonbridge's own metrics
+/// only (to watch the pusher), health answers. `--mode serve` leaves `remote_write` unused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn push_mode_pushes_and_serves_only_self_metrics_serve_mode_does_not_push() {
+    let data = tempfile::tempdir().unwrap();
+    let prom = Prometheus::receiver(0, data.path());
+    let up = Upstream::start(pods(&[("a", 1.0)])).await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("jsonbridge.yaml");
+    std::fs::write(&cfg, config(&up.base, &prom.base, "")).unwrap();
+    let pushing = Daemon::start(&cfg, &["--mode", "push"], &[]);
+    prom.wait_query("pod_energy_joules", "the pushed series", |r| r.len() == 1)
+        .await;
+    let m = get_text(&format!("http://{}/metrics", pushing.addr)).await;
+    assert!(!m.contains("pod_energy_joules"), "{m}");
+    assert!(m.contains("jsonbridge_remote_write_samples_total{endpoint=\"prom\",result=\"sent\"}"));
+    assert!(m.contains("jsonbridge_source_up{source=\"energy\"} 1"));
+    let health = client()
+        .get(format!("http://{}/-/healthy", pushing.addr))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 200);
+    let (code, _) = pushing.terminate();
+    assert_eq!(code, Some(0));
+
+    let serving = Daemon::start(&cfg, &["--mode", "serve"], &[]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let m = get_text(&format!("http://{}/metrics", serving.addr)).await;
+        if m.contains("pod_energy_joules{pod=\"a\"} 1") {
+            assert!(!m.contains("jsonbridge_remote_write"), "{m}");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{m}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _ = serving.terminate();
+}

@@ -184,6 +184,7 @@ impl Bridge {
             watch_config: true,
             web_config: None,
             shard: None,
+            mode: app::Mode::Both,
             limits,
         })
         .await
