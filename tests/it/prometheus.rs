@@ -25,9 +25,14 @@ impl Prometheus {
     /// A Prometheus that scrapes nothing and takes remote write on `port` (0: any), its
     /// data in `data`.
     pub(crate) fn receiver(port: u16, data: &std::path::Path) -> Self {
+        Self::receiver_with(port, data, "")
+    }
+
+    /// [`Self::receiver`] with more of prometheus.yml (e.g. its `storage:` section).
+    pub(crate) fn receiver_with(port: u16, data: &std::path::Path, config: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let cfg = dir.path().join("prometheus.yml");
-        std::fs::write(&cfg, "global: {scrape_interval: 1m}\n").unwrap();
+        std::fs::write(&cfg, format!("global: {{scrape_interval: 1m}}\n{config}")).unwrap();
         let port = match port {
             0 => free_port(),
             p => p,

@@ -420,3 +420,47 @@ async fn push_mode_pushes_and_serves_only_self_metrics_serve_mode_does_not_push(
     }
     let _ = serving.terminate();
 }
+
+/// Data timestamps 40 minutes old (an API reporting a past window) reach a Prometheus that
+/// accepts out-of-order samples, at their own time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn old_data_timestamps_are_pushed_at_their_time() {
+    let data = tempfile::tempdir().unwrap();
+    let prom = Prometheus::receiver_with(
+        0,
+        data.path(),
+        "storage: {tsdb: {out_of_order_time_window: 2h}}\n",
+    );
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let at = now - 40 * 60;
+    // First a current sample, so that the old one is out of order for the head.
+    let up = Upstream::start(Reply::json(&format!(r#"{{"points": [[{now}, 1.0]]}}"#))).await;
+    let text = format!(
+        "sources:\n  - name: past\n    url: {}/p\n    every: 1s\n    metrics:\n      - {{name: window_energy_joules, help: Energy., value: \"$.points[-1][1]\", timestamp: \"$.points[-1][0]\", timestamp_format: unix}}\nremote_write:\n  - url: {}/api/v1/write\n    name: prom\n",
+        up.base, prom.base
+    );
+    let b = Bridge::start(&text).await;
+    prom.wait_query("window_energy_joules", "the current point", |r| {
+        r.len() == 1
+    })
+    .await;
+    up.set(Reply::json(&format!(r#"{{"points": [[{at}, 7.5]]}}"#)));
+    // Asked at the old point's time, Prometheus has its value.
+    let q = format!("window_energy_joules @ {at}");
+    prom.wait_query(&q, "the 40-minute-old point", |r| {
+        r.len() == 1 && r[0].1 == "7.5"
+    })
+    .await;
+    let m = b.metrics().await;
+    assert_eq!(
+        metric(
+            &m,
+            r#"jsonbridge_remote_write_samples_total{endpoint="prom",result="failed"}"#
+        ),
+        Some(0.0)
+    );
+    b.stop().await;
+}
