@@ -32,13 +32,7 @@ impl LogLevel {
 /// Installs the global subscriber. Only jsonbridge's own events pass at `level`; dependencies
 /// log at warn and above, so a debug log stays readable.
 pub fn init(level: LogLevel, format: LogFormat) {
-    // tokio-cron-scheduler logs "Error receiving value Closed" at level error whenever it
-    // shuts down with the process; jsonbridge reports scheduling failures itself, so the
-    // crate's own log is off.
-    let filter = EnvFilter::new(format!(
-        "warn,tokio_cron_scheduler=off,jsonbridge={}",
-        level.as_str()
-    ));
+    let filter = EnvFilter::new(format!("warn,jsonbridge={}", level.as_str()));
     let registry = tracing_subscriber::registry().with(filter);
     let result = match format {
         LogFormat::Logfmt => registry

@@ -14,10 +14,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use tokio_cron_scheduler::{Job, JobScheduler};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use uuid::Uuid;
 
 use crate::config::{Schedule, Source};
 use crate::extract::{ExtractError, Extraction, ReadError, Threads, extract_bytes};
@@ -148,7 +146,7 @@ impl Runner {
                         },
                     );
                 }
-                clean_up(None);
+                clean_up(None, false);
             }
             Ok(Polled {
                 extraction: x,
@@ -160,6 +158,7 @@ impl Runner {
                 validators,
             }) => {
                 let series = x.series_count();
+                let large = bytes >= TRIM_AFTER_BYTES || series >= TRIM_AFTER_SERIES;
                 let snapshot = Arc::new(Snapshot {
                     taken_at: std::time::SystemTime::now(),
                     families: x.families,
@@ -188,7 +187,7 @@ impl Runner {
                         replaced
                     }
                     Published::Stale => {
-                        clean_up(None);
+                        clean_up(None, large);
                         return;
                     }
                 };
@@ -198,11 +197,11 @@ impl Runner {
                     tokio::task::spawn_blocking(move || {
                         pusher.publish(&config.families, &snapshot, replaced.as_deref());
                         drop(snapshot);
-                        free(replaced);
+                        free(replaced, large);
                     });
                 } else {
                     drop(snapshot);
-                    clean_up(replaced);
+                    clean_up(replaced, large);
                 }
             }
             Err(e) => {
@@ -220,22 +219,111 @@ impl Runner {
                 {
                     self.telemetry.snapshot_expired(name, max);
                 }
-                clean_up(None);
+                // A failed poll may have read a large body before it failed.
+                clean_up(None, false);
             }
         }
     }
 }
 
+/// The ticks of one source after its first poll, until it stops: a timer of its own (tokio's timer wheel makes a
+/// tick cost the same whatever the number of sources; a scheduler that looks at every job
+/// on each of its own ticks fell behind at 10,000 sources). An interval keeps its phase and
+/// skips the ticks a stalled process missed; a cron line is asked for its next time after
+/// each tick, in UTC.
+async fn clock(runner: Arc<Runner>, tasks: TaskTracker) {
+    let schedule = runner.source.schedule.clone();
+    let Some(mut next) = first_tick(&runner.source.name, &schedule) else {
+        tracing::error!(source = %runner.source.name, schedule = %schedule, "the schedule has no next time; the source polls no more");
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = runner.cancel.cancelled() => return,
+            _ = tokio::time::sleep_until(next) => {}
+        }
+        // Spawned, so a slow poll never delays the clock (an overlap is skipped and counted).
+        tasks.spawn(runner.clone().tick());
+        next = match &schedule {
+            Schedule::Every(d) => {
+                let mut n = next + *d;
+                let now = tokio::time::Instant::now();
+                if n <= now {
+                    let behind = (now - n).as_nanos() / d.as_nanos().max(1) + 1;
+                    n += d.saturating_mul(u32::try_from(behind).unwrap_or(u32::MAX));
+                }
+                n
+            }
+            Schedule::Cron(_) => match cron_tick(&schedule) {
+                Some(n) => n,
+                None => return,
+            },
+        };
+    }
+}
+
+/// An interval's first tick comes after a share of the interval fixed by the source's name
+/// (as Prometheus spreads its scrape targets), so that the ticks of many sources are spread
+/// over the interval instead of all falling at the same instant.
+fn first_tick(name: &str, schedule: &Schedule) -> Option<tokio::time::Instant> {
+    match schedule {
+        Schedule::Every(d) => Some(tokio::time::Instant::now() + phase(name, *d)),
+        Schedule::Cron(_) => cron_tick(schedule),
+    }
+}
+
+/// A point in `(0, every]` from a stable hash (FNV-1a) of `name`.
+fn phase(name: &str, every: std::time::Duration) -> std::time::Duration {
+    let mut h: u64 = 0xcbf29ce484222325;
+    for b in name.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x100000001b3);
+    }
+    let share = ((h >> 11) % 1_000_000 + 1) as f64 / 1_000_000.0;
+    every.mul_f64(share)
+}
+
+/// The next time of a cron line, as a tokio instant.
+fn cron_tick(schedule: &Schedule) -> Option<tokio::time::Instant> {
+    let now = std::time::SystemTime::now();
+    let at = schedule.next_poll(None, now)?;
+    let wait = at.duration_since(now).unwrap_or_default();
+    Some(tokio::time::Instant::now() + wait)
+}
+
+/// A poll that read a body this large, or made this many series, hands the memory it freed
+/// back to the OS at once (see [`release_free_memory`]).
+const TRIM_AFTER_BYTES: usize = 1 << 20;
+const TRIM_AFTER_SERIES: usize = 10_000;
+
 /// After a poll, off the async workers and outside the poll's time (the new data is already
-/// served): frees the snapshot it replaced, then hands freed heap pages back to the OS.
-fn clean_up(replaced: Option<Arc<Snapshot>>) {
-    tokio::task::spawn_blocking(move || free(replaced));
+/// served): frees the snapshot it replaced, then hands freed heap pages back to the OS, at
+/// once after a `large` poll, at most once a second process-wide after others: trimming
+/// walks the whole heap, so 10,000 small sources trimming at every poll cost a core.
+fn clean_up(replaced: Option<Arc<Snapshot>>, large: bool) {
+    tokio::task::spawn_blocking(move || free(replaced, large));
 }
 
 /// [`clean_up`]'s work, for code already on the blocking pool.
-fn free(replaced: Option<Arc<Snapshot>>) {
+fn free(replaced: Option<Arc<Snapshot>>, large: bool) {
     drop(replaced);
-    release_free_memory();
+    static LAST_TRIM_MS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    let now_ms = EPOCH.get_or_init(Instant::now).elapsed().as_millis() as u64 + 1_000;
+    let last = LAST_TRIM_MS.load(std::sync::atomic::Ordering::Relaxed);
+    if large
+        || (now_ms >= last + 1_000
+            && LAST_TRIM_MS
+                .compare_exchange(
+                    last,
+                    now_ms,
+                    std::sync::atomic::Ordering::Relaxed,
+                    std::sync::atomic::Ordering::Relaxed,
+                )
+                .is_ok())
+    {
+        release_free_memory();
+    }
 }
 
 /// Hands freed heap pages back to the OS. glibc keeps what a large poll freed (the parsed
@@ -348,19 +436,22 @@ pub async fn poll_once_since(
 
 struct Running {
     runner: Arc<Runner>,
-    job: Uuid,
 }
 
 /// The set of running sources.
 pub struct Scheduler {
-    jobs: JobScheduler,
     running: tokio::sync::Mutex<HashMap<String, Running>>,
     tasks: TaskTracker,
     cancel: CancellationToken,
     store: Arc<Store>,
     telemetry: Arc<Telemetry>,
     pusher: Arc<Pusher>,
+    /// Start-up polls running at once ([`FIRST_POLLS_AT_ONCE`]).
+    first_polls: Arc<tokio::sync::Semaphore>,
 }
+
+/// Sources making their first poll together, at most: the rest wait their turn.
+pub const FIRST_POLLS_AT_ONCE: usize = 256;
 
 impl Scheduler {
     /// `cancel` ends every poll (shutdown); `pusher` gets every snapshot published.
@@ -370,20 +461,14 @@ impl Scheduler {
         pusher: Arc<Pusher>,
         cancel: CancellationToken,
     ) -> Result<Self, ScheduleError> {
-        let jobs = JobScheduler::new()
-            .await
-            .map_err(|e| ScheduleError::Scheduler(e.to_string()))?;
-        jobs.start()
-            .await
-            .map_err(|e| ScheduleError::Scheduler(e.to_string()))?;
         Ok(Self {
-            jobs,
             running: Default::default(),
             tasks: TaskTracker::new(),
             cancel,
             store,
             telemetry,
             pusher,
+            first_polls: Arc::new(tokio::sync::Semaphore::new(FIRST_POLLS_AT_ONCE)),
         })
     }
 
@@ -407,29 +492,22 @@ impl Scheduler {
             pusher: self.pusher.clone(),
         });
         self.telemetry.source_added(&source.name);
-        let tasks = self.tasks.clone();
-        let r = runner.clone();
-        let run = move |_id: Uuid, _jobs: JobScheduler| {
-            let r = r.clone();
-            // Spawned, so the scheduler never waits on a slow poll.
-            tasks.spawn(r.tick());
-            Box::pin(async {}) as std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>
-        };
-        let job = match &source.schedule {
-            Schedule::Cron(expr) => Job::new_async(expr.as_str(), run),
-            Schedule::Every(d) => Job::new_repeated_async(*d, run),
-        }
-        .map_err(|e| ScheduleError::Scheduler(e.to_string()))?;
-        let id = self
-            .jobs
-            .add(job)
-            .await
-            .map_err(|e| ScheduleError::Scheduler(e.to_string()))?;
-        self.tasks.spawn(runner.clone().tick());
+        // The first poll, now; at most FIRST_POLLS_AT_ONCE of them run together, so that
+        // 30,000 sources starting at once do not open 30,000 files or connections at once.
+        let (r, first) = (runner.clone(), self.first_polls.clone());
+        self.tasks.spawn(async move {
+            let permit = tokio::select! {
+                _ = r.cancel.cancelled() => return,
+                p = first.acquire_owned() => p,
+            };
+            r.tick().await;
+            drop(permit);
+        });
+        self.tasks.spawn(clock(runner.clone(), self.tasks.clone()));
         self.running
             .lock()
             .await
-            .insert(source.name.clone(), Running { runner, job: id });
+            .insert(source.name.clone(), Running { runner });
         tracing::info!(source = %source.name, schedule = %source.schedule, url = %source.request.display_url, "source started");
         Ok(())
     }
@@ -439,10 +517,8 @@ impl Scheduler {
         let Some(r) = self.running.lock().await.remove(name) else {
             return false;
         };
+        // Ends its clock and its poll in flight.
         r.runner.cancel.cancel();
-        if let Err(e) = self.jobs.remove(&r.job).await {
-            tracing::warn!(source = name, error = %e, "removing the job failed");
-        }
         true
     }
 
@@ -460,11 +536,32 @@ impl Scheduler {
         for n in names {
             self.stop(&n).await;
         }
-        let mut jobs = self.jobs.clone();
-        if let Err(e) = jobs.shutdown().await {
-            tracing::debug!(error = %e, "scheduler shutdown");
-        }
         self.tasks.close();
         self.tasks.wait().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn interval_phases_are_stable_within_the_interval_and_spread() {
+        let every = Duration::from_secs(10);
+        let phases: Vec<Duration> = (0..10_000)
+            .map(|i| phase(&format!("source-{i}"), every))
+            .collect();
+        assert!(phases.iter().all(|p| !p.is_zero() && *p <= every));
+        assert_eq!(phase("energy", every), phase("energy", every));
+        // Spread over the interval: each tenth of it holds about a tenth of the sources.
+        let mut tenths = [0usize; 10];
+        for p in &phases {
+            tenths[((p.as_secs_f64() / 10.0 * 10.0) as usize).min(9)] += 1;
+        }
+        assert!(
+            tenths.iter().all(|&n| (800..1200).contains(&n)),
+            "{tenths:?}"
+        );
     }
 }

@@ -80,6 +80,8 @@ pub struct RemoteWriteStats {
     pub retried: u64,
     /// Samples waiting.
     pub queue: usize,
+    /// Request bodies the endpoint took, as sent (snappy-compressed protobuf).
+    pub bytes_sent: u64,
     pub last_success_at: Option<SystemTime>,
     pub last_error: Option<String>,
 }
@@ -375,9 +377,10 @@ impl Telemetry {
         self.remote_write(endpoint, |s| s.queue = queue);
     }
 
-    pub fn remote_write_sent(&self, endpoint: &str, samples: u64) {
+    pub fn remote_write_sent(&self, endpoint: &str, samples: u64, bytes: u64) {
         self.remote_write(endpoint, |s| {
             *s.samples.entry("sent").or_default() += samples;
+            s.bytes_sent += bytes;
             s.last_success_at = Some(SystemTime::now());
             s.last_error = None;
         });

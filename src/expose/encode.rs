@@ -433,6 +433,18 @@ fn remote_write(enc: &mut DescriptorEncoder, st: &State) -> Result<(), std::fmt:
     }
     {
         let mut m = enc.encode_descriptor(
+            "jsonbridge_remote_write_sent_bytes",
+            "Request bodies the endpoint took, as sent (snappy-compressed protobuf).",
+            None,
+            MetricType::Counter,
+        )?;
+        for (name, s) in &st.remote_write {
+            m.encode_family(&[("endpoint", name.as_str())])?
+                .encode_counter::<NoLabelSet, u64, f64>(&s.bytes_sent, None)?;
+        }
+    }
+    {
+        let mut m = enc.encode_descriptor(
             "jsonbridge_remote_write_queue_samples",
             "Samples waiting to be sent.",
             None,

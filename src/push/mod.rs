@@ -328,7 +328,7 @@ async fn send_loop(e: Arc<Endpoint>, telemetry: Arc<Telemetry>) {
             };
             let wait = match result {
                 Ok(sent) if (200..300).contains(&sent.status) => {
-                    telemetry.remote_write_sent(&name, n);
+                    telemetry.remote_write_sent(&name, n, body.len() as u64);
                     break;
                 }
                 Ok(sent) if sent.status != 429 && sent.status < 500 => {
