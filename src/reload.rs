@@ -214,7 +214,8 @@ impl Reloader {
         for w in &new.warnings {
             tracing::warn!(warning = %w, "config lint");
         }
-        self.store.swap_config(Arc::new(Config {
+        let before = self.store.config();
+        let ended = self.store.swap_config(Arc::new(Config {
             sources,
             families: new.families,
             warnings: new.warnings,
@@ -222,8 +223,12 @@ impl Reloader {
             probe_allow: new.probe_allow,
             remote_write: new.remote_write.clone(),
         }));
-        // Unchanged endpoints keep their queue and connection.
+        // Unchanged endpoints keep their queue and connection; the series of removed
+        // sources end there as they end on /metrics.
         self.pusher.reconfigure(&new.remote_write);
+        for gone in ended {
+            self.pusher.ended(before.clone(), gone);
+        }
         for name in &changes.removed {
             self.telemetry.source_removed(name);
         }

@@ -215,9 +215,12 @@ impl Runner {
                     },
                 );
                 if let Some(max) = self.source.max_staleness
-                    && self.store.expire(&self.source, max)
+                    && let Some(gone) = self.store.take_expired(&self.source, max)
                 {
                     self.telemetry.snapshot_expired(name, max);
+                    if self.pusher.is_active() {
+                        self.pusher.ended(self.store.config(), gone);
+                    }
                 }
                 // A failed poll may have read a large body before it failed.
                 clean_up(None, false);

@@ -156,34 +156,57 @@ impl Store {
 
     /// Drops `source`'s snapshot if it is older than `max_age`. Returns whether it did.
     pub fn expire(&self, source: &Arc<Source>, max_age: std::time::Duration) -> bool {
+        self.take_expired(source, max_age).is_some()
+    }
+
+    /// [`Self::expire`], handing back the snapshot dropped (its series end: a pusher marks
+    /// them stale).
+    pub fn take_expired(
+        &self,
+        source: &Arc<Source>,
+        max_age: std::time::Duration,
+    ) -> Option<Arc<Snapshot>> {
         let mut inner = self.inner.write().unwrap_or_else(|e| e.into_inner());
         let confirmed = inner.confirmed.get(&source.name).copied();
         let old = inner.snapshots.get(&source.name).is_some_and(|s| {
             let current_at = confirmed.map_or(s.taken_at, |c| c.max(s.taken_at));
             current_at.elapsed().unwrap_or_default() > max_age
         });
-        if old {
-            inner.snapshots.remove(&source.name);
+        let taken = if old {
             inner.confirmed.remove(&source.name);
-        }
+            inner.snapshots.remove(&source.name)
+        } else {
+            None
+        };
         drop(inner);
-        if old {
+        if taken.is_some() {
             self.touch();
         }
-        old
+        taken
     }
 
-    /// Installs a new config; snapshots of sources it no longer has are dropped. Snapshots of
-    /// sources kept by name stay until their next good poll replaces them.
-    pub fn swap_config(&self, config: Arc<Config>) {
+    /// Installs a new config; snapshots of sources it no longer has are dropped and handed
+    /// back (their series end). Snapshots of sources kept by name stay until their next good
+    /// poll replaces them.
+    pub fn swap_config(&self, config: Arc<Config>) -> Vec<Arc<Snapshot>> {
         let current = index(&config);
         let mut inner = self.inner.write().unwrap_or_else(|e| e.into_inner());
-        inner.snapshots.retain(|name, _| current.contains_key(name));
+        let gone: Vec<String> = inner
+            .snapshots
+            .keys()
+            .filter(|name| !current.contains_key(*name))
+            .cloned()
+            .collect();
+        let dropped: Vec<Arc<Snapshot>> = gone
+            .iter()
+            .filter_map(|name| inner.snapshots.remove(name))
+            .collect();
         inner.confirmed.retain(|name, _| current.contains_key(name));
         inner.current = current;
         inner.config = config;
         drop(inner);
         self.touch();
+        dropped
     }
 
     pub fn view(&self) -> View {

@@ -151,6 +151,22 @@ impl Pusher {
     }
 }
 
+impl Pusher {
+    /// The series of `gone` ended (its source was removed by a reload, or its snapshot aged
+    /// out): each gets a staleness marker now, on the blocking pool.
+    /// `config` is the one `gone` was made under (for its families' names and types).
+    pub fn ended(self: &Arc<Self>, config: Arc<Config>, gone: Arc<Snapshot>) {
+        let me = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let now = Snapshot {
+                taken_at: SystemTime::now(),
+                families: Vec::new(),
+            };
+            me.publish(&config.families, &now, Some(&gone));
+        });
+    }
+}
+
 /// `snapshot` as remote write series, and the metadata of their families.
 pub fn series(
     families: &[Family],

@@ -464,3 +464,32 @@ async fn old_data_timestamps_are_pushed_at_their_time() {
     );
     b.stop().await;
 }
+
+/// A source removed by a reload: its series end in the backend (staleness markers), as
+/// they leave /metrics; the other source's stay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_sources_series_end_in_the_backend() {
+    let data = tempfile::tempdir().unwrap();
+    let prom = Prometheus::receiver(0, data.path());
+    let up = Upstream::start(Reply::json(r#"{"n": 5}"#)).await;
+    let two = format!(
+        "sources:\n{}{}remote_write:\n  - url: {}/api/v1/write\n    name: prom\n",
+        source("kept", &format!("{}/k", up.base), ""),
+        source("dropped", &format!("{}/d", up.base), ""),
+        prom.base
+    );
+    let b = Bridge::start(&two).await;
+    prom.wait_query("{__name__=~\"kept_n|dropped_n\"}", "both sources", |r| {
+        r.len() == 2
+    })
+    .await;
+    let without = two.replace(&source("dropped", &format!("{}/d", up.base), ""), "");
+    std::fs::write(&b.config, without).unwrap();
+    prom.wait_query(
+        "{__name__=~\"kept_n|dropped_n\"}",
+        "the removed source's series ended",
+        |r| r.len() == 1,
+    )
+    .await;
+    b.stop().await;
+}
