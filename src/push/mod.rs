@@ -14,9 +14,10 @@
 //! dropped and counted beyond; a 5xx, a 429 and a failed connection are retried with
 //! exponential backoff (honouring `Retry-After`, capped at 30 s) until they succeed or
 //! shutdown, the batch kept aside meanwhile, so a backend back after an outage gets
-//! everything still queued, once; a 4xx other than 429 is never retried: the batch is
-//! counted as failed and the endpoint's answer logged. Every event is counted by
-//! [`crate::telemetry`] per endpoint.
+//! everything still queued, once; a 4xx other than 429 is never retried as it was: a 400 or
+//! 413 splits the batch in halves, down to single series, so that a refused sample costs
+//! only itself; what is refused alone is counted as failed and the endpoint's answer
+//! logged. Every event is counted by [`crate::telemetry`] per endpoint.
 
 pub mod proto;
 
@@ -306,7 +307,6 @@ fn headers() -> [(HeaderName, &'static str); 3] {
 /// refused, then the next.
 async fn send_loop(e: Arc<Endpoint>, telemetry: Arc<Telemetry>) {
     let name = e.config.name.clone();
-    let request = &e.config.request;
     let headers = headers();
     loop {
         let (batch, metadata, left) = {
@@ -332,45 +332,83 @@ async fn send_loop(e: Arc<Endpoint>, telemetry: Arc<Telemetry>) {
                 _ = e.wake.notified() => continue,
             }
         }
-        let n = batch.len() as u64;
-        let body = encode(batch, metadata);
-        let mut pause = request.retry_backoff.max(Duration::from_millis(10));
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            let result = match &e.fetcher {
-                Ok(f) => f.send(request, body.clone(), &headers).await,
-                Err(m) => Err(crate::fetch::FetchError::Request(m.clone())),
-            };
-            let wait = match result {
-                Ok(sent) if (200..300).contains(&sent.status) => {
-                    telemetry.remote_write_sent(&name, n, body.len() as u64);
-                    break;
+        // A batch the endpoint refuses as a whole (400, 413) is split in halves and each
+        // sent again, down to single series: one bad sample (too old for the backend, say)
+        // costs only itself, whatever the backend does with the rest of a refused request.
+        let mut pending = vec![batch];
+        while let Some(part) = pending.pop() {
+            match send(&e, &telemetry, &headers, part, &metadata).await {
+                Delivery::Done => {}
+                Delivery::Split(a, b) => {
+                    pending.push(b);
+                    pending.push(a);
                 }
-                Ok(sent) if sent.status != 429 && sent.status < 500 => {
-                    telemetry.remote_write_refused(&name, n, sent.status, &sent.message);
-                    break;
-                }
-                Ok(sent) => {
-                    telemetry.remote_write_retrying(
-                        &name,
-                        n,
-                        attempt,
-                        &format!("HTTP status {}: {}", sent.status, sent.message),
-                    );
-                    sent.retry_after.map_or(pause, |r| r.max(pause))
-                }
-                Err(err) => {
-                    telemetry.remote_write_retrying(&name, n, attempt, &err.to_string());
-                    pause
-                }
-            };
-            tokio::select! {
-                _ = e.stop.cancelled() => return,
-                _ = tokio::time::sleep(wait.min(MAX_BACKOFF)) => {}
+                Delivery::Stopped => return,
             }
-            pause = (pause * 2).min(MAX_BACKOFF);
         }
+    }
+}
+
+enum Delivery {
+    Done,
+    /// Refused whole: send these halves instead.
+    Split(Vec<TimeSeries>, Vec<TimeSeries>),
+    Stopped,
+}
+
+/// Sends one batch until the endpoint takes it, refuses it, or the endpoint stops.
+async fn send(
+    e: &Endpoint,
+    telemetry: &Telemetry,
+    headers: &[(HeaderName, &'static str)],
+    mut batch: Vec<TimeSeries>,
+    metadata: &[MetricMetadata],
+) -> Delivery {
+    let name = &e.config.name;
+    let request = &e.config.request;
+    let n = batch.len() as u64;
+    let body = encode(batch.clone(), metadata.to_vec());
+    let mut pause = request.retry_backoff.max(Duration::from_millis(10));
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let result = match &e.fetcher {
+            Ok(f) => f.send(request, body.clone(), headers).await,
+            Err(m) => Err(crate::fetch::FetchError::Request(m.clone())),
+        };
+        let wait = match result {
+            Ok(sent) if (200..300).contains(&sent.status) => {
+                telemetry.remote_write_sent(name, n, body.len() as u64);
+                return Delivery::Done;
+            }
+            Ok(sent) if matches!(sent.status, 400 | 413) && batch.len() > 1 => {
+                tracing::debug!(endpoint = %name, samples = n, status = sent.status, "remote write refused a batch; sending its halves");
+                let b = batch.split_off(batch.len() / 2);
+                return Delivery::Split(batch, b);
+            }
+            Ok(sent) if sent.status != 429 && sent.status < 500 => {
+                telemetry.remote_write_refused(name, n, sent.status, &sent.message);
+                return Delivery::Done;
+            }
+            Ok(sent) => {
+                telemetry.remote_write_retrying(
+                    name,
+                    n,
+                    attempt,
+                    &format!("HTTP status {}: {}", sent.status, sent.message),
+                );
+                sent.retry_after.map_or(pause, |r| r.max(pause))
+            }
+            Err(err) => {
+                telemetry.remote_write_retrying(name, n, attempt, &err.to_string());
+                pause
+            }
+        };
+        tokio::select! {
+            _ = e.stop.cancelled() => return Delivery::Stopped,
+            _ = tokio::time::sleep(wait.min(MAX_BACKOFF)) => {}
+        }
+        pause = (pause * 2).min(MAX_BACKOFF);
     }
 }
 

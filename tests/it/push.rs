@@ -493,3 +493,58 @@ async fn a_removed_sources_series_end_in_the_backend() {
     .await;
     b.stop().await;
 }
+
+/// A sample the backend refuses (three hours old, for a Prometheus without an out-of-order
+/// window) costs only itself: the refused batch is split until the bad series stands alone,
+/// so the sample beside it still arrives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_sample_drops_only_itself() {
+    let data = tempfile::tempdir().unwrap();
+    let prom = Prometheus::receiver(0, data.path());
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let body = |cur: u32, at: u64, old: u32| {
+        Reply::json(&format!(r#"{{"cur": {cur}, "old": [{at}, {old}]}}"#))
+    };
+    let up = Upstream::start(body(1, now, 5)).await;
+    let text = format!(
+        "sources:\n  - name: mixed\n    url: {}/m\n    every: 1s\n    metrics:\n      - {{name: cur_v, help: C., value: $.cur}}\n      - {{name: old_v, help: O., value: \"$.old[1]\", timestamp: \"$.old[0]\", timestamp_format: unix}}\nremote_write:\n  - url: {}/api/v1/write\n    name: prom\n",
+        up.base, prom.base
+    );
+    let b = Bridge::start(&text).await;
+    prom.wait_query("{__name__=~\"cur_v|old_v\"}", "both series", |r| {
+        r.len() == 2
+    })
+    .await;
+    // Now `old_v` is three hours old: Prometheus refuses it (400), and would refuse the
+    // whole request with it.
+    up.set(body(2, now - 3 * 3600, 6));
+    prom.wait_query("cur_v", "the new value beside the refused one", |r| {
+        r.len() == 1 && r[0].1 == "2"
+    })
+    .await;
+    let m = b
+        .wait_metrics(10, "the refused sample counted", |m| {
+            metric(
+                m,
+                r#"jsonbridge_remote_write_samples_total{endpoint="prom",result="failed"}"#,
+            )
+            .unwrap_or(0.0)
+                >= 1.0
+        })
+        .await;
+    // Only the bad sample of each poll failed, never its neighbour.
+    let failed = metric(
+        &m,
+        r#"jsonbridge_remote_write_samples_total{endpoint="prom",result="failed"}"#,
+    )
+    .unwrap();
+    let polls_since = polls(&m, "mixed", "success").unwrap();
+    assert!(
+        failed <= polls_since,
+        "{failed} failed in {polls_since} polls"
+    );
+    b.stop().await;
+}
