@@ -301,49 +301,90 @@ impl Drop for Victoria {
     }
 }
 
-/// Two replicas of one jsonbridge config push the same series into one VictoriaMetrics with
-/// deduplication: every series comes out once, with /metrics' values, also after one
-/// replica is stopped.
+/// Two shards times two replicas (`--shard INDEX/2`, `--mode push`) of one config push into
+/// one VictoriaMetrics with deduplication: every series of every source comes out exactly
+/// once, with the upstream's values, also after one replica of each shard is stopped.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_replicas_into_victoria_metrics_give_each_series_once() {
+async fn two_shards_times_two_replicas_into_victoria_metrics_give_each_series_once() {
     let vm = Victoria::start(&["-dedup.minScrapeInterval=1s"]);
     let up = Upstream::start(pods(&[("a", 1.5), ("b", 2.5)])).await;
-    // No replica label: VictoriaMetrics deduplicates identical series from HA pairs.
-    let text = format!(
-        "sources:\n  - name: energy\n    url: {}/pods\n    every: 1s\n    metrics:\n      - {{name: pod_energy_joules, help: Energy., each: \"$.pods[*]\", labels: {{pod: \"{{@.name}}\"}}, value: \"@.energy\"}}\nremote_write:\n  - url: {}/api/v1/write\n    name: vm\n    external_labels: {{cluster: eu-1}}\n",
-        up.base, vm.base
-    );
-    let one = Bridge::start(&text).await;
-    let two = Bridge::start(&text).await;
-    let want = |r: &[(Vec<(String, String)>, String)]| {
-        r == [
-            (l(&[("cluster", "eu-1"), ("pod", "a")]), "1.5".to_string()),
-            (l(&[("cluster", "eu-1"), ("pod", "b")]), "2.5".to_string()),
-        ]
-    };
-    vm.wait_query("pod_energy_joules", "both pods, once each", want)
-        .await;
-    for b in [&one, &two] {
-        b.wait_metrics(10, "a push", |m| {
-            metric(
-                m,
-                r#"jsonbridge_remote_write_samples_total{endpoint="vm",result="sent"}"#,
-            )
-            .unwrap_or(0.0)
-                > 0.0
-        })
-        .await;
+    // Six sources, the same pods each under a `src` label; no replica label: VictoriaMetrics
+    // deduplicates identical series from HA pairs.
+    let mut text = String::from("sources:\n");
+    for i in 0..6 {
+        text += &format!(
+            "  - name: s{i}\n    url: {}/pods\n    every: 1s\n    metrics:\n      - {{name: pod_energy_joules, help: Energy., each: \"$.pods[*]\", labels: {{src: s{i}, pod: \"{{@.name}}\"}}, value: \"@.energy\"}}\n",
+            up.base
+        );
     }
-    // One replica goes away; the other keeps the series current.
-    one.stop().await;
+    text += &format!(
+        "remote_write:\n  - url: {}/api/v1/write\n    name: vm\n    external_labels: {{cluster: eu-1}}\n",
+        vm.base
+    );
+    let mut replicas = Vec::new();
+    for shard in ["0/2", "1/2"] {
+        for _ in 0..2 {
+            replicas.push(Bridge::start_shard(&text, shard, jsonbridge::app::Mode::Push).await);
+        }
+    }
+    let all = |r: &[(Vec<(String, String)>, String)], a: &str| {
+        r.len() == 12
+            && r.iter().all(|(l, v)| {
+                let pod = &l.iter().find(|(k, _)| k == "pod").unwrap().1;
+                v == if pod == "a" { a } else { "2.5" }
+            })
+    };
+    let got = vm
+        .wait_query(
+            "pod_energy_joules",
+            "12 series (6 sources x 2 pods), once each",
+            |r| all(r, "1.5"),
+        )
+        .await;
+    let sources: std::collections::BTreeSet<String> = got
+        .iter()
+        .map(|(l, _)| l.iter().find(|(k, _)| k == "src").unwrap().1.clone())
+        .collect();
+    assert_eq!(sources.len(), 6, "every source on some shard");
+    // Each shard polled only its own sources, and both shards had some.
+    for r in &replicas {
+        let m = r.metrics().await;
+        let mine = (0..6)
+            .filter(|i| {
+                sample(&m, &format!("jsonbridge_source_up{{source=\"s{i}\"}}")) == Some(1.0)
+            })
+            .count();
+        assert!(
+            (1..6).contains(&mine),
+            "a shard polls some, not all: {mine}"
+        );
+        assert!(
+            !m.contains("\npod_energy_joules{"),
+            "--mode push serves no series"
+        );
+    }
+    // One replica of each shard stops; the others keep every series current.
+    let survivors: Vec<Bridge> = {
+        let mut kept = Vec::new();
+        for (i, r) in replicas.into_iter().enumerate() {
+            if i % 2 == 0 {
+                r.stop().await;
+            } else {
+                kept.push(r);
+            }
+        }
+        kept
+    };
     up.set(pods(&[("a", 3.0), ("b", 2.5)]));
     vm.wait_query(
         "pod_energy_joules",
-        "a's new value from the survivor",
-        |r| r.len() == 2 && r[0].1 == "3",
+        "the new value from the survivors",
+        |r| all(r, "3"),
     )
     .await;
-    two.stop().await;
+    for r in survivors {
+        r.stop().await;
+    }
 }
 
 /// A reload that changes an endpoint's external labels restarts it with the new ones; one

@@ -177,14 +177,39 @@ impl Bridge {
     }
 
     async fn start_limited(dir: tempfile::TempDir, config: PathBuf, limits: app::Limits) -> Self {
+        Self::start_full(dir, config, limits, None, app::Mode::Both).await
+    }
+
+    /// One shard (`--shard INDEX/COUNT`) in a mode (`--mode`).
+    pub async fn start_shard(config_text: &str, shard: &str, mode: app::Mode) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("jsonbridge.yaml");
+        std::fs::write(&config, config_text).unwrap();
+        Self::start_full(
+            dir,
+            config,
+            Default::default(),
+            Some(shard.parse().unwrap()),
+            mode,
+        )
+        .await
+    }
+
+    async fn start_full(
+        dir: tempfile::TempDir,
+        config: PathBuf,
+        limits: app::Limits,
+        shard: Option<jsonbridge::config::Shard>,
+        mode: app::Mode,
+    ) -> Self {
         let running = app::start(app::Options {
             config_file: config.clone(),
             listen_address: "127.0.0.1:0".into(),
             enable_lifecycle: true,
             watch_config: true,
             web_config: None,
-            shard: None,
-            mode: app::Mode::Both,
+            shard,
+            mode,
             limits,
         })
         .await
