@@ -75,7 +75,7 @@ pub struct RawRemoteWrite {
     /// Samples per request at most (default 2000).
     #[serde(default)]
     pub max_samples_per_send: Option<usize>,
-    /// First pause before a failed send is tried again, doubled up to 30 s (default `100ms`).
+    /// First pause before a failed send is tried again, doubled up to 5 s (default `100ms`).
     #[serde(default)]
     pub retry_backoff: Option<String>,
 }

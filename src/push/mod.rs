@@ -12,7 +12,7 @@
 //! Guarantees: a slow or dead endpoint never blocks a poll or a scrape (publishing only
 //! appends to a bounded queue); the queue holds at most `queue_capacity` samples, the oldest
 //! dropped and counted beyond; a 5xx, a 429 and a failed connection are retried with
-//! exponential backoff (honouring `Retry-After`, capped at 30 s) until they succeed or
+//! exponential backoff (doubling up to 5 s, or as `Retry-After` asks) until they succeed or
 //! shutdown, the batch kept aside meanwhile, so a backend back after an outage gets
 //! everything still queued, once; a 4xx other than 429 is never retried as it was: a 400 or
 //! 413 splits the batch in halves, down to single series, so that a refused sample costs
@@ -38,8 +38,9 @@ use crate::store::Snapshot;
 use crate::telemetry::Telemetry;
 use proto::{Label, MetricMetadata, MetricType, Sample, TimeSeries, WriteRequest};
 
-/// Longest pause between two tries of a failed send.
-pub const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// Longest pause between two tries of a failed send (Prometheus' own `max_backoff`): a
+/// backend back after an outage gets the queue within seconds.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 /// The remote write endpoints of the running config.
 pub struct Pusher {
