@@ -80,7 +80,7 @@ def push_case(binary, data_port, polls, work):
         run.wait_http(vm_port, "/health")
         text = config(data_port, f"remote_write:\n  - url: http://127.0.0.1:{vm_port}/api/v1/write\n    name: vm\n")
         p, port = start(binary, text, "push", work)
-        cpu0, t0 = cpu_seconds(p.pid), time.time()
+        cpu0, t0 = run.cpu_seconds(p.pid), time.time()
         drains = []
         sent_before = 0.0
         deadline = time.time() + polls * EVERY + 60
@@ -97,8 +97,8 @@ def push_case(binary, data_port, polls, work):
                 sent_before = sent
             time.sleep(0.005)
         body = metrics(port).decode()
-        cpu = (cpu_seconds(p.pid) - cpu0) / (time.time() - t0)
-        peak = peak_rss(p.pid)
+        cpu = (run.cpu_seconds(p.pid) - cpu0) / (time.time() - t0)
+        peak = run.status_mib(p.pid, "VmHWM")
         sent = value(body, 'jsonbridge_remote_write_samples_total{endpoint="vm",result="sent"}')
         bytes_sent = value(body, 'jsonbridge_remote_write_sent_bytes_total{endpoint="vm"}')
         failed = value(body, 'jsonbridge_remote_write_samples_total{endpoint="vm",result="failed"}')
@@ -130,10 +130,10 @@ def scrape_case(binary, data_port, polls, work):
                              f"--web.listen-address=127.0.0.1:{prom_port}"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        cpu0, t0 = cpu_seconds(p.pid), time.time()
+        cpu0, t0 = run.cpu_seconds(p.pid), time.time()
         time.sleep(polls * EVERY)
-        cpu = (cpu_seconds(p.pid) - cpu0) / (time.time() - t0)
-        peak = peak_rss(p.pid)
+        cpu = (run.cpu_seconds(p.pid) - cpu0) / (time.time() - t0)
+        peak = run.status_mib(p.pid, "VmHWM")
         gz = metrics(port, gz=True)
         plain = gzip.decompress(gz) if gz[:2] == b"\x1f\x8b" else gz
         series = sum(1 for line in plain.decode().splitlines() if line.startswith("energy_consumed{"))
@@ -142,20 +142,6 @@ def scrape_case(binary, data_port, polls, work):
         prom.kill()
         prom.wait()
         stop(p)
-
-
-def cpu_seconds(pid):
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def peak_rss(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmHWM"):
-                return int(line.split()[1]) / 1024
-    return 0
 
 
 def main():

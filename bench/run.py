@@ -50,6 +50,15 @@ def rss_kib(pid):
     return 0
 
 
+def status_mib(pid, field):
+    """A memory field of /proc/PID/status (VmRSS, VmHWM...) in MiB."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+    return 0
+
+
 def cpu_seconds(pid):
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()

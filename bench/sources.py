@@ -15,38 +15,18 @@ import os
 import re
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 import urllib.request
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from run import cpu_seconds, free_port, status_mib  # noqa: E402
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EVERY = 10
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def cpu_seconds(pid):
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    tick = os.sysconf("SC_CLK_TCK")
-    return (int(fields[11]) + int(fields[12])) / tick
-
-
-def memory(pid):
-    out = {}
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith(("VmRSS", "VmHWM")):
-                k, v = line.split(":")
-                out[k] = int(v.split()[0]) / 1024
-    return out
 
 
 def run(binary, n, seconds):
@@ -78,7 +58,7 @@ def run(binary, n, seconds):
         time.sleep(seconds)
         cpu = cpu_seconds(p.pid) - cpu0
         elapsed = time.time() - started
-        mem = memory(p.pid)
+        rss, peak = status_mib(p.pid, "VmRSS"), status_mib(p.pid, "VmHWM")
         body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=120).read().decode()
         polls = [float(v) for v in re.findall(
             r'^jsonbridge_source_polls_total\{source="s\d+",result="success"\} (\S+)', body, re.M)]
@@ -98,8 +78,7 @@ def run(binary, n, seconds):
     return {
         "n": n, "seconds": elapsed, "expected": expected,
         "median": statistics.median(polls) if polls else 0, "min": min(polls) if polls else 0,
-        "on_time": on_time / n, "cpu": cpu / elapsed, "rss": mem.get("VmRSS", 0),
-        "peak": mem.get("VmHWM", 0), "overlaps": overlaps, "reported": len(polls),
+        "on_time": on_time / n, "cpu": cpu / elapsed, "rss": rss, "peak": peak, "overlaps": overlaps, "reported": len(polls),
     }
 
 

@@ -154,13 +154,8 @@ impl Store {
         current
     }
 
-    /// Drops `source`'s snapshot if it is older than `max_age`. Returns whether it did.
-    pub fn expire(&self, source: &Arc<Source>, max_age: std::time::Duration) -> bool {
-        self.take_expired(source, max_age).is_some()
-    }
-
-    /// [`Self::expire`], handing back the snapshot dropped (its series end: a pusher marks
-    /// them stale).
+    /// Drops `source`'s snapshot if it is older than `max_age`, and hands it back (its
+    /// series end: a pusher marks them stale).
     pub fn take_expired(
         &self,
         source: &Arc<Source>,
@@ -265,10 +260,10 @@ mod tests {
         assert!(store.has_snapshot(&a));
         // Taken 10 s ago, confirmed now: current for a 5 s max_staleness.
         assert!(store.confirm(&a));
-        assert!(!store.expire(&a, Duration::from_secs(5)));
+        assert!(store.take_expired(&a, Duration::from_secs(5)).is_none());
         // A new snapshot drops the confirmation: its own age counts again.
         assert!(store.publish(&a, taken(Duration::from_secs(10))).done());
-        assert!(store.expire(&a, Duration::from_secs(5)));
+        assert!(store.take_expired(&a, Duration::from_secs(5)).is_some());
         assert!(!store.has_snapshot(&a));
         // An instance a reload replaced neither has a snapshot nor confirms one.
         let other = Arc::new((*a).clone());

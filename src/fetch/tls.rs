@@ -97,16 +97,7 @@ pub fn client_config(tls: &Tls, m: &Material, http2: bool) -> Result<rustls::Cli
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let mut roots = rustls::RootCertStore::empty();
     if let (Some(bytes), Some(path)) = (&m.ca, &tls.ca_file) {
-        let certs = CertificateDer::pem_slice_iter(bytes)
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| format!("tls.ca_file {}: {e}", path.display()))?;
-        if certs.is_empty() {
-            return Err(format!(
-                "tls.ca_file {}: no PEM certificate in it",
-                path.display()
-            ));
-        }
-        for c in certs {
+        for c in certificates("ca_file", bytes, path)? {
             roots
                 .add(c)
                 .map_err(|e| format!("tls.ca_file {}: {e}", path.display()))?;
@@ -144,15 +135,7 @@ pub fn client_config(tls: &Tls, m: &Material, http2: bool) -> Result<rustls::Cli
         .with_custom_certificate_verifier(Arc::new(verifier));
     let mut config = match (&m.cert, &m.key, &tls.client) {
         (Some(cert), Some(key), Some((cert_path, key_path))) => {
-            let certs = CertificateDer::pem_slice_iter(cert)
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| format!("tls.cert_file {}: {e}", cert_path.display()))?;
-            if certs.is_empty() {
-                return Err(format!(
-                    "tls.cert_file {}: no PEM certificate in it",
-                    cert_path.display()
-                ));
-            }
+            let certs = certificates("cert_file", cert, cert_path)?;
             let key = private_key(key, key_path)?;
             builder.with_client_auth_cert(certs, key).map_err(|e| {
                 format!(
@@ -170,6 +153,24 @@ pub fn client_config(tls: &Tls, m: &Material, http2: bool) -> Result<rustls::Cli
         vec![b"http/1.1".to_vec()]
     };
     Ok(config)
+}
+
+/// The PEM certificates of the file `field` names; at least one.
+fn certificates(
+    field: &str,
+    pem: &[u8],
+    path: &Path,
+) -> Result<Vec<CertificateDer<'static>>, String> {
+    let certs = CertificateDer::pem_slice_iter(pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("tls.{field} {}: {e}", path.display()))?;
+    if certs.is_empty() {
+        return Err(format!(
+            "tls.{field} {}: no PEM certificate in it",
+            path.display()
+        ));
+    }
+    Ok(certs)
 }
 
 fn private_key(pem: &[u8], path: &Path) -> Result<PrivateKeyDer<'static>, String> {

@@ -279,11 +279,7 @@ fn millis(t: SystemTime) -> i64 {
 }
 
 /// A write request as the protocol sends it: protobuf, then snappy's block format.
-pub fn encode(series: Vec<TimeSeries>, metadata: Vec<MetricMetadata>) -> Bytes {
-    let req = WriteRequest {
-        timeseries: series,
-        metadata,
-    };
+pub fn encode(req: &WriteRequest) -> Bytes {
     let raw = req.encode_to_vec();
     // Cannot fail: the input is far under snappy's 4 GiB block limit (a batch is bounded).
     snap::raw::Encoder::new()
@@ -362,13 +358,18 @@ async fn send(
     e: &Endpoint,
     telemetry: &Telemetry,
     headers: &[(HeaderName, &'static str)],
-    mut batch: Vec<TimeSeries>,
+    batch: Vec<TimeSeries>,
     metadata: &[MetricMetadata],
 ) -> Delivery {
     let name = &e.config.name;
     let request = &e.config.request;
     let n = batch.len() as u64;
-    let body = encode(batch.clone(), metadata.to_vec());
+    // Kept (not consumed by encoding) to be split if the endpoint refuses it whole.
+    let req = WriteRequest {
+        timeseries: batch,
+        metadata: metadata.to_vec(),
+    };
+    let body = encode(&req);
     let mut pause = request.retry_backoff.max(Duration::from_millis(10));
     let mut attempt = 0;
     loop {
@@ -382,10 +383,11 @@ async fn send(
                 telemetry.remote_write_sent(name, n, body.len() as u64);
                 return Delivery::Done;
             }
-            Ok(sent) if matches!(sent.status, 400 | 413) && batch.len() > 1 => {
+            Ok(sent) if matches!(sent.status, 400 | 413) && req.timeseries.len() > 1 => {
                 tracing::debug!(endpoint = %name, samples = n, status = sent.status, "remote write refused a batch; sending its halves");
-                let b = batch.split_off(batch.len() / 2);
-                return Delivery::Split(batch, b);
+                let mut a = req.timeseries;
+                let b = a.split_off(a.len() / 2);
+                return Delivery::Split(a, b);
             }
             Ok(sent) if sent.status != 429 && sent.status < 500 => {
                 telemetry.remote_write_refused(name, n, sent.status, &sent.message);
@@ -488,7 +490,11 @@ mod tests {
     #[test]
     fn requests_are_snappy_protobuf_that_decode_back() {
         let (out, _) = series(&families(), &snap(5, &[("a", 1.5)]), None, &[]);
-        let body = encode(out.clone(), Vec::new());
+        let req = WriteRequest {
+            timeseries: out.clone(),
+            metadata: Vec::new(),
+        };
+        let body = encode(&req);
         let raw = snap::raw::Decoder::new().decompress_vec(&body).unwrap();
         let back = WriteRequest::decode(raw.as_slice()).unwrap();
         assert_eq!(back.timeseries, out);

@@ -21,6 +21,10 @@ impl Drop for Prometheus {
     }
 }
 
+/// The rows of an instant query's answer: (labels without `__name__`, `job`, `instance`,
+/// sorted; value), sorted.
+pub(crate) type Rows = Vec<(Vec<(String, String)>, String)>;
+
 impl Prometheus {
     /// A Prometheus that scrapes nothing and takes remote write on `port` (0: any), its
     /// data in `data`.
@@ -30,18 +34,42 @@ impl Prometheus {
 
     /// [`Self::receiver`] with more of prometheus.yml (e.g. its `storage:` section).
     pub(crate) fn receiver_with(port: u16, data: &std::path::Path, config: &str) -> Self {
+        Self::spawn(
+            &format!("global: {{scrape_interval: 1m}}\n{config}"),
+            port,
+            Some(data),
+            &["--web.enable-remote-write-receiver"],
+        )
+    }
+
+    /// Scrapes `target` every second.
+    fn start(target: &str) -> Self {
+        Self::spawn(
+            &format!(
+                "global: {{scrape_interval: 1s, scrape_timeout: 1s}}\nscrape_configs:\n  - job_name: jsonbridge\n    static_configs: [{{targets: ['{target}']}}]\n"
+            ),
+            0,
+            None,
+            &[],
+        )
+    }
+
+    /// Runs `prometheus` with `config` on `port` (0: any free one), its data in `data` (or
+    /// its own temp dir).
+    fn spawn(config: &str, port: u16, data: Option<&std::path::Path>, args: &[&str]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let cfg = dir.path().join("prometheus.yml");
-        std::fs::write(&cfg, format!("global: {{scrape_interval: 1m}}\n{config}")).unwrap();
+        std::fs::write(&cfg, config).unwrap();
         let port = match port {
             0 => free_port(),
             p => p,
         };
+        let data = data.map_or_else(|| dir.path().join("data"), std::path::Path::to_path_buf);
         let child = Command::new("prometheus")
             .arg(format!("--config.file={}", cfg.display()))
             .arg(format!("--storage.tsdb.path={}", data.display()))
             .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .arg("--web.enable-remote-write-receiver")
+            .args(args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -59,61 +87,8 @@ impl Prometheus {
         self.base.rsplit(':').next().unwrap().parse().unwrap()
     }
 
-    fn start(target: &str) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let cfg = dir.path().join("prometheus.yml");
-        std::fs::write(
-            &cfg,
-            format!(
-                "global: {{scrape_interval: 1s, scrape_timeout: 1s}}\nscrape_configs:\n  - job_name: jsonbridge\n    static_configs: [{{targets: ['{target}']}}]\n"
-            ),
-        )
-        .unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = Command::new("prometheus")
-            .arg(format!("--config.file={}", cfg.display()))
-            .arg(format!("--storage.tsdb.path={}", dir.path().join("data").display()))
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!("cannot start prometheus ({e}): install Debian's `prometheus` package, or run ./test.sh which does")
-            });
-        Self {
-            child,
-            base: format!("http://127.0.0.1:{port}"),
-            _dir: dir,
-        }
-    }
-
-    /// Instant query: (labels without __name__/job/instance, value) sorted.
-    pub(crate) async fn query(&self, q: &str) -> Option<Vec<(Vec<(String, String)>, String)>> {
-        let mut url = reqwest::Url::parse(&format!("{}/api/v1/query", self.base)).unwrap();
-        url.query_pairs_mut().append_pair("query", q);
-        let resp = client().get(url).send().await.ok()?;
-        let v: serde_json::Value = serde_json::from_slice(&resp.bytes().await.ok()?).ok()?;
-        let mut out: Vec<(Vec<(String, String)>, String)> = v["data"]["result"]
-            .as_array()?
-            .iter()
-            .map(|r| {
-                let mut labels: Vec<(String, String)> = r["metric"]
-                    .as_object()
-                    .unwrap()
-                    .iter()
-                    .filter(|(k, _)| !matches!(k.as_str(), "__name__" | "job" | "instance"))
-                    .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_string()))
-                    .collect();
-                labels.sort();
-                (labels, r["value"][1].as_str().unwrap().to_string())
-            })
-            .collect();
-        out.sort();
-        Some(out)
+    pub(crate) async fn query(&self, q: &str) -> Option<Rows> {
+        query(&self.base, q).await
     }
 
     pub(crate) async fn wait_query(
@@ -121,21 +96,64 @@ impl Prometheus {
         q: &str,
         what: &str,
         cond: impl Fn(&[(Vec<(String, String)>, String)]) -> bool,
-    ) -> Vec<(Vec<(String, String)>, String)> {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Some(r) = self.query(q).await
-                && cond(&r)
-            {
-                return r;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "Prometheus never showed {what}; last: {:?}",
-                self.query(q).await
-            );
-            tokio::time::sleep(Duration::from_millis(250)).await;
+    ) -> Rows {
+        wait_query(&self.base, q, what, None, cond).await
+    }
+}
+
+/// An instant query through a Prometheus-compatible API at `base` (Prometheus,
+/// VictoriaMetrics: `nocache=1` keeps the latter from answering from its cache).
+pub(crate) async fn query(base: &str, q: &str) -> Option<Rows> {
+    let mut url = reqwest::Url::parse(&format!("{base}/api/v1/query")).unwrap();
+    url.query_pairs_mut()
+        .append_pair("query", q)
+        .append_pair("nocache", "1");
+    let resp = client().get(url).send().await.ok()?;
+    let v: serde_json::Value = serde_json::from_slice(&resp.bytes().await.ok()?).ok()?;
+    let mut out: Rows = v["data"]["result"]
+        .as_array()?
+        .iter()
+        .map(|r| {
+            let mut labels: Vec<(String, String)> = r["metric"]
+                .as_object()
+                .unwrap()
+                .iter()
+                .filter(|(k, _)| !matches!(k.as_str(), "__name__" | "job" | "instance"))
+                .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_string()))
+                .collect();
+            labels.sort();
+            (labels, r["value"][1].as_str().unwrap().to_string())
+        })
+        .collect();
+    out.sort();
+    Some(out)
+}
+
+/// Queries `q` at `base` until `cond` holds (60 s at most), first asking `flush` (a path
+/// that makes fresh samples searchable) each time.
+pub(crate) async fn wait_query(
+    base: &str,
+    q: &str,
+    what: &str,
+    flush: Option<&str>,
+    cond: impl Fn(&[(Vec<(String, String)>, String)]) -> bool,
+) -> Rows {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(path) = flush {
+            let _ = client().get(format!("{base}{path}")).send().await;
         }
+        if let Some(r) = query(base, q).await
+            && cond(&r)
+        {
+            return r;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{base} never showed {what}; last: {:?}",
+            query(base, q).await
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
 

@@ -242,59 +242,16 @@ impl Victoria {
         }
     }
 
-    /// Instant query through VictoriaMetrics' Prometheus API, once its data is searchable
-    /// (it caches recent results, so each call asks with `nocache=1`).
-    async fn query(&self, q: &str) -> Option<Vec<(Vec<(String, String)>, String)>> {
-        let mut url = reqwest::Url::parse(&format!("{}/api/v1/query", self.base)).unwrap();
-        url.query_pairs_mut()
-            .append_pair("query", q)
-            .append_pair("nocache", "1");
-        let body = client().get(url).send().await.ok()?.bytes().await.ok()?;
-        let v: serde_json::Value = serde_json::from_slice(&body).ok()?;
-        let mut out: Vec<_> = v["data"]["result"]
-            .as_array()?
-            .iter()
-            .map(|r| {
-                let mut labels: Vec<(String, String)> = r["metric"]
-                    .as_object()
-                    .unwrap()
-                    .iter()
-                    .filter(|(k, _)| k.as_str() != "__name__")
-                    .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_string()))
-                    .collect();
-                labels.sort();
-                (labels, r["value"][1].as_str().unwrap().to_string())
-            })
-            .collect();
-        out.sort();
-        Some(out)
-    }
-
+    /// Queries until `cond` holds, asking VictoriaMetrics each time to make freshly
+    /// written samples searchable.
     async fn wait_query(
         &self,
         q: &str,
         what: &str,
         cond: impl Fn(&[(Vec<(String, String)>, String)]) -> bool,
     ) -> Vec<(Vec<(String, String)>, String)> {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-        loop {
-            // Freshly written samples become searchable after a flush; ask it to flush now.
-            let _ = client()
-                .get(format!("{}/internal/force_flush", self.base))
-                .send()
-                .await;
-            if let Some(r) = self.query(q).await
-                && cond(&r)
-            {
-                return r;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "VictoriaMetrics never showed {what}; last: {:?}",
-                self.query(q).await
-            );
-            tokio::time::sleep(Duration::from_millis(250)).await;
-        }
+        super::prometheus::wait_query(&self.base, q, what, Some("/internal/force_flush"), cond)
+            .await
     }
 }
 
