@@ -179,7 +179,9 @@ fn str_of(v: &Value, key: &str) -> Option<String> {
 fn kind(v: &Value) -> Option<String> {
     match str_of(v, "valuetype").as_deref() {
         Some("counter") => Some("counter".into()),
-        _ => None,
+        Some("gauge") => None,
+        // json_exporter's default type, kept so that dashboards and rules see no change.
+        _ => Some("untyped".into()),
     }
 }
 

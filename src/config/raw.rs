@@ -444,7 +444,7 @@ pub struct RawMetric {
     /// HELP text.
     #[serde(default)]
     pub help: Option<String>,
-    /// `gauge` (default), `counter` or `stateset`.
+    /// `gauge` (default), `counter`, `stateset` or `untyped`.
     #[serde(rename = "type", default)]
     pub kind: Option<RawMetricKind>,
     /// Text -> number, checked before the usual conversion, e.g. `{green: 0, yellow: 1}`.
@@ -515,7 +515,7 @@ struct RawOutputObject {
     /// HELP text.
     #[serde(default)]
     help: Option<String>,
-    /// `gauge` (default), `counter` or `stateset`.
+    /// `gauge` (default), `counter`, `stateset` or `untyped`.
     #[serde(rename = "type", default)]
     kind: Option<RawMetricKind>,
     /// Text -> number, checked before the usual conversion.
@@ -618,6 +618,8 @@ pub enum RawMetricKind {
     Gauge,
     Counter,
     Stateset,
+    /// No type (`unknown` in OpenMetrics): json_exporter's default.
+    Untyped,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]

@@ -112,7 +112,9 @@ fn add_timestamps(text: &str, timestamps: &[Option<i64>], format: Format) -> Str
     out
 }
 
-/// Labels of one series: the family's names zipped with the series' values.
+/// Labels of one series: the family's names zipped with the series' values. An empty value is
+/// left out: Prometheus reads `l=""` as no label `l`, and a label left out by `optional`
+/// is empty.
 struct Pairs<'a> {
     names: &'a [String],
     values: &'a Labels,
@@ -121,7 +123,9 @@ struct Pairs<'a> {
 impl EncodeLabelSet for Pairs<'_> {
     fn encode(&self, encoder: &mut LabelSetEncoder) -> Result<(), std::fmt::Error> {
         for (n, v) in self.names.iter().zip(self.values.iter()) {
-            (n.as_str(), v).encode(encoder.encode_label())?;
+            if !v.is_empty() {
+                (n.as_str(), v).encode(encoder.encode_label())?;
+            }
         }
         Ok(())
     }
@@ -150,6 +154,7 @@ fn metric_type(kind: MetricKind) -> MetricType {
     match kind {
         MetricKind::Gauge => MetricType::Gauge,
         MetricKind::Counter => MetricType::Counter,
+        MetricKind::Untyped => MetricType::Unknown,
     }
 }
 
@@ -182,6 +187,7 @@ impl prometheus_client::collector::Collector for Samples {
                             .iter()
                             .map(String::as_str)
                             .zip(s.labels.iter())
+                            .filter(|(_, v)| !v.is_empty())
                             .collect();
                         key.sort_unstable();
                         if !seen.insert(key) {
@@ -195,7 +201,7 @@ impl prometheus_client::collector::Collector for Samples {
                     };
                     let mut series = m.encode_family(&labels)?;
                     match family.kind {
-                        MetricKind::Gauge => series.encode_gauge(&s.value)?,
+                        MetricKind::Gauge | MetricKind::Untyped => series.encode_gauge(&s.value)?,
                         MetricKind::Counter => {
                             series.encode_counter::<NoLabelSet, f64, f64>(&s.value, None)?
                         }

@@ -40,6 +40,26 @@ pub enum ItemError {
         format: &'static str,
         found: String,
     },
+    #[error("{at}: regex {pattern:?} does not match {found}")]
+    NoMatch {
+        at: String,
+        pattern: String,
+        found: String,
+    },
+    #[error("{at}: {path} is not a valid {format}: {found}")]
+    NotATime {
+        at: String,
+        path: String,
+        format: String,
+        found: String,
+    },
+    #[error("{at}: {path} is not a number for `{filter}`: {found}")]
+    NotANumber {
+        at: String,
+        path: String,
+        filter: &'static str,
+        found: String,
+    },
     #[error("{count} items produced the series {{{labels}}}; {policy}")]
     DuplicateSeries {
         labels: String,
@@ -62,7 +82,29 @@ impl ItemError {
             ItemError::LabelAmbiguous { .. } => "label_ambiguous",
             ItemError::TimestampMissing { .. } => "timestamp_missing",
             ItemError::TimestampInvalid { .. } => "timestamp_invalid",
+            ItemError::NoMatch { .. } => "regex_no_match",
+            ItemError::NotATime { .. } => "time_invalid",
+            ItemError::NotANumber { .. } => "value_not_numeric",
             ItemError::DuplicateSeries { .. } => "duplicate_series",
+        }
+    }
+
+    /// A filter of a label or value that could not take its input.
+    pub(super) fn filter(at: String, path: String, e: super::filters::FilterError) -> Self {
+        use super::filters::FilterError;
+        match e {
+            FilterError::NotATime { format, found } => ItemError::NotATime {
+                at,
+                path,
+                format,
+                found,
+            },
+            FilterError::NotANumber { filter, found } => ItemError::NotANumber {
+                at,
+                path,
+                filter,
+                found,
+            },
         }
     }
 }

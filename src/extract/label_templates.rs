@@ -4,6 +4,7 @@ use serde_json::Value;
 
 use super::body::DocRoot;
 use super::error::ItemError;
+use super::filters::{Absence, Filters, Piece, number_text};
 use super::labels::{Labels, LabelsBuilder};
 use super::selector::Selected;
 use super::spec::{Bound, Item, MetricSpec, Part, Template};
@@ -48,8 +49,39 @@ pub(super) fn render(
     for part in &t.parts {
         match part {
             Part::Literal(s) => out.push_str(s),
-            Part::Capture(i) => out.push_str(&caps[*i].key),
-            Part::Lookup(l) => match l.select(item, root.tree, caps) {
+            Part::Capture(i, f) if f.is_empty() => out.push_str(&caps[*i].key),
+            Part::Capture(i, f) => {
+                let piece = Piece::Text(std::borrow::Cow::Borrowed(caps[*i].key.as_ref()));
+                let what = || format!("{{{}}}", caps[*i].key);
+                filtered(f, piece, label, &what, out)?;
+            }
+            Part::Lookup(l, f) if !f.is_empty() => {
+                let piece = match l.select(item, root.tree, caps) {
+                    Selected::One(Value::String(s)) => Piece::Text(s.as_str().into()),
+                    Selected::One(Value::Number(n)) => Piece::Text(n.to_string().into()),
+                    Selected::One(Value::Bool(b)) => {
+                        Piece::Text(if *b { "true" } else { "false" }.into())
+                    }
+                    Selected::One(Value::Null) => Piece::Absent(Absence::Null),
+                    Selected::None => Piece::Absent(Absence::Missing),
+                    Selected::One(other) => {
+                        return Err(ItemError::LabelNotScalar {
+                            label: label.into(),
+                            path: l.display().into(),
+                            found: describe_value(other),
+                        });
+                    }
+                    Selected::Many(count) => {
+                        return Err(ItemError::LabelAmbiguous {
+                            label: label.into(),
+                            path: l.display().into(),
+                            count,
+                        });
+                    }
+                };
+                filtered(f, piece, label, &|| l.display().to_string(), out)?;
+            }
+            Part::Lookup(l, _) => match l.select(item, root.tree, caps) {
                 Selected::One(v) => match v {
                     Value::String(s) => out.push_str(s),
                     Value::Number(n) => {
@@ -88,6 +120,39 @@ pub(super) fn render(
                 }
             },
         }
+    }
+    Ok(())
+}
+
+/// A part with filters: the piece through them, then written, or why the item is skipped.
+fn filtered(
+    f: &Filters,
+    piece: Piece<'_>,
+    label: &str,
+    path: &dyn Fn() -> String,
+    out: &mut String,
+) -> Result<(), ItemError> {
+    match f.apply(piece) {
+        Ok(Piece::Text(t)) => out.push_str(&t),
+        Ok(Piece::Number(n)) => out.push_str(&number_text(n)),
+        Ok(Piece::Absent(a)) => {
+            return Err(match a {
+                Absence::Missing => ItemError::LabelMissing {
+                    label: label.into(),
+                    path: path(),
+                },
+                Absence::Null => ItemError::LabelMissing {
+                    label: label.into(),
+                    path: format!("{} (null)", path()),
+                },
+                Absence::NoMatch { pattern, found } => ItemError::NoMatch {
+                    at: format!("label {label}"),
+                    pattern,
+                    found,
+                },
+            });
+        }
+        Err(e) => return Err(ItemError::filter(format!("label {label}"), path(), e)),
     }
     Ok(())
 }

@@ -25,6 +25,7 @@ mod body;
 mod collect;
 mod duplicates;
 mod error;
+pub mod filters;
 mod fold;
 mod label_templates;
 pub mod labels;

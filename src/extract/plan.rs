@@ -96,7 +96,7 @@ fn lookups_with_aggregates(
 ) -> impl Iterator<Item = (&Lookup, Option<Aggregate>)> {
     let labels = block.labels.iter().flat_map(|t| {
         t.parts.iter().filter_map(|p| match p {
-            Part::Lookup(l) => Some((l, None)),
+            Part::Lookup(l, _) => Some((l, None)),
             _ => None,
         })
     });
@@ -185,7 +185,7 @@ fn item_path(block: &MetricSpec) -> ItemPath {
 fn lookups_mut(block: &mut MetricSpec) -> impl Iterator<Item = &mut Lookup> {
     let labels = block.labels.iter_mut().flat_map(|t| {
         t.parts.iter_mut().filter_map(|p| match p {
-            Part::Lookup(l) => Some(l),
+            Part::Lookup(l, _) => Some(l),
             _ => None,
         })
     });

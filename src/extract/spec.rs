@@ -9,12 +9,16 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
+use super::filters::Filters;
 use super::selector::{Selected, Selector};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MetricKind {
     Gauge,
     Counter,
+    /// No declared type: `untyped` in the 0.0.4 text format, `unknown` in OpenMetrics (what
+    /// json_exporter writes by default).
+    Untyped,
 }
 
 impl MetricKind {
@@ -22,6 +26,7 @@ impl MetricKind {
         match self {
             MetricKind::Gauge => "gauge",
             MetricKind::Counter => "counter",
+            MetricKind::Untyped => "untyped",
         }
     }
 }
@@ -54,6 +59,7 @@ pub struct Output {
 pub enum OutputKind {
     Gauge,
     Counter,
+    Untyped,
     /// One gauge series per state, labelled `label="state"`: 1 for the current state, 0 for
     /// the others.
     StateSet {
@@ -67,6 +73,7 @@ impl OutputKind {
     pub fn metric_kind(&self) -> MetricKind {
         match self {
             OutputKind::Counter => MetricKind::Counter,
+            OutputKind::Untyped => MetricKind::Untyped,
             _ => MetricKind::Gauge,
         }
     }
@@ -84,9 +91,12 @@ pub enum OnDuplicate {
     Error,
 }
 
-/// From the node found to a number: an optional string-to-number map, a fallback, a factor.
-#[derive(Debug, Clone, Default, PartialEq)]
+/// From the node found to a number: filters, an optional string-to-number map, a fallback, a
+/// factor.
+#[derive(Debug, Clone, Default)]
 pub struct Conversion {
+    /// `value: "@.seen | time"`: applied to the node first.
+    pub filters: Filters,
     /// Keys are compared with the node as text (strings as they are, booleans as
     /// `true`/`false`, numbers as written, `null`).
     pub mapping: Option<HashMap<String, f64>>,
@@ -274,9 +284,21 @@ pub enum ValueSpec {
 
 impl ValueSpec {
     /// A number, a JSONPath, or `count(...)`, `length(...)`, `sum(...)`, `min(...)`,
-    /// `max(...)`, `avg(...)` of a JSONPath.
+    /// `max(...)`, `avg(...)` of a JSONPath; without filters.
     pub fn compile(text: &str, captures: &[String]) -> Result<Self, String> {
-        let t = text.trim();
+        match Self::compile_filtered(text, captures)? {
+            (v, f) if f.is_empty() => Ok(v),
+            _ => Err("filters are not allowed here".into()),
+        }
+    }
+
+    /// The value and its filters: `@.seen | time`.
+    pub fn compile_filtered(text: &str, captures: &[String]) -> Result<(Self, Filters), String> {
+        let (head, filters) = Filters::split(text.trim(), false)?;
+        Ok((Self::compile_head(head, captures)?, filters))
+    }
+
+    fn compile_head(t: &str, captures: &[String]) -> Result<Self, String> {
         if let Ok(v) = t.parse::<f64>() {
             return Ok(ValueSpec::Constant(v));
         }
@@ -303,8 +325,8 @@ pub struct Template {
 #[derive(Debug, Clone)]
 pub enum Part {
     Literal(String),
-    Capture(usize),
-    Lookup(Lookup),
+    Capture(usize, Filters),
+    Lookup(Lookup, Filters),
 }
 
 impl Template {
@@ -332,7 +354,7 @@ impl Template {
                     let end = closing_brace(text, i + 1).ok_or_else(|| {
                         format!("unclosed '{{' at offset {i} (write '{{{{' for a literal brace)")
                     })?;
-                    let inner = text[i + 1..end].trim();
+                    let (inner, filters) = Filters::split(text[i + 1..end].trim(), true)?;
                     while chars.peek().is_some_and(|(j, _)| *j <= end) {
                         chars.next();
                     }
@@ -340,7 +362,7 @@ impl Template {
                         parts.push(Part::Literal(std::mem::take(&mut literal)));
                     }
                     if let Some(n) = captures.iter().position(|c| c == inner) {
-                        parts.push(Part::Capture(n));
+                        parts.push(Part::Capture(n, filters));
                     } else if inner.starts_with('@')
                         || inner.starts_with('$')
                         || captures.iter().any(|c| {
@@ -349,7 +371,7 @@ impl Template {
                                 .is_some_and(|r| r.starts_with(['.', '[']))
                         })
                     {
-                        parts.push(Part::Lookup(Lookup::compile(inner, captures)?));
+                        parts.push(Part::Lookup(Lookup::compile(inner, captures)?, filters));
                     } else if captures.is_empty() {
                         return Err(format!(
                             "unknown capture {{{inner}}}: `each` declares no captures (use {{@.field}} for a field of the item)"
@@ -641,12 +663,12 @@ mod tests {
     fn templates() {
         let caps = vec!["app".to_string()];
         let t = Template::compile("{app}/{@.name}-{{x}}", &caps).unwrap();
-        assert!(matches!(t.parts[0], Part::Capture(0)));
+        assert!(matches!(t.parts[0], Part::Capture(0, _)));
         assert!(matches!(&t.parts[1], Part::Literal(s) if s == "/"));
-        assert!(matches!(&t.parts[2], Part::Lookup(l) if l.scope == Scope::Item));
+        assert!(matches!(&t.parts[2], Part::Lookup(l, _) if l.scope == Scope::Item));
         assert!(matches!(&t.parts[3], Part::Literal(s) if s == "-{x}"));
         let t = Template::compile("{$.meta.region}", &caps).unwrap();
-        assert!(matches!(&t.parts[0], Part::Lookup(l) if l.scope == Scope::Root));
+        assert!(matches!(&t.parts[0], Part::Lookup(l, _) if l.scope == Scope::Root));
         let t = Template::compile("", &caps).unwrap();
         assert!(matches!(&t.parts[0], Part::Literal(s) if s.is_empty()));
         for (text, msg) in [

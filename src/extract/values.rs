@@ -6,6 +6,7 @@ use serde_json::Value;
 use super::aggregate::aggregate;
 use super::body::DocRoot;
 use super::error::ItemError;
+use super::filters::{Absence, Piece, number_text};
 use super::selector::Selected;
 use super::spec::{Bound, Conversion, Item, Output, TimestampFormat, TimestampSpec, ValueSpec};
 
@@ -25,19 +26,10 @@ pub(super) fn value_of(
     caps: &[Bound<'_>],
 ) -> Result<f64, ItemError> {
     let conv = &output.conversion;
-    let raw = match &output.value {
-        ValueSpec::Constant(v) => Ok(*v),
-        ValueSpec::Lookup(l) => match l.select(item, root.tree, caps) {
-            Selected::None => Err(ItemError::ValueMissing {
-                path: l.display().into(),
-            }),
-            Selected::Many(count) => Err(ItemError::ValueAmbiguous {
-                path: l.display().into(),
-                count,
-            }),
-            Selected::One(v) => convert(v, conv, l.display()),
-        },
-        ValueSpec::Aggregate(func, l) => aggregate(*func, l, item, root, caps),
+    let raw = if conv.filters.is_empty() {
+        unfiltered(output, item, root, caps)
+    } else {
+        filtered_value(output, item, root, caps)
     };
     let v = match (raw, conv.default) {
         (Ok(v), _) => v,
@@ -53,6 +45,118 @@ pub(super) fn value_of(
     })
 }
 
+#[inline]
+fn unfiltered(
+    output: &Output,
+    item: Item<'_>,
+    root: DocRoot<'_>,
+    caps: &[Bound<'_>],
+) -> Result<f64, ItemError> {
+    let conv = &output.conversion;
+    match &output.value {
+        ValueSpec::Constant(v) => Ok(*v),
+        ValueSpec::Lookup(l) => match l.select(item, root.tree, caps) {
+            Selected::None => Err(ItemError::ValueMissing {
+                path: l.display().into(),
+            }),
+            Selected::Many(count) => Err(ItemError::ValueAmbiguous {
+                path: l.display().into(),
+                count,
+            }),
+            Selected::One(v) => convert(v, conv, l.display()),
+        },
+        ValueSpec::Aggregate(func, l) => aggregate(*func, l, item, root, caps),
+    }
+}
+
+/// The value's node as a piece for its filters (numbers stay numbers, so `scale` keeps them
+/// exact); objects, arrays and several nodes are errors before any filter.
+fn piece_of<'a>(
+    output: &Output,
+    item: Item<'a>,
+    root: DocRoot<'a>,
+    caps: &[Bound<'a>],
+) -> Result<Piece<'a>, ItemError> {
+    Ok(match &output.value {
+        ValueSpec::Constant(v) => Piece::Number(*v),
+        ValueSpec::Aggregate(func, l) => match aggregate(*func, l, item, root, caps) {
+            Ok(v) => Piece::Number(v),
+            Err(ItemError::ValueMissing { .. }) => Piece::Absent(Absence::Missing),
+            Err(ItemError::ValueNull { .. }) => Piece::Absent(Absence::Null),
+            Err(e) => return Err(e),
+        },
+        ValueSpec::Lookup(l) => match l.select(item, root.tree, caps) {
+            Selected::None => Piece::Absent(Absence::Missing),
+            Selected::Many(count) => {
+                return Err(ItemError::ValueAmbiguous {
+                    path: l.display().into(),
+                    count,
+                });
+            }
+            Selected::One(v) => match v {
+                Value::String(s) => Piece::Text(s.as_str().into()),
+                Value::Number(n) => match n.as_f64() {
+                    Some(x) => Piece::Number(x),
+                    None => Piece::Text(n.to_string().into()),
+                },
+                Value::Bool(b) => Piece::Text(if *b { "true" } else { "false" }.into()),
+                Value::Null => Piece::Absent(Absence::Null),
+                other => {
+                    return Err(ItemError::ValueNotNumeric {
+                        path: l.display().into(),
+                        found: describe_value(other),
+                    });
+                }
+            },
+        },
+    })
+}
+
+/// The piece after the output's filters, or why the item has no value.
+fn filter_piece<'a>(
+    output: &Output,
+    item: Item<'a>,
+    root: DocRoot<'a>,
+    caps: &[Bound<'a>],
+) -> Result<Piece<'a>, ItemError> {
+    let path = value_path(&output.value);
+    let piece = piece_of(output, item, root, caps)?;
+    match output.conversion.filters.apply(piece) {
+        Ok(Piece::Absent(a)) => Err(match a {
+            Absence::Missing => ItemError::ValueMissing { path },
+            Absence::Null => ItemError::ValueNull { path },
+            Absence::NoMatch { pattern, found } => ItemError::NoMatch {
+                at: format!("value {path}"),
+                pattern,
+                found,
+            },
+        }),
+        Ok(p) => Ok(p),
+        Err(e) => Err(ItemError::filter("value".into(), path, e)),
+    }
+}
+
+fn filtered_value(
+    output: &Output,
+    item: Item<'_>,
+    root: DocRoot<'_>,
+    caps: &[Bound<'_>],
+) -> Result<f64, ItemError> {
+    let conv = &output.conversion;
+    match filter_piece(output, item, root, caps)? {
+        Piece::Number(n) => match &conv.mapping {
+            Some(map) => Ok(map.get(&number_text(n)).copied().unwrap_or(n)),
+            None => Ok(n),
+        },
+        Piece::Text(t) => convert(
+            &Value::String(t.into_owned()),
+            conv,
+            &value_path(&output.value),
+        ),
+        Piece::Absent(_) => unreachable!("filter_piece reports absence"),
+    }
+}
+
 /// The current state of a state-set output, as text.
 #[inline]
 pub(super) fn state_of(
@@ -61,6 +165,13 @@ pub(super) fn state_of(
     root: DocRoot<'_>,
     caps: &[Bound<'_>],
 ) -> Result<String, ItemError> {
+    if !output.conversion.filters.is_empty() {
+        return match filter_piece(output, item, root, caps)? {
+            Piece::Number(n) => Ok(number_text(n)),
+            Piece::Text(t) => Ok(t.into_owned()),
+            Piece::Absent(_) => unreachable!("filter_piece reports absence"),
+        };
+    }
     let ValueSpec::Lookup(l) = &output.value else {
         return Err(ItemError::ValueMissing {
             path: value_path(&output.value),

@@ -197,6 +197,7 @@ pub fn series(
                     r#type: match f.kind {
                         MetricKind::Counter => MetricType::Counter,
                         MetricKind::Gauge => MetricType::Gauge,
+                        MetricKind::Untyped => MetricType::Unknown,
                     } as i32,
                     metric_family_name: name.clone(),
                     help: f.help.clone(),

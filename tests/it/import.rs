@@ -72,6 +72,28 @@ fn converted_config_yields_json_exporters_series() {
         r#"ship_state_code{ship="cygnus"} 1.0"#,
     ];
     assert_eq!(got, want, "{}", out.exposition);
+    // Types as json_exporter declares them: `valuetype: gauge` stays a gauge, and no
+    // `valuetype` is json_exporter's default, untyped (`unknown` in OpenMetrics).
+    for line in [
+        "# TYPE fleet_total_ships gauge",
+        "# TYPE ship_crew untyped",
+        "# TYPE ship_state_code untyped",
+    ] {
+        assert!(out.exposition.contains(line), "{line}\n{}", out.exposition);
+    }
+    let om = jsonbridge::inspect::run(
+        &config,
+        source,
+        &data,
+        jsonbridge::expose::Format::OpenMetrics,
+    )
+    .unwrap();
+    assert!(
+        om.exposition
+            .contains("# TYPE ship_crew unknown\nship_crew{"),
+        "{}",
+        om.exposition
+    );
     // Headers, auth and the POST body came along.
     let default = &config.sources[0];
     assert!(default.request.headers.iter().any(|(k, _)| k == "x-team"));

@@ -7,6 +7,7 @@ use super::Compiler;
 use crate::config::raw::{self, RawValue};
 use crate::config::raw::{RawMetric, RawMetricKind, RawSource};
 use crate::config::{Family, SELF_PREFIX, text};
+use crate::extract::filters::Filters;
 use crate::extract::{
     Conversion, Each, Lookup, MetricKind, MetricSpec, OnDuplicate, Output, OutputKind, Template,
     TimestampFormat, TimestampSpec, ValueSpec,
@@ -25,7 +26,8 @@ impl Compiler<'_> {
                     let family = family_name(&o.name, kind);
                     let help = match o.settings.help.as_deref().map(str::trim_end) {
                         Some(h) if !h.is_empty() => h.to_string(),
-                        _ => format!("{} (no help text in the config)", o.name),
+                        // As the reference says and json_exporter does: the name.
+                        _ => o.name.clone(),
                     };
                     let at = o.at;
                     if let Some((prev, prev_at)) = families.get(&family) {
@@ -51,7 +53,7 @@ impl Compiler<'_> {
                         continue;
                     }
                     let series_names: Vec<String> = match kind {
-                        MetricKind::Gauge => vec![family.clone()],
+                        MetricKind::Gauge | MetricKind::Untyped => vec![family.clone()],
                         MetricKind::Counter => vec![
                             family.clone(),
                             format!("{family}_total"),
@@ -235,11 +237,15 @@ impl Compiler<'_> {
                 "help text may not contain control characters other than newline",
             );
         }
+        let mut filters = Filters::default();
         let value = match o.value {
             None => None,
             Some(RawValue::Number(v)) => Some(ValueSpec::Constant(*v)),
-            Some(RawValue::Text(t)) => match ValueSpec::compile(t, captures) {
-                Ok(v) => Some(v),
+            Some(RawValue::Text(t)) => match ValueSpec::compile_filtered(t, captures) {
+                Ok((v, f)) => {
+                    filters = f;
+                    Some(v)
+                }
                 Err(msg) => {
                     self.error(format!("{at}.value"), msg);
                     None
@@ -324,10 +330,10 @@ impl Compiler<'_> {
                         );
                     }
                 }
-                if kind == MetricKind::Counter {
-                    OutputKind::Counter
-                } else {
-                    OutputKind::Gauge
+                match kind {
+                    MetricKind::Counter => OutputKind::Counter,
+                    MetricKind::Untyped => OutputKind::Untyped,
+                    MetricKind::Gauge => OutputKind::Gauge,
                 }
             }
         };
@@ -340,6 +346,7 @@ impl Compiler<'_> {
             kind: out_kind,
             value: value?,
             conversion: Conversion {
+                filters,
                 mapping: st
                     .mapping
                     .as_ref()
@@ -457,6 +464,7 @@ pub(super) fn raw_outputs<'a>(at: &str, rm: &'a RawMetric) -> Vec<RawOut<'a>> {
 pub(super) fn metric_kind(kind: Option<RawMetricKind>) -> MetricKind {
     match kind {
         Some(RawMetricKind::Counter) => MetricKind::Counter,
+        Some(RawMetricKind::Untyped) => MetricKind::Untyped,
         _ => MetricKind::Gauge,
     }
 }
@@ -466,6 +474,6 @@ pub(super) fn metric_kind(kind: Option<RawMetricKind>) -> MetricKind {
 pub(super) fn family_name(name: &str, kind: MetricKind) -> String {
     match kind {
         MetricKind::Counter => name.strip_suffix("_total").unwrap_or(name).to_string(),
-        MetricKind::Gauge => name.to_string(),
+        MetricKind::Gauge | MetricKind::Untyped => name.to_string(),
     }
 }
