@@ -16,8 +16,8 @@ use crate::store::{Snapshot, View};
 pub enum InspectError {
     #[error("no source named {name:?} (the config has: {available})")]
     NoSuchSource { name: String, available: String },
-    #[error("the config has {0} sources: choose one with --source")]
-    ChooseSource(usize),
+    #[error("the config has {count} sources ({names}): choose one with --source")]
+    ChooseSource { count: usize, names: String },
     #[error("the input cannot be used: {0}")]
     InvalidJson(String),
     #[error("{0}")]
@@ -26,9 +26,13 @@ pub enum InspectError {
 
 /// The exposition for one source, and a human report on the extraction.
 pub struct Outcome {
+    /// Empty when a live poll would fail (`failure`).
     pub exposition: String,
     pub report: String,
     pub extraction: Extraction,
+    /// Why a live poll of the same body would fail (`no_series`): the source would keep its
+    /// last snapshot and report `up` 0.
+    pub failure: Option<crate::schedule::PollError>,
 }
 
 /// Picks the source: the named one, or the only one.
@@ -50,7 +54,15 @@ pub fn pick<'a>(config: &'a Config, name: Option<&str>) -> Result<&'a Arc<Source
                 })
         }
         None if config.sources.len() == 1 => Ok(&config.sources[0]),
-        None => Err(InspectError::ChooseSource(config.sources.len())),
+        None => Err(InspectError::ChooseSource {
+            count: config.sources.len(),
+            names: config
+                .sources
+                .iter()
+                .map(|s| s.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+        }),
     }
 }
 
@@ -66,13 +78,25 @@ pub fn run(
         crate::schedule::PollError::Extract(e) => InspectError::Extract(e),
         e => InspectError::InvalidJson(e.to_string()),
     })?;
-    x.truncate(source.max_series);
-    let exposition = exposition(config, source, &x, format);
-    let report = report(source, &x);
+    // The poll's own rule: what fails a poll fails the test.
+    let failure = crate::schedule::settle(&mut x, source, std::time::SystemTime::now()).err();
+    let exposition = match failure {
+        Some(_) => String::new(),
+        None => exposition(config, source, &x, format),
+    };
+    let mut report = report(source, &x);
+    if let Some(e) = &failure {
+        let _ = writeln!(
+            report,
+            "a live poll of this body fails ({}): {e}; the source keeps its last snapshot and jsonbridge_source_up is 0",
+            e.kind()
+        );
+    }
     Ok(Outcome {
         exposition,
         report,
         extraction: x,
+        failure,
     })
 }
 
@@ -109,10 +133,10 @@ fn report(source: &Source, x: &Extraction) -> String {
     let mut r = String::new();
     let _ = writeln!(
         r,
-        "source {}: {} series from {} metrics (read: {})",
+        "source {}: {} from {} (read: {})",
         source.name,
-        x.series_count(),
-        x.reports.len(),
+        count(x.series_count() as u64, "series", "series"),
+        count(x.reports.len() as u64, "metric", "metrics"),
         source.plan.describe()
     );
     let width = x.reports.iter().map(|m| m.metric.len()).max().unwrap_or(0);
@@ -125,15 +149,13 @@ fn report(source: &Source, x: &Extraction) -> String {
             .sum();
         let _ = write!(
             r,
-            "  {:width$}  {} items matched, {} series",
-            m.metric, m.items, m.series
+            "  {:width$}  {} matched, {}",
+            m.metric,
+            count(m.items as u64, "item", "items"),
+            count(m.series as u64, "series", "series"),
         );
-        match skipped {
-            0 => {}
-            1 => r.push_str(", 1 item skipped"),
-            n => {
-                let _ = write!(r, ", {n} items skipped");
-            }
+        if skipped > 0 {
+            let _ = write!(r, ", {} skipped", count(skipped, "item", "items"));
         }
         if m.items == 0 {
             r.push_str("  <- `each` matched nothing: check the path against the input");
@@ -142,6 +164,22 @@ fn report(source: &Source, x: &Extraction) -> String {
         for p in x.problems.iter().filter(|p| p.metric == m.metric) {
             let _ = writeln!(r, "      {} x{}: {}", p.kind, p.count, p.example);
         }
+        for g in x.merged.iter().filter(|g| g.metric == m.metric) {
+            let _ = writeln!(
+                r,
+                "      {} merged into others (on_duplicate: {})",
+                count(g.count, "series", "series"),
+                g.policy
+            );
+        }
+    }
+    for (family, n) in &x.too_old {
+        let _ = writeln!(
+            r,
+            "  warning: {family}: {} with a data timestamp more than {} old; a Prometheus scrape drops them as out of bounds (leave out `timestamp`, or push with remote_write to a backend that accepts old samples)",
+            count(*n, "sample", "samples"),
+            "an hour",
+        );
     }
     if x.dropped > 0 {
         let _ = writeln!(
@@ -151,4 +189,9 @@ fn report(source: &Source, x: &Extraction) -> String {
         );
     }
     r
+}
+
+/// `1 item`, `2 items`.
+fn count(n: u64, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
 }

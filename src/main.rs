@@ -315,7 +315,10 @@ fn test(
         Ok(out) => {
             print!("{}", out.exposition);
             eprint!("{}", out.report);
-            ExitCode::SUCCESS
+            match out.failure {
+                None => ExitCode::SUCCESS,
+                Some(_) => ExitCode::FAILURE,
+            }
         }
         Err(e) => fail(format!("source {}: {e}", src.name)),
     }

@@ -182,6 +182,8 @@ impl Runner {
                                 fetch,
                                 reports: &x.reports,
                                 problems: &x.problems,
+                                merged: &x.merged,
+                                too_old: &x.too_old,
                             },
                         );
                         replaced
@@ -412,17 +414,8 @@ pub async fn poll_once_since(
     let extraction = tokio::task::spawn_blocking(move || {
         let mut x = read(&fetched.body, fetched.content_type.as_deref(), &source)?;
         drop(fetched);
-        if x.series_count() == 0 && !x.problems.is_empty() {
-            let summary: Vec<String> = x
-                .problems
-                .iter()
-                .take(3)
-                .map(|p| format!("{} x{} in {}", p.kind, p.count, p.metric))
-                .collect();
-            return Err(PollError::NothingExtracted(summary.join(", ")));
-        }
-        x.truncate(source.max_series);
-        Ok(x)
+        settle(&mut x, &source, std::time::SystemTime::now())?;
+        Ok::<_, PollError>(x)
     })
     .await
     .map_err(|e| PollError::Internal(e.to_string()))??;
@@ -436,6 +429,37 @@ pub async fn poll_once_since(
         validators,
     })
 }
+
+/// What a poll makes of an extraction, the one rule `jsonbridge test` applies too: no series
+/// while items were skipped fails the poll (`no_series`: the upstream sent something, not
+/// what the config expects); beyond `max_series` the snapshot is truncated; samples whose
+/// data timestamp Prometheus would drop on a scrape are counted.
+pub fn settle(
+    x: &mut Extraction,
+    source: &Source,
+    now: std::time::SystemTime,
+) -> Result<(), PollError> {
+    if x.series_count() == 0 && !x.problems.is_empty() {
+        let summary: Vec<String> = x
+            .problems
+            .iter()
+            .take(3)
+            .map(|p| format!("{} x{} in {}", p.kind, p.count, p.metric))
+            .collect();
+        return Err(PollError::NothingExtracted(summary.join(", ")));
+    }
+    x.truncate(source.max_series);
+    let now_ms = now
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    x.too_old = x.older_than(now_ms - TOO_OLD.as_millis() as i64);
+    Ok(())
+}
+
+/// How far behind the time of a poll a data timestamp may be before a Prometheus scrape
+/// drops it: its head takes samples down to an hour (half its 2-hour block) before its
+/// newest, and refuses older ones as out of bounds.
+pub const TOO_OLD: std::time::Duration = std::time::Duration::from_secs(3600);
 
 struct Running {
     runner: Arc<Runner>,

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use crate::extract::{MetricReport, Problem};
+use crate::extract::{Merged, MetricReport, Problem};
 use crate::store::Store;
 
 /// Counters and last-poll facts of one source.
@@ -31,6 +31,10 @@ pub struct SourceStats {
     pub polls: BTreeMap<&'static str, u64>,
     /// Skipped items, by (metric, kind).
     pub extraction_errors: BTreeMap<(String, &'static str), u64>,
+    /// Series merged by a chosen `on_duplicate` policy, by (metric, policy).
+    pub duplicates_merged: BTreeMap<(String, &'static str), u64>,
+    /// Samples with data timestamps too old for a Prometheus scrape, by family.
+    pub too_old: BTreeMap<String, u64>,
     /// Ticks skipped because the previous poll was still running.
     pub overlaps: u64,
     /// Attempts beyond the first that led to a successful poll.
@@ -103,6 +107,9 @@ pub enum PollOutcome<'a> {
         fetch: Duration,
         reports: &'a [MetricReport],
         problems: &'a [Problem],
+        merged: &'a [Merged],
+        /// Per family: samples whose data timestamp a Prometheus scrape would drop.
+        too_old: &'a [(String, u64)],
     },
     /// A conditional request answered 304: the served snapshot is current.
     NotModified {
@@ -195,7 +202,28 @@ impl Telemetry {
                 fetch,
                 reports,
                 problems,
+                merged,
+                too_old,
             } => {
+                for m in merged {
+                    *stats
+                        .duplicates_merged
+                        .entry((m.metric.clone(), m.policy))
+                        .or_default() += m.count;
+                }
+                for (family, n) in too_old {
+                    let total = stats.too_old.entry(family.clone()).or_default();
+                    // Said once per metric: the count tells the rest.
+                    if *total == 0 {
+                        tracing::warn!(
+                            source,
+                            metric = %family,
+                            samples = n,
+                            "data timestamps more than an hour old: a Prometheus scrape drops these samples as out of bounds (leave out `timestamp`, or push them with remote_write to a backend that accepts old samples)"
+                        );
+                    }
+                    *total += n;
+                }
                 stats.retries += u64::from(retries);
                 stats.last_response_bytes = Some(bytes);
                 stats.last_wire_bytes = Some(wire_bytes);

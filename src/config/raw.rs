@@ -424,10 +424,22 @@ pub struct RawMetric {
     /// -> `{value, help, type, mapping, default, scale, states, state_label}`.
     #[serde(default)]
     pub values: Option<IndexMap<String, RawOutputEntry>>,
-    /// When two items give the same labels: keep the `first` (default) or `last`, `sum`
-    /// them, or fail the poll (`error`). Counted in `jsonbridge_extraction_errors_total`.
+    /// When two items give the same labels: keep the `first` (default) or `last`, their
+    /// `sum`, `min`, `max` or `count` (how many items), or fail the poll (`error`). Unset,
+    /// a duplicate is an extraction error (`duplicate_series`); set, it is a choice, counted
+    /// in `jsonbridge_duplicates_merged_total`.
     #[serde(default)]
     pub on_duplicate: Option<RawOnDuplicate>,
+    /// Group the items by their labels: one series per label set, whose value is the number
+    /// of items (`count`: `value` optional) or the `sum`, `min`, `max` or `avg` of their
+    /// values. "Pods per phase" is `labels: {phase: "{@.status.phase}"}` with
+    /// `aggregate: count`.
+    #[serde(default)]
+    pub aggregate: Option<RawAggregate>,
+    /// With `aggregate: count` or `sum`: label values always reported, 0 where no item has
+    /// them, e.g. `{phase: [Pending, Running, Succeeded, Failed, Unknown]}`.
+    #[serde(default)]
+    pub fill: IndexMap<String, Vec<String>>,
     /// JSONPath to the time of each item's sample, attached to the sample. Opt-in: see the
     /// README on staleness.
     #[serde(default)]
@@ -629,7 +641,21 @@ pub enum RawOnDuplicate {
     First,
     Last,
     Sum,
+    Min,
+    Max,
+    Count,
     Error,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+#[schemars(rename = "Aggregate")]
+pub enum RawAggregate {
+    Count,
+    Sum,
+    Min,
+    Max,
+    Avg,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
@@ -759,6 +785,8 @@ const METRIC_FIELDS: &[&str] = &[
     "states",
     "state_label",
     "on_duplicate",
+    "aggregate",
+    "fill",
     "timestamp",
     "timestamp_format",
 ];

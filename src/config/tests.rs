@@ -327,7 +327,7 @@ fn unknown_fields_are_all_listed_with_suggestions() {
         vec![
             "line 4 column 5: sources[0].timout: unknown field `timout` (did you mean `timeout`?)",
             "line 7 column 9: sources[0].metrics[0].lables: unknown field `lables` (did you mean `labels`?)",
-            "line 9 column 9: sources[0].metrics[0].colour: unknown field `colour`, expected one of: name, help, type, each, labels, value, values, mapping, default, scale, states, state_label, on_duplicate, timestamp, timestamp_format",
+            "line 9 column 9: sources[0].metrics[0].colour: unknown field `colour`, expected one of: name, help, type, each, labels, value, values, mapping, default, scale, states, state_label, on_duplicate, aggregate, fill, timestamp, timestamp_format",
             "line 11 column 5: sources[1].urll: unknown field `urll` (did you mean `url`?)",
             "line 10 column 5: sources[1]: missing field `url`",
         ],
@@ -392,7 +392,7 @@ fn extraction_language_errors_name_the_problem_and_its_line() {
         ),
         (
             "      - {name: m, value: $.s, on_duplicate: keep}\n",
-            "unknown variant `keep`, expected one of `first`, `last`, `sum`, `error`",
+            "unknown variant `keep`, expected one of `first`, `last`, `sum`, `min`, `max`, `count`, `error`",
         ),
         (
             "      - {name: m, each: \"$.a[{pod}]\", labels: {x: \"{pood.name}\"}, value: 1}\n",
@@ -405,6 +405,46 @@ fn extraction_language_errors_name_the_problem_and_its_line() {
         (
             "      - each: $[*]\n        values: {a: \"@.x\", b: {value: \"@.y\", type: counter, colour: red}}\n",
             "sources[0].metrics[0].values.b.colour: unknown field `colour`, expected one of: value, help, type",
+        ),
+        (
+            "      - {name: m, labels: {x: \"{@.a | shout}\"}, value: 1}\n",
+            "line 5 column 31: sources[0].metrics[0].labels.x: unknown filter `shout` (filters: lower, upper, trim, replace, regex, default, optional, time, scale)",
+        ),
+        (
+            "      - {name: m, labels: {x: \"{@.a | regex '(unclosed'}\"}, value: 1}\n",
+            "line 5 column 31: sources[0].metrics[0].labels.x: filter `regex`: invalid pattern: regex parse error",
+        ),
+        (
+            "      - {name: m, value: \"@.t | time '%Q'\"}\n",
+            "line 5 column 26: sources[0].metrics[0].value: filter `time`: invalid strftime pattern \"%Q\"",
+        ),
+        (
+            "      - {name: m, value: \"@.t | optional\"}\n",
+            "sources[0].metrics[0].value: filter `optional` applies to labels",
+        ),
+        (
+            "      - {name: m, value: \"@.t\", fill: {phase: [a]}}\n",
+            "sources[0].metrics[0].fill: `fill` needs `aggregate: count` or `aggregate: sum`",
+        ),
+        (
+            "      - {name: m, aggregate: count, labels: {p: \"{@.p}\"}, fill: {phase: [a]}}\n",
+            "sources[0].metrics[0].fill.phase: phase is not a label of this block",
+        ),
+        (
+            "      - {name: m, aggregate: count, labels: {p: \"{@.p}\"}, fill: {p: [a, a]}}\n",
+            "sources[0].metrics[0].fill.p: \"a\" is listed twice",
+        ),
+        (
+            "      - {name: m, aggregate: sum, value: 1, on_duplicate: sum}\n",
+            "sources[0].metrics[0].on_duplicate: with `aggregate`, items with the same labels are grouped",
+        ),
+        (
+            "      - {name: m, aggregate: sum, type: counter, value: 1}\n",
+            "sources[0].metrics[0].aggregate: `aggregate` makes gauges (or untyped metrics); m is a counter",
+        ),
+        (
+            "      - {name: m, aggregate: sum}\n",
+            "sources[0].metrics[0]: missing field `value`",
         ),
         (
             "      - {name: a, value: 1}\n      - {values: {a: 2}}\n",

@@ -348,6 +348,38 @@ impl prometheus_client::collector::Collector for SelfMetrics {
         }
         {
             let mut m = enc.encode_descriptor(
+                "jsonbridge_duplicates_merged",
+                "Series merged into another by the on_duplicate policy the config chose (not an extraction error), by metric and policy.",
+                None,
+                MetricType::Counter,
+            )?;
+            for (src, s) in &rows {
+                for ((metric, policy), n) in &s.duplicates_merged {
+                    m.encode_family(&[
+                        ("source", *src),
+                        ("metric", metric.as_str()),
+                        ("policy", *policy),
+                    ])?
+                    .encode_counter::<NoLabelSet, u64, f64>(n, None)?;
+                }
+            }
+        }
+        {
+            let mut m = enc.encode_descriptor(
+                "jsonbridge_samples_too_old",
+                "Samples whose data timestamp was more than an hour old when polled: a Prometheus scrape drops them as out of bounds.",
+                None,
+                MetricType::Counter,
+            )?;
+            for (src, s) in &rows {
+                for (metric, n) in &s.too_old {
+                    m.encode_family(&[("source", *src), ("metric", metric.as_str())])?
+                        .encode_counter::<NoLabelSet, u64, f64>(n, None)?;
+                }
+            }
+        }
+        {
+            let mut m = enc.encode_descriptor(
                 "jsonbridge_limit_hits",
                 "Times a protective limit bit, by limit (README: what is promised).",
                 None,

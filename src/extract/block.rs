@@ -5,11 +5,13 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use super::body::DocRoot;
-use super::duplicates::{Duplicates, in_order, resolve_duplicates};
+use super::duplicates::{Duplicates, Merge, counts, fill, in_order, resolve_duplicates};
 use super::error::{ExtractError, ItemError};
 use super::label_templates::{labels_of, render_labels};
 use super::labels::LabelsBuilder;
-use super::samples::{Extraction, FamilySamples, MetricReport, Problem, Problems, Series, note};
+use super::samples::{
+    Extraction, FamilySamples, Merged, MetricReport, Problem, Problems, Series, note,
+};
 use super::spec::{Bound, Item, MetricSpec, OnDuplicate, Output, OutputKind};
 use super::values::{state_of, timestamp_of, value_of, value_path};
 
@@ -101,13 +103,13 @@ impl<'b> BlockRun<'b> {
                         );
                     }
                     Ok(value) => series[k].push(Series {
+                        value: if counts(block) { 1.0 } else { value },
                         // The last output takes the labels instead of a copy.
                         labels: if k + 1 == n {
                             std::mem::take(&mut labels)
                         } else {
                             labels.clone()
                         },
-                        value,
                         timestamp_ms: ts,
                     }),
                     Err(e) => note(problems, k, &e, &describe),
@@ -151,9 +153,21 @@ impl<'b> BlockRun<'b> {
                     first_example: None,
                 }
             } else {
-                resolve_duplicates(&mut s, block.on_duplicate)
+                resolve_duplicates(&mut s, Merge::of(block))
             };
-            if let Some((labels, count)) = dups.first_example {
+            if block.aggregate.is_some() {
+                // Grouping is what was asked for: no duplicate to report.
+                fill(&mut s, &block.fill, block.label_names.len());
+            } else if block.on_duplicate_chosen
+                && block.on_duplicate != OnDuplicate::Error
+                && dups.dropped > 0
+            {
+                out.merged.push(Merged {
+                    metric: output.name.clone(),
+                    policy: block.on_duplicate.as_str(),
+                    count: dups.dropped,
+                });
+            } else if let Some((labels, count)) = dups.first_example {
                 let err = ItemError::DuplicateSeries {
                     labels: render_labels(&label_names, &labels),
                     count,
@@ -161,6 +175,9 @@ impl<'b> BlockRun<'b> {
                         OnDuplicate::First => "the first one is kept",
                         OnDuplicate::Last => "the last one is kept",
                         OnDuplicate::Sum => "their values are summed",
+                        OnDuplicate::Min => "the least value is kept",
+                        OnDuplicate::Max => "the greatest value is kept",
+                        OnDuplicate::Count => "the value is how many there are",
                         OnDuplicate::Error => "on_duplicate: error fails the poll",
                     },
                 };

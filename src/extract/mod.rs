@@ -44,14 +44,14 @@ use body::DocRoot;
 
 pub use body::Threads;
 pub use error::{ExtractError, ItemError, ReadError};
-pub use samples::{Extraction, FamilySamples, MetricReport, Problem, Series};
+pub use samples::{Extraction, FamilySamples, Merged, MetricReport, Problem, Series};
 pub use values::{parse_number, to_number};
 
 pub use labels::{Labels, LabelsBuilder};
 pub use plan::ReadPlan;
 pub use selector::{Selected, Selector};
 pub use spec::{
-    Aggregate, Binding, Bound, Conversion, Each, Item, Lookup, MetricKind, MetricSpec, OnDuplicate,
+    Aggregate, Binding, Bound, Conversion, Each, GroupBy, Item, Lookup, MetricKind, MetricSpec, OnDuplicate,
     Output, OutputKind, Part, Scope, Template, TimestampFormat, TimestampSpec, ValueSpec,
 };
 

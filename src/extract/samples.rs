@@ -32,6 +32,15 @@ pub struct Problem {
     pub example: String,
 }
 
+/// Series merged into others by a chosen `on_duplicate` policy (no extraction error).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Merged {
+    pub metric: String,
+    pub policy: &'static str,
+    /// Series merged away (items beyond the first of each label set).
+    pub count: u64,
+}
+
 /// Per output: how many items `each` matched and how many series came out.
 #[derive(Debug, Clone, PartialEq)]
 pub struct MetricReport {
@@ -45,14 +54,39 @@ pub struct Extraction {
     /// One entry per output, in config order.
     pub families: Vec<FamilySamples>,
     pub problems: Vec<Problem>,
+    /// Duplicates merged by a chosen `on_duplicate` policy.
+    pub merged: Vec<Merged>,
     pub reports: Vec<MetricReport>,
     /// Series dropped by the source's `max_series`.
     pub dropped: usize,
+    /// Per family: samples whose data timestamp was too old for a Prometheus scrape when
+    /// polled (filled in by the poll: extraction knows no clock).
+    pub too_old: Vec<(String, u64)>,
 }
 
 impl Extraction {
     pub fn series_count(&self) -> usize {
         self.families.iter().map(|f| f.series.len()).sum()
+    }
+
+    /// Per family, the samples with a data timestamp before `cutoff_ms`.
+    pub fn older_than(&self, cutoff_ms: i64) -> Vec<(String, u64)> {
+        let mut out: Vec<(String, u64)> = Vec::new();
+        for f in &self.families {
+            let n = f
+                .series
+                .iter()
+                .filter(|s| s.timestamp_ms.is_some_and(|t| t < cutoff_ms))
+                .count() as u64;
+            if n == 0 {
+                continue;
+            }
+            match out.iter_mut().find(|(name, _)| *name == f.family) {
+                Some((_, c)) => *c += n,
+                None => out.push((f.family.clone(), n)),
+            }
+        }
+        out
     }
 
     /// Keeps at most `max` series: metrics in config order, each sorted by labels, so the same

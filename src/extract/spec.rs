@@ -21,6 +21,20 @@ pub enum MetricKind {
     Untyped,
 }
 
+impl OnDuplicate {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OnDuplicate::First => "first",
+            OnDuplicate::Last => "last",
+            OnDuplicate::Sum => "sum",
+            OnDuplicate::Min => "min",
+            OnDuplicate::Max => "max",
+            OnDuplicate::Count => "count",
+            OnDuplicate::Error => "error",
+        }
+    }
+}
+
 impl MetricKind {
     pub fn as_str(self) -> &'static str {
         match self {
@@ -40,7 +54,23 @@ pub struct MetricSpec {
     pub labels: Vec<Template>,
     pub outputs: Vec<Output>,
     pub on_duplicate: OnDuplicate,
+    /// Whether `on_duplicate` was written: a chosen policy is no extraction error.
+    pub on_duplicate_chosen: bool,
+    /// `aggregate:` items grouped by their labels.
+    pub aggregate: Option<GroupBy>,
+    /// `fill:` per label (by position among the block's labels), the values always reported.
+    pub fill: Vec<(usize, Vec<String>)>,
     pub timestamp: Option<TimestampSpec>,
+}
+
+/// `aggregate:` how the values of the items that share a label set become one value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GroupBy {
+    Count,
+    Sum,
+    Min,
+    Max,
+    Avg,
 }
 
 /// One metric computed from each item of a block.
@@ -87,6 +117,10 @@ pub enum OnDuplicate {
     First,
     Last,
     Sum,
+    Min,
+    Max,
+    /// The number of items.
+    Count,
     /// Fail the poll: the last good snapshot stays and the source reports `duplicate_series`.
     Error,
 }

@@ -22,6 +22,9 @@ fn spec(kind: OutputKind, each: Option<&str>, labels: &[(&str, &str)], value: &s
             conversion: Conversion::default(),
         }],
         on_duplicate: OnDuplicate::First,
+        on_duplicate_chosen: false,
+        aggregate: None,
+        fill: Vec::new(),
         timestamp: None,
     }
 }
@@ -557,25 +560,65 @@ fn duplicate_policies() {
     // Also already in label order, duplicates next to each other: still found.
     let sorted = json!([{"k": "a", "v": 1}, {"k": "a", "v": 2}, {"k": "b", "v": 5}]);
     for (input, wants, dropped) in [
-        (&doc, [("first", 1.0), ("last", 4.0), ("sum", 7.0)], 2),
-        (&sorted, [("first", 1.0), ("last", 2.0), ("sum", 3.0)], 1),
+        (
+            &doc,
+            [
+                ("first", 1.0, 5.0),
+                ("last", 4.0, 5.0),
+                ("sum", 7.0, 5.0),
+                ("min", 1.0, 5.0),
+                ("max", 4.0, 5.0),
+                ("count", 3.0, 1.0),
+            ],
+            2,
+        ),
+        (
+            &sorted,
+            [
+                ("first", 1.0, 5.0),
+                ("last", 2.0, 5.0),
+                ("sum", 3.0, 5.0),
+                ("min", 1.0, 5.0),
+                ("max", 2.0, 5.0),
+                ("count", 2.0, 1.0),
+            ],
+            1,
+        ),
     ] {
-        for (policy, want_a) in wants {
+        for (policy, want_a, want_b) in wants {
             let b = blocks(&format!(
                 "      - {{name: m, help: M., each: \"$[*]\", labels: {{k: \"{{@.k}}\"}}, value: \"@.v\", on_duplicate: {policy}}}\n"
             ));
             let x = run(input, &b);
             assert_eq!(
                 series(&x),
-                vec![(vec!["a".into()], want_a), (vec!["b".into()], 5.0)],
+                vec![(vec!["a".into()], want_a), (vec!["b".into()], want_b)],
                 "{policy} {input}"
             );
+            // A policy chosen on purpose is no extraction error: the merges are counted
+            // apart.
+            assert_eq!(kinds(&x), vec![], "{policy} {input}");
             assert_eq!(
-                kinds(&x),
-                vec![("duplicate_series", dropped)],
+                x.merged,
+                vec![Merged {
+                    metric: "m".into(),
+                    policy,
+                    count: dropped
+                }],
                 "{policy} {input}"
             );
         }
+        // Unset, the first is kept and the duplicate is an extraction error.
+        let b = blocks(
+            "      - {name: m, help: M., each: \"$[*]\", labels: {k: \"{@.k}\"}, value: \"@.v\"}\n",
+        );
+        let x = run(input, &b);
+        assert_eq!(
+            series(&x),
+            vec![(vec!["a".into()], 1.0), (vec!["b".into()], 5.0)]
+        );
+        assert_eq!(kinds(&x), vec![("duplicate_series", dropped)]);
+        assert!(x.merged.is_empty());
     }
     let b = blocks(
         "      - {name: m, help: M., each: \"$[*]\", labels: {k: \"{@.k}\"}, value: \"@.v\", on_duplicate: error}\n",
@@ -2121,4 +2164,95 @@ mod collected {
         let strict = serde_json::from_str::<Value>(body).unwrap_err();
         assert_eq!(err.to_string(), strict.to_string());
     }
+}
+
+#[test]
+fn group_by_aggregates_with_filled_states() {
+    let doc = json!({"items": [
+        {"ns": "a", "phase": "Running", "cpu": 2},
+        {"ns": "a", "phase": "Running", "cpu": 1},
+        {"ns": "b", "phase": "Pending", "cpu": 0.5},
+        {"ns": "a", "phase": "Evicted", "cpu": 4},
+        {"ns": "b", "phase": "Running"}
+    ]});
+    let fill = "fill: {phase: [Pending, Running, Failed]}";
+    let pods = |agg: &str, value: &str, fill: &str| {
+        blocks(&format!(
+            "      - {{name: m, help: M., each: \"$.items[*]\", labels: {{namespace: \"{{@.ns}}\", phase: \"{{@.phase}}\"}}, aggregate: {agg}{value}{fill}}}\n"
+        ))
+    };
+    let s = |ns: &str, phase: &str, v: f64| (vec![ns.to_string(), phase.to_string()], v);
+    // Counts, with every declared phase beside every namespace seen (a phase outside the
+    // list, Evicted, is reported as found).
+    let x = run(&doc, &pods("count", "", &format!(", {fill}")));
+    assert_eq!(
+        series(&x),
+        vec![
+            s("a", "Evicted", 1.0),
+            s("a", "Failed", 0.0),
+            s("a", "Pending", 0.0),
+            s("a", "Running", 2.0),
+            s("b", "Failed", 0.0),
+            s("b", "Pending", 1.0),
+            s("b", "Running", 1.0),
+        ]
+    );
+    assert_eq!(kinds(&x), vec![]);
+    assert!(x.merged.is_empty());
+    // Sums skip the item without a value (and say so); min, max, avg.
+    for (agg, want) in [
+        (
+            "sum",
+            vec![
+                s("a", "Evicted", 4.0),
+                s("a", "Failed", 0.0),
+                s("a", "Pending", 0.0),
+                s("a", "Running", 3.0),
+                s("b", "Failed", 0.0),
+                s("b", "Pending", 0.5),
+                s("b", "Running", 0.0),
+            ],
+        ),
+        (
+            "min",
+            vec![s("a", "Evicted", 4.0), s("a", "Running", 1.0), s("b", "Pending", 0.5)],
+        ),
+        (
+            "max",
+            vec![s("a", "Evicted", 4.0), s("a", "Running", 2.0), s("b", "Pending", 0.5)],
+        ),
+        (
+            "avg",
+            vec![s("a", "Evicted", 4.0), s("a", "Running", 1.5), s("b", "Pending", 0.5)],
+        ),
+    ] {
+        let fill = if agg == "sum" { format!(", {fill}") } else { String::new() };
+        let x = run(&doc, &pods(agg, ", value: \"@.cpu\"", &fill));
+        assert_eq!(series(&x), want, "{agg}");
+        assert_eq!(kinds(&x), vec![("value_missing", 1)], "{agg}");
+    }
+    // Nothing matched: with only filled labels, every state is reported as 0.
+    let b = blocks(
+        "      - {name: m, help: M., each: \"$.items[?@.x]\", labels: {phase: \"{@.phase}\"}, aggregate: count, fill: {phase: [Pending, Running]}}\n",
+    );
+    let x = run(&doc, &b);
+    assert_eq!(
+        series(&x),
+        vec![(vec!["Pending".into()], 0.0), (vec!["Running".into()], 0.0)]
+    );
+    // Two filled labels: every combination.
+    let b = blocks(
+        "      - {name: m, help: M., each: \"$.items[*]\", labels: {ns: \"{@.ns}\", phase: \"{@.phase}\"}, aggregate: count, fill: {ns: [a, c], phase: [Running]}}\n",
+    );
+    let x = run(&doc, &b);
+    assert_eq!(
+        series(&x),
+        vec![
+            s("a", "Evicted", 1.0),
+            s("a", "Running", 2.0),
+            s("b", "Pending", 1.0),
+            s("b", "Running", 1.0),
+            s("c", "Running", 0.0),
+        ]
+    );
 }

@@ -96,6 +96,8 @@ fn publish(store: &Store, telemetry: &Telemetry, doc: serde_json::Value) {
             fetch: Duration::from_millis(5),
             reports: &x.reports,
             problems: &x.problems,
+            merged: &x.merged,
+            too_old: &x.too_old,
         },
     );
 }

@@ -110,7 +110,7 @@ fn test_subcommand_prints_exposition_and_explains_skips() {
         std::fs::read_to_string(root().join("tests/fixtures/expected/bad-items.prom")).unwrap(),
         "stdout is exactly what /metrics would serve"
     );
-    let want = "source pods: 2 series from 1 metrics (read: streamed, items read into slots)
+    let want = "source pods: 2 series from 1 metric (read: streamed, items read into slots)
   pod_cpu_cores  8 items matched, 2 series, 5 items skipped
       duplicate_series x1: 2 items produced the series {pod=\"ok\"}; the first one is kept
       label_missing x1: item #5: label pod: @.name not found
@@ -140,7 +140,7 @@ fn test_subcommand_points_at_selectors_that_match_nothing() {
     assert_eq!(out.status.code(), Some(1));
     assert!(
         String::from_utf8_lossy(&out.stderr)
-            .contains("the config has 2 sources: choose one with --source")
+            .contains("the config has 2 sources (a, b): choose one with --source")
     );
     let out = bin()
         .arg("test")
@@ -169,6 +169,75 @@ fn test_subcommand_points_at_selectors_that_match_nothing() {
         String::from_utf8_lossy(&out.stderr)
             .contains("source a: the input cannot be used: invalid JSON: EOF while parsing")
     );
+}
+
+/// `jsonbridge test` and a live poll of the same body follow one rule: where the poll fails
+/// (`no_series`, invalid JSON, `on_duplicate: error`), `test` exits 1; where it succeeds, 0.
+#[tokio::test]
+async fn test_exit_codes_agree_with_live_polls_of_the_same_body() {
+    let metrics = "      - {name: m, help: M., each: \"$.items[*]\", labels: {k: \"{@.k}\"}, value: \"@.v\"}\n      - {name: d, help: D., each: \"$.dups[*]\", labels: {k: \"{@.k}\"}, value: \"@.v\", on_duplicate: error}\n";
+    let cases: &[(&str, &str, Option<&str>)] = &[
+        // Every item skipped: the upstream sent something, but not what the config expects.
+        (
+            "every item skipped",
+            r#"{"items": [{"k": "a", "v": "n/a"}, {"v": 1}]}"#,
+            Some("no_series"),
+        ),
+        ("some items skipped", r#"{"items": [{"k": "a", "v": 1}, {"v": 1}]}"#, None),
+        // Nothing to skip and nothing found (an empty list is a valid answer).
+        ("nothing matched", r#"{"items": []}"#, None),
+        ("invalid JSON", r#"{"items": ["#, Some("invalid_json")),
+        (
+            "a refused duplicate",
+            r#"{"items": [{"k": "a", "v": 1}], "dups": [{"k": "x", "v": 1}, {"k": "x", "v": 2}]}"#,
+            Some("duplicate_series"),
+        ),
+    ];
+    for (what, body, fails) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("body.json"), body).unwrap();
+        let cfg = dir.path().join("c.yaml");
+        std::fs::write(
+            &cfg,
+            format!("sources:\n  - name: s\n    url: file://body.json\n    metrics:\n{metrics}"),
+        )
+        .unwrap();
+        let config = jsonbridge::config::load(&cfg).unwrap();
+        let source = &config.sources[0];
+        let fetcher = jsonbridge::fetch::Fetcher::new(&source.request).unwrap();
+        let live = jsonbridge::schedule::poll_once(&fetcher, source).await;
+        assert_eq!(
+            live.as_ref().err().map(|e| e.kind()),
+            *fails,
+            "{what}: the live poll"
+        );
+        let out = bin()
+            .arg("test")
+            .arg(&cfg)
+            .arg("--input")
+            .arg(dir.path().join("body.json"))
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(
+            out.status.success(),
+            fails.is_none(),
+            "{what}: `test` exits as the poll ends\n{stderr}"
+        );
+        if *fails == Some("no_series") {
+            assert!(out.stdout.is_empty(), "{what}: no exposition");
+            assert!(
+                stderr.contains("a live poll of this body fails (no_series): no series: every item was skipped (label_missing x1 in m, value_not_numeric x1 in m)"),
+                "{stderr}"
+            );
+            assert!(stderr.contains("source s: 0 series from 2 metrics"), "{stderr}");
+            assert!(stderr.contains("m  2 items matched, 0 series, 2 items skipped"), "{stderr}");
+            assert!(stderr.contains("d  0 items matched, 0 series"), "{stderr}");
+        }
+        if *what == "some items skipped" {
+            assert!(stderr.contains("m  2 items matched, 1 series, 1 item skipped"), "{stderr}");
+        }
+    }
 }
 
 #[test]

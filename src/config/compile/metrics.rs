@@ -9,7 +9,7 @@ use crate::config::raw::{RawMetric, RawMetricKind, RawSource};
 use crate::config::{Family, SELF_PREFIX, text};
 use crate::extract::filters::Filters;
 use crate::extract::{
-    Conversion, Each, Lookup, MetricKind, MetricSpec, OnDuplicate, Output, OutputKind, Template,
+    Conversion, Each, GroupBy, Lookup, MetricKind, MetricSpec, OnDuplicate, Output, OutputKind, Template,
     TimestampFormat, TimestampSpec, ValueSpec,
 };
 
@@ -104,6 +104,8 @@ impl Compiler<'_> {
                 }
             }
             (Some(_), Some(_), None) => {}
+            // The value of a count is the number of items.
+            (Some(_), None, None) if rm.aggregate == Some(raw::RawAggregate::Count) => {}
             (Some(_), None, None) => self.error(at, "missing field `value`"),
             (None, _, None) => self.error(
                 at,
@@ -152,7 +154,12 @@ impl Compiler<'_> {
         }
         let mut outputs = Vec::new();
         if each.is_some() {
-            for o in raw_outputs(at, rm) {
+            for mut o in raw_outputs(at, rm) {
+                // A count needs no value: each item counts one.
+                static ONE: RawValue = RawValue::Number(1.0);
+                if o.value.is_none() && rm.aggregate == Some(raw::RawAggregate::Count) {
+                    o.value = Some(&ONE);
+                }
                 if let Some(out) = self.output(&o, &captures, &label_names) {
                     outputs.push(out);
                 }
@@ -183,10 +190,73 @@ impl Compiler<'_> {
                 }
             },
         };
+        let aggregate = rm.aggregate.map(|a| match a {
+            raw::RawAggregate::Count => GroupBy::Count,
+            raw::RawAggregate::Sum => GroupBy::Sum,
+            raw::RawAggregate::Min => GroupBy::Min,
+            raw::RawAggregate::Max => GroupBy::Max,
+            raw::RawAggregate::Avg => GroupBy::Avg,
+        });
+        if aggregate.is_some() {
+            if rm.on_duplicate.is_some() {
+                self.error(
+                    format!("{at}.on_duplicate"),
+                    "with `aggregate`, items with the same labels are grouped, not duplicates: drop `on_duplicate`",
+                );
+            }
+            for o in raw_outputs(at, rm) {
+                if matches!(
+                    o.settings.kind,
+                    Some(RawMetricKind::Stateset | RawMetricKind::Counter)
+                ) {
+                    self.error(
+                        format!("{at}.aggregate"),
+                        format!(
+                            "`aggregate` makes gauges (or untyped metrics); {} is a {}",
+                            o.name,
+                            metric_kind(o.settings.kind).as_str()
+                        ),
+                    );
+                }
+            }
+        }
+        let mut fill = Vec::new();
+        if !rm.fill.is_empty() && !matches!(aggregate, Some(GroupBy::Count | GroupBy::Sum)) {
+            self.error(
+                format!("{at}.fill"),
+                "`fill` needs `aggregate: count` or `aggregate: sum` (0 is what no item counts or sums to)",
+            );
+        }
+        for (label, values) in &rm.fill {
+            match label_names.iter().position(|n| n == label) {
+                Some(i) => {
+                    let mut seen = std::collections::HashSet::new();
+                    for v in values {
+                        if !seen.insert(v) {
+                            self.error(
+                                format!("{at}.fill.{label}"),
+                                format!("{v:?} is listed twice"),
+                            );
+                        }
+                    }
+                    if values.is_empty() {
+                        self.error(format!("{at}.fill.{label}"), "the list is empty");
+                    }
+                    fill.push((i, values.clone()));
+                }
+                None => self.error(
+                    format!("{at}.fill.{label}"),
+                    format!("{label} is not a label of this block"),
+                ),
+            }
+        }
         if self.diagnostics.len() > before {
             return None;
         }
         Some(MetricSpec {
+            aggregate,
+            fill,
+            on_duplicate_chosen: rm.on_duplicate.is_some(),
             each: each?,
             label_names: label_names.into(),
             labels,
@@ -195,6 +265,9 @@ impl Compiler<'_> {
                 None | Some(raw::RawOnDuplicate::First) => OnDuplicate::First,
                 Some(raw::RawOnDuplicate::Last) => OnDuplicate::Last,
                 Some(raw::RawOnDuplicate::Sum) => OnDuplicate::Sum,
+                Some(raw::RawOnDuplicate::Min) => OnDuplicate::Min,
+                Some(raw::RawOnDuplicate::Max) => OnDuplicate::Max,
+                Some(raw::RawOnDuplicate::Count) => OnDuplicate::Count,
                 Some(raw::RawOnDuplicate::Error) => OnDuplicate::Error,
             },
             timestamp,
