@@ -108,6 +108,10 @@ enum Command {
         /// Fail on lint warnings too (naming conventions, units, help text).
         #[arg(long)]
         strict: bool,
+        /// Report an unset `${VAR}` as a warning (checked with a stand-in value) instead of
+        /// an error: for CI, where the secrets are not set.
+        #[arg(long)]
+        allow_missing_env: bool,
     },
     /// Run one source's metrics over a sample response, without network: prints the
     /// exposition on stdout and, on stderr, per metric how many items matched and which were
@@ -155,7 +159,11 @@ enum OutputFormat {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Some(Command::Check { file, strict }) => check(&file.unwrap_or(cli.config_file), strict),
+        Some(Command::Check {
+            file,
+            strict,
+            allow_missing_env,
+        }) => check(&file.unwrap_or(cli.config_file), strict, allow_missing_env),
         Some(Command::Test {
             file,
             source,
@@ -234,12 +242,18 @@ async fn serve(opts: app::Options) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn check(file: &std::path::Path, strict: bool) -> ExitCode {
-    match config::load(file) {
+fn check(file: &std::path::Path, strict: bool, allow_missing_env: bool) -> ExitCode {
+    let loaded = if allow_missing_env {
+        config::load_allowing_missing_env(file)
+    } else {
+        config::load(file)
+    };
+    match loaded {
         Ok(c) => {
             let metrics: usize = c
                 .sources
                 .iter()
+                .chain(&c.modules)
                 .flat_map(|s| &s.metrics)
                 .map(|m| m.outputs.len())
                 .sum();
@@ -257,15 +271,19 @@ fn check(file: &std::path::Path, strict: bool) -> ExitCode {
             let count = |n: usize, one: &str, many: &str| {
                 format!("{n} {}", if n == 1 { one } else { many })
             };
+            let modules = match c.modules.len() {
+                0 => String::new(),
+                n => format!(", {}", count(n, "module", "modules")),
+            };
             println!(
-                "{}: OK ({}, {}, {}{})",
+                "{}: OK ({}{modules}, {}, {}{})",
                 file.display(),
                 count(c.sources.len(), "source", "sources"),
                 count(metrics, "metric", "metrics"),
                 count(c.families.len(), "family", "families"),
                 match c.warnings.len() {
                     0 => String::new(),
-                    n => format!(", {n} warnings"),
+                    n => format!(", {}", count(n, "warning", "warnings")),
                 }
             );
             ExitCode::SUCCESS

@@ -585,6 +585,23 @@ pub fn parse(
     origin: &Origin,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Config, ConfigError> {
+    parse_with(text, origin, env, false)
+}
+
+/// [`load`] for `check --allow-missing-env`: an unset `${VAR}` is a warning (the config is
+/// checked with a stand-in value), so that CI can check configs without their secrets.
+/// Never for running: the stand-ins would be sent.
+pub fn load_allowing_missing_env(path: &Path) -> Result<Config, ConfigError> {
+    let text = read(path)?;
+    parse_with(&text, &Origin::file(path), &|k| std::env::var(k).ok(), true)
+}
+
+fn parse_with(
+    text: &str,
+    origin: &Origin,
+    env: &dyn Fn(&str) -> Option<String>,
+    allow_missing_env: bool,
+) -> Result<Config, ConfigError> {
     let invalid = |diagnostics| ConfigError::Invalid {
         origin: origin.name.clone(),
         diagnostics,
@@ -619,6 +636,7 @@ pub fn parse(
     let mut c = compile::Compiler {
         locator: &locator,
         env,
+        allow_missing_env,
         base_dir: &origin.base_dir,
         diagnostics: Vec::new(),
         warnings: Vec::new(),

@@ -330,3 +330,72 @@ fn secrets_never_reach_check_or_test_output() {
         assert!(!all.contains(secret), "leaked:\n{all}");
     }
 }
+
+#[test]
+fn check_allow_missing_env_warns_instead_of_failing() {
+    let (_dir, cfg) = temp_config(
+        "sources:\n  - name: a\n    url: ${JB_TEST_UNSET_URL}\n    bearer_token: ${JB_TEST_UNSET_TOKEN}\n    metrics: [{name: m, help: M., value: 1}]\n  - name: b\n    url: https://${JB_TEST_UNSET_HOST}:8443/v1\n    metrics: [{name: n, help: N., value: 1}]\n",
+    );
+    // Without the flag: errors, exit 1.
+    let out = bin().arg("check").arg(&cfg).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("line 3 column 10: sources[0].url: environment variable JB_TEST_UNSET_URL is not set"),
+        "{stderr}"
+    );
+    // With it: the same places, as warnings; the rest of the config is still checked.
+    let out = bin()
+        .args(["check", "--allow-missing-env"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    for want in [
+        "warning: line 3 column 10: sources[0].url: environment variable JB_TEST_UNSET_URL is not set (checked with a stand-in value: --allow-missing-env)",
+        "warning: line 4 column 19: sources[0].bearer_token: environment variable JB_TEST_UNSET_TOKEN is not set",
+        "warning: line 7 column 10: sources[1].url: environment variable JB_TEST_UNSET_HOST is not set",
+    ] {
+        assert!(stderr.contains(want), "missing {want:?} in\n{stderr}");
+    }
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("OK (2 sources, 2 metrics, 2 families, 3 warnings)"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    // Real errors still fail.
+    let (_dir, bad) = temp_config(
+        "sources:\n  - name: a\n    url: ${JB_TEST_UNSET_URL}\n    metrics: [{name: m, value: \"@.x | shout\"}]\n",
+    );
+    let out = bin()
+        .args(["check", "--allow-missing-env"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown filter `shout`"));
+}
+
+#[test]
+fn check_counts_modules_and_warns_when_no_probe_target_is_allowed() {
+    // What import-json-exporter writes without --target.
+    let (_dir, cfg) = temp_config(
+        "modules:\n  - name: a\n    metrics:\n      - {name: m, help: M., value: 1}\n      - {name: n, help: N., value: 1}\nprobe:\n  allow_targets: []\n",
+    );
+    let out = bin().arg("check").arg(&cfg).output().unwrap();
+    assert!(out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("warning: line 7 column 18: probe.allow_targets: no target is allowed: every /probe?module=... request will be refused"),
+        "{stderr}"
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout)
+            .contains("OK (0 sources, 1 module, 2 metrics, 2 families, 1 warning)"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let out = bin().args(["check", "--strict"]).arg(&cfg).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+}

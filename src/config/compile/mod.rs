@@ -22,6 +22,8 @@ use super::{Config, Diagnostic, Locator};
 pub(super) struct Compiler<'a> {
     pub(super) locator: &'a Locator,
     pub(super) env: &'a dyn Fn(&str) -> Option<String>,
+    /// `check --allow-missing-env`: an unset `${VAR}` is a warning, checked with a stand-in.
+    pub(super) allow_missing_env: bool,
     pub(super) base_dir: &'a Path,
     pub(super) diagnostics: Vec<Diagnostic>,
     pub(super) warnings: Vec<Diagnostic>,

@@ -52,6 +52,19 @@ impl Compiler<'_> {
                 }
             }
         }
+        // What `import-json-exporter` writes without `--target`: valid, and refusing every
+        // probe until someone lists the targets.
+        if !raw.modules.is_empty() && probe_allow.is_empty() {
+            let at = if raw.probe.is_some() {
+                "probe.allow_targets"
+            } else {
+                "modules"
+            };
+            self.warn(
+                at,
+                "no target is allowed: every /probe?module=... request will be refused until the APIs to probe are listed under probe.allow_targets",
+            );
+        }
         probe_allow
     }
 }

@@ -241,6 +241,29 @@ impl Compiler<'_> {
     pub(super) fn expand(&mut self, path: &str, value: &str) -> Option<String> {
         match text::expand_env(value, self.env) {
             Ok(v) => Some(v),
+            Err(missing) if self.allow_missing_env => {
+                for name in &missing {
+                    self.warn(
+                        path.to_string(),
+                        format!(
+                            "environment variable {name} is not set (checked with a stand-in value: --allow-missing-env)"
+                        ),
+                    );
+                }
+                // A stand-in that keeps a URL a URL: `${API_URL}` alone becomes one.
+                let whole_url = path.ends_with("url") && value.trim_start().starts_with("${");
+                let env = self.env;
+                let stand_in = |name: &str| {
+                    env(name).or_else(|| {
+                        Some(if whole_url {
+                            "http://env-unset.invalid/".to_string()
+                        } else {
+                            "env-unset".to_string()
+                        })
+                    })
+                };
+                text::expand_env(value, &stand_in).ok()
+            }
             Err(missing) => {
                 for name in missing {
                     self.error(
