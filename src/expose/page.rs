@@ -127,7 +127,7 @@ fn render_index(x: &Exposer) -> String {
         ));
         h.push_str("</td><td data-label=\"Duration\">");
         if let Some(t) = st.filter(|t| t.polled) {
-            let _ = write!(h, "{:.3} s", t.last_duration.as_secs_f64());
+            h.push_str(&span(t.last_duration));
         }
         h.push_str("</td><td data-label=\"Series\">");
         let _ = write!(h, "{}", st.map(|t| t.series).unwrap_or(0));
@@ -307,6 +307,55 @@ fn esc(out: &mut String, text: &str) {
             '"' => out.push_str("&quot;"),
             '\'' => out.push_str("&#39;"),
             c => out.push(c),
+        }
+    }
+}
+
+/// A duration in a unit that fits it, with three significant digits: `840 µs`, `12.3 ms`,
+/// `4.20 s`, `2 min 05 s` (a sub-millisecond poll is not "0.000 s").
+pub(crate) fn span(d: std::time::Duration) -> String {
+    let s = d.as_secs_f64();
+    let three = |v: f64, unit: &str| {
+        if v >= 100.0 {
+            format!("{v:.0} {unit}")
+        } else if v >= 10.0 {
+            format!("{v:.1} {unit}")
+        } else {
+            format!("{v:.2} {unit}")
+        }
+    };
+    if s >= 60.0 {
+        let whole = s.round() as u64;
+        format!("{} min {:02} s", whole / 60, whole % 60)
+    } else if s >= 1.0 {
+        three(s, "s")
+    } else if s >= 1e-3 {
+        three(s * 1e3, "ms")
+    } else {
+        three(s * 1e6, "µs")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    #[test]
+    fn durations_in_units_that_fit() {
+        for (d, want) in [
+            (Duration::ZERO, "0.00 µs"),
+            (Duration::from_nanos(800), "0.80 µs"),
+            (Duration::from_micros(840), "840 µs"),
+            (Duration::from_micros(800), "800 µs"),
+            (Duration::from_micros(1_000), "1.00 ms"),
+            (Duration::from_micros(12_345), "12.3 ms"),
+            (Duration::from_millis(999), "999 ms"),
+            (Duration::from_millis(4_200), "4.20 s"),
+            (Duration::from_millis(59_400), "59.4 s"),
+            (Duration::from_secs(125), "2 min 05 s"),
+            (Duration::from_secs(3_600), "60 min 00 s"),
+        ] {
+            assert_eq!(super::span(d), want, "{d:?}");
         }
     }
 }

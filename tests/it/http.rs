@@ -266,7 +266,7 @@ async fn status_page_lists_sources_and_hides_secrets() {
         "bad-source",
         "https://***@api.internal/v1?key=${JSONBRIDGE_HTTP_TEST_KEY}",
         "every 1m",
-        "0.012 s",
+        "12.0 ms",
         "<span class=\"ok\">ok</span>",
         "cannot read /nonexistent.json: &lt;No such file&gt;",
         "/etc/jsonbridge/&lt;config&gt;.yaml",
