@@ -176,9 +176,8 @@ fn report(source: &Source, x: &Extraction) -> String {
     for (family, n) in &x.too_old {
         let _ = writeln!(
             r,
-            "  warning: {family}: {} with a data timestamp more than {} old; a Prometheus scrape drops them as out of bounds (leave out `timestamp`, or push with remote_write to a backend that accepts old samples)",
+            "  warning: {family}: {} with a data timestamp more than an hour old; a Prometheus scrape drops them as out of bounds (leave out `timestamp`, or push with remote_write to a backend that accepts old samples)",
             count(*n, "sample", "samples"),
-            "an hour",
         );
     }
     if x.dropped > 0 {

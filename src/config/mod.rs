@@ -638,6 +638,7 @@ fn parse_with(
         env,
         allow_missing_env,
         base_dir: &origin.base_dir,
+        taken: Default::default(),
         diagnostics: Vec::new(),
         warnings: Vec::new(),
     };

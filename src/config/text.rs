@@ -95,12 +95,9 @@ pub fn expand_env(
     }
 }
 
-/// Prometheus metric name: `[a-zA-Z_:][a-zA-Z0-9_:]*`.
-pub fn is_metric_name(s: &str) -> bool {
-    let mut chars = s.chars();
-    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_' || c == ':')
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
-}
+/// Prometheus metric name: `[a-zA-Z_:][a-zA-Z0-9_:]*` (extraction checks names made from
+/// the data with it too).
+pub use crate::extract::is_metric_name;
 
 /// Prometheus label name: `[a-zA-Z_][a-zA-Z0-9_]*`, and not reserved (`__` prefix).
 pub fn is_label_name(s: &str) -> bool {

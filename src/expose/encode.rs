@@ -161,50 +161,94 @@ fn metric_type(kind: MetricKind) -> MetricType {
 impl prometheus_client::collector::Collector for Samples {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let mut stamps = self.timestamps.lock().unwrap_or_else(|e| e.into_inner());
-        for family in &self.view.config.families {
-            let parts: Vec<&FamilySamples> = self
-                .view
+        let all = || {
+            self.view
                 .snapshots
                 .iter()
                 .flat_map(|(_, snap)| snap.families.iter())
-                .filter(|f| f.family == family.name)
+        };
+        for family in &self.view.config.families {
+            let parts: Vec<&FamilySamples> = all()
+                .filter(|f| f.dynamic.is_none() && f.family == family.name)
                 .collect();
-            let help = if self.escape_help {
-                escape_openmetrics(&family.help)
-            } else {
-                family.help.as_str().into()
+            self.family(
+                &mut encoder,
+                &mut stamps,
+                &family.name,
+                &family.help,
+                family.kind,
+                &parts,
+            )?;
+        }
+        // Families named by the data, by name; should two blocks name one family with other
+        // types, the first in config order decides and the other's series are left out.
+        let mut dynamic: std::collections::BTreeMap<&str, Vec<&FamilySamples>> = Default::default();
+        for f in all().filter(|f| f.dynamic.is_some()) {
+            dynamic.entry(f.family.as_str()).or_default().push(f);
+        }
+        for (name, mut parts) in dynamic {
+            let Some(first) = parts[0].dynamic.clone() else {
+                continue;
             };
-            let mut m =
-                encoder.encode_descriptor(&family.name, &help, None, metric_type(family.kind))?;
-            // One block's series are already unique (extract dedups); only merged families
-            // need checking across blocks.
-            let mut seen: Option<HashSet<Vec<(&str, &str)>>> = (parts.len() > 1).then(HashSet::new);
-            for part in parts {
-                for s in &part.series {
-                    if let Some(seen) = seen.as_mut() {
-                        let mut key: Vec<(&str, &str)> = part
-                            .label_names
-                            .iter()
-                            .map(String::as_str)
-                            .zip(s.labels.iter())
-                            .filter(|(_, v)| !v.is_empty())
-                            .collect();
-                        key.sort_unstable();
-                        if !seen.insert(key) {
-                            continue;
-                        }
+            parts.retain(|p| p.dynamic.as_ref().is_some_and(|d| d.kind == first.kind));
+            self.family(
+                &mut encoder,
+                &mut stamps,
+                name,
+                &first.help,
+                first.kind,
+                &parts,
+            )?;
+        }
+        Ok(())
+    }
+}
+
+impl Samples {
+    /// One family: its descriptor, then the series of every part that feeds it.
+    fn family(
+        &self,
+        encoder: &mut DescriptorEncoder,
+        stamps: &mut Vec<Option<i64>>,
+        name: &str,
+        help: &str,
+        kind: MetricKind,
+        parts: &[&FamilySamples],
+    ) -> Result<(), std::fmt::Error> {
+        let help = if self.escape_help {
+            escape_openmetrics(help)
+        } else {
+            help.into()
+        };
+        let mut m = encoder.encode_descriptor(name, &help, None, metric_type(kind))?;
+        // One block's series are already unique (extract dedups); only merged families
+        // need checking across blocks.
+        let mut seen: Option<HashSet<Vec<(&str, &str)>>> = (parts.len() > 1).then(HashSet::new);
+        for part in parts {
+            for s in &part.series {
+                if let Some(seen) = seen.as_mut() {
+                    let mut key: Vec<(&str, &str)> = part
+                        .label_names
+                        .iter()
+                        .map(String::as_str)
+                        .zip(s.labels.iter())
+                        .filter(|(_, v)| !v.is_empty())
+                        .collect();
+                    key.sort_unstable();
+                    if !seen.insert(key) {
+                        continue;
                     }
-                    stamps.push(s.timestamp_ms);
-                    let labels = Pairs {
-                        names: &part.label_names,
-                        values: &s.labels,
-                    };
-                    let mut series = m.encode_family(&labels)?;
-                    match family.kind {
-                        MetricKind::Gauge | MetricKind::Untyped => series.encode_gauge(&s.value)?,
-                        MetricKind::Counter => {
-                            series.encode_counter::<NoLabelSet, f64, f64>(&s.value, None)?
-                        }
+                }
+                stamps.push(s.timestamp_ms);
+                let labels = Pairs {
+                    names: &part.label_names,
+                    values: &s.labels,
+                };
+                let mut series = m.encode_family(&labels)?;
+                match kind {
+                    MetricKind::Gauge | MetricKind::Untyped => series.encode_gauge(&s.value)?,
+                    MetricKind::Counter => {
+                        series.encode_counter::<NoLabelSet, f64, f64>(&s.value, None)?
                     }
                 }
             }

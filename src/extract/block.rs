@@ -8,11 +8,15 @@ use super::body::DocRoot;
 use super::duplicates::{Duplicates, Merge, counts, fill, in_order, resolve_duplicates};
 use super::error::{ExtractError, ItemError};
 use super::label_templates::{labels_of, render_labels};
+use super::labels::Labels;
 use super::labels::LabelsBuilder;
 use super::samples::{
     Extraction, FamilySamples, Merged, MetricReport, Problem, Problems, Series, note,
 };
-use super::spec::{Bound, Item, MetricSpec, OnDuplicate, Output, OutputKind};
+use super::spec::{
+    Bound, DynamicName, Item, MetricKind, MetricSpec, OnDuplicate, Output, OutputKind,
+};
+use super::values::truncate_quoted;
 use super::values::{state_of, timestamp_of, value_of, value_path};
 
 /// One block's extraction in progress: items go in one at a time, in document order.
@@ -189,16 +193,29 @@ impl<'b> BlockRun<'b> {
                 }
                 problems.insert((k, err.kind()), (dups.dropped, err.to_string()));
             }
+            let before = out.families.len();
+            let report = out.reports.len();
             out.reports.push(MetricReport {
                 metric: output.name.clone(),
                 items,
                 series: s.len(),
             });
-            out.families.push(FamilySamples {
-                family: output.family.clone(),
-                label_names,
-                series: s,
-            });
+            match &block.name {
+                None => out.families.push(FamilySamples {
+                    family: output.family.clone(),
+                    dynamic: None,
+                    label_names,
+                    series: s,
+                }),
+                Some(name) => {
+                    for (family, refused) in by_name(name, s, &label_names, &mut out.families) {
+                        note_refused(&mut problems, k, &family, refused);
+                    }
+                    // What is served: the series of the names taken.
+                    out.reports[report].series =
+                        out.families[before..].iter().map(|f| f.series.len()).sum();
+                }
+            }
         }
         out.problems.extend(
             problems
@@ -235,4 +252,69 @@ pub(super) fn describe_item(names: &[String], caps: &[Bound<'_>], ordinal: usize
         .map(|(n, b)| format!("{n}={:?}", b.key))
         .collect();
     format!("item #{ordinal} ({})", caps.join(", "))
+}
+
+/// Splits the series of a block with a name from the data by that name (their last label
+/// value, removed here) into families; gives the names refused, with the series they had.
+fn by_name(
+    name: &DynamicName,
+    mut series: Vec<Series>,
+    label_names: &Arc<[String]>,
+    out: &mut Vec<FamilySamples>,
+) -> Vec<(String, (String, u64))> {
+    // Stable: within one name the series keep their label order.
+    series.sort_by(|a, b| last(&a.labels).cmp(last(&b.labels)));
+    let mut refused = Vec::new();
+    let mut rest = series.into_iter().peekable();
+    while let Some(first) = rest.next() {
+        let written = last(&first.labels).to_string();
+        let mut group = vec![first];
+        while let Some(s) = rest.next_if(|s| last(&s.labels) == written) {
+            group.push(s);
+        }
+        // As for a configured name: a counter's `_total` is the encoder's to add.
+        let family = match name.family.kind {
+            MetricKind::Counter => written.strip_suffix("_total").unwrap_or(&written),
+            _ => &written,
+        }
+        .to_string();
+        if let Some(why) = name.refuse(&family) {
+            refused.push((written, (why, group.len() as u64)));
+            continue;
+        }
+        let width = label_names.len();
+        out.push(FamilySamples {
+            family,
+            dynamic: Some(name.family.clone()),
+            label_names: label_names.clone(),
+            series: group
+                .into_iter()
+                .map(|s| Series {
+                    labels: s.labels.iter().take(width).collect(),
+                    ..s
+                })
+                .collect(),
+        });
+    }
+    refused
+}
+
+/// The name a series of a dynamic block carries as its last label value.
+fn last(labels: &Labels) -> &str {
+    labels.iter().last().unwrap_or("")
+}
+
+fn note_refused(problems: &mut Problems, output: usize, family: &str, refused: (String, u64)) {
+    let (why, count) = refused;
+    let err = ItemError::NameInvalid {
+        name: truncate_quoted(family),
+        reason: why,
+    };
+    let e = problems
+        .entry((output, err.kind()))
+        .or_insert((0, String::new()));
+    if e.0 == 0 {
+        e.1 = err.to_string();
+    }
+    e.0 += count;
 }

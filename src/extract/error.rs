@@ -46,20 +46,22 @@ pub enum ItemError {
         pattern: String,
         found: String,
     },
-    #[error("{at}: {path} is not a valid {format}: {found}")]
+    #[error("{at} {path} is not a valid {format}: {found}")]
     NotATime {
         at: String,
         path: String,
         format: String,
         found: String,
     },
-    #[error("{at}: {path} is not a number for `{filter}`: {found}")]
+    #[error("{at} {path} is not a number for `{filter}`: {found}")]
     NotANumber {
         at: String,
         path: String,
         filter: &'static str,
         found: String,
     },
+    #[error("metric name {name} from the data {reason}")]
+    NameInvalid { name: String, reason: String },
     #[error("{count} items produced the series {{{labels}}}; {policy}")]
     DuplicateSeries {
         labels: String,
@@ -83,6 +85,7 @@ impl ItemError {
             ItemError::TimestampMissing { .. } => "timestamp_missing",
             ItemError::TimestampInvalid { .. } => "timestamp_invalid",
             ItemError::NoMatch { .. } => "regex_no_match",
+            ItemError::NameInvalid { .. } => "name_invalid",
             ItemError::NotATime { .. } => "time_invalid",
             ItemError::NotANumber { .. } => "value_not_numeric",
             ItemError::DuplicateSeries { .. } => "duplicate_series",

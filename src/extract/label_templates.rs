@@ -34,6 +34,13 @@ pub(super) fn labels_of(
         }
         b.commit();
     }
+    if let Some(n) = &block.name {
+        if let Err(e) = render(&n.template, "__name__", root, item, caps, b.value()) {
+            b.clear();
+            return Err(e);
+        }
+        b.commit();
+    }
     Ok(b.finish())
 }
 
@@ -152,7 +159,7 @@ fn filtered(
                 },
             });
         }
-        Err(e) => return Err(ItemError::filter(format!("label {label}"), path(), e)),
+        Err(e) => return Err(ItemError::filter(format!("label {label}:"), path(), e)),
     }
     Ok(())
 }

@@ -51,8 +51,9 @@ pub use labels::{Labels, LabelsBuilder};
 pub use plan::ReadPlan;
 pub use selector::{Selected, Selector};
 pub use spec::{
-    Aggregate, Binding, Bound, Conversion, Each, GroupBy, Item, Lookup, MetricKind, MetricSpec, OnDuplicate,
-    Output, OutputKind, Part, Scope, Template, TimestampFormat, TimestampSpec, ValueSpec,
+    Aggregate, Binding, Bound, Conversion, DynamicFamily, DynamicName, Each, GroupBy, Item, Lookup,
+    MetricKind, MetricSpec, OnDuplicate, Output, OutputKind, Part, Scope, Template,
+    TimestampFormat, TimestampSpec, ValueSpec, is_metric_name,
 };
 
 /// Runs every metric block over `doc`.

@@ -94,12 +94,16 @@ fn lookups(block: &MetricSpec) -> impl Iterator<Item = &Lookup> {
 fn lookups_with_aggregates(
     block: &MetricSpec,
 ) -> impl Iterator<Item = (&Lookup, Option<Aggregate>)> {
-    let labels = block.labels.iter().flat_map(|t| {
-        t.parts.iter().filter_map(|p| match p {
-            Part::Lookup(l, _) => Some((l, None)),
-            _ => None,
-        })
-    });
+    let labels = block
+        .labels
+        .iter()
+        .chain(block.name.iter().map(|n| &n.template))
+        .flat_map(|t| {
+            t.parts.iter().filter_map(|p| match p {
+                Part::Lookup(l, _) => Some((l, None)),
+                _ => None,
+            })
+        });
     let values = block.outputs.iter().filter_map(|o| match &o.value {
         ValueSpec::Constant(_) => None,
         ValueSpec::Lookup(l) => Some((l, None)),
@@ -183,12 +187,16 @@ fn item_path(block: &MetricSpec) -> ItemPath {
 
 /// The same lookups as [`lookups`], in the same order, to number them.
 fn lookups_mut(block: &mut MetricSpec) -> impl Iterator<Item = &mut Lookup> {
-    let labels = block.labels.iter_mut().flat_map(|t| {
-        t.parts.iter_mut().filter_map(|p| match p {
-            Part::Lookup(l, _) => Some(l),
-            _ => None,
-        })
-    });
+    let labels = block
+        .labels
+        .iter_mut()
+        .chain(block.name.iter_mut().map(|n| &mut n.template))
+        .flat_map(|t| {
+            t.parts.iter_mut().filter_map(|p| match p {
+                Part::Lookup(l, _) => Some(l),
+                _ => None,
+            })
+        });
     let values = block.outputs.iter_mut().filter_map(|o| match &mut o.value {
         ValueSpec::Constant(_) => None,
         ValueSpec::Lookup(l) | ValueSpec::Aggregate(_, l) => Some(l),

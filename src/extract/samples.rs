@@ -19,6 +19,9 @@ pub struct Series {
 #[derive(Debug, Clone)]
 pub struct FamilySamples {
     pub family: String,
+    /// Type and help, for a family whose name came from the data (the config's families
+    /// carry their own).
+    pub dynamic: Option<Arc<super::spec::DynamicFamily>>,
     pub label_names: Arc<[String]>,
     pub series: Vec<Series>,
 }

@@ -45,11 +45,64 @@ impl MetricKind {
     }
 }
 
+/// Prometheus metric name: `[a-zA-Z_:][a-zA-Z0-9_:]*`.
+pub fn is_metric_name(s: &str) -> bool {
+    let mut chars = s.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_' || c == ':')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
+}
+
+/// A metric name made from the data (`name: "app_{key}"`): checked per series, since the
+/// data decides it.
+#[derive(Debug, Clone)]
+pub struct DynamicName {
+    pub template: Template,
+    /// Type and help of every family it makes.
+    pub family: Arc<DynamicFamily>,
+    /// Names the config's own families expose (and the counter suffixes they own): a name
+    /// from the data may not take one.
+    pub taken: Arc<std::collections::HashSet<String>>,
+}
+
+/// Type and help of a family whose name came from the data.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DynamicFamily {
+    pub kind: MetricKind,
+    pub help: String,
+}
+
+impl DynamicName {
+    /// Why `name` cannot be a family name here, if it cannot.
+    pub fn refuse(&self, name: &str) -> Option<String> {
+        if !is_metric_name(name) {
+            return Some("is not a valid metric name ([a-zA-Z_:][a-zA-Z0-9_:]*)".into());
+        }
+        if name.starts_with("jsonbridge_") {
+            return Some("starts with jsonbridge_, reserved for self-metrics".into());
+        }
+        let exposed: &[String] = &match self.family.kind {
+            MetricKind::Counter => vec![
+                name.to_string(),
+                format!("{name}_total"),
+                format!("{name}_created"),
+            ],
+            _ => vec![name.to_string()],
+        };
+        exposed
+            .iter()
+            .find(|n| self.taken.contains(n.as_str()))
+            .map(|n| format!("would expose {n}, which a metric of the config exposes"))
+    }
+}
+
 /// One metric block of a source, ready to run: the items, their labels, and one or more
 /// outputs (metrics) computed from each item.
 #[derive(Debug, Clone)]
 pub struct MetricSpec {
     pub each: Each,
+    /// `name` with placeholders: the family of each series comes from the data. Its value
+    /// rides along as one more label value (after the block's), removed when the block ends.
+    pub name: Option<DynamicName>,
     pub label_names: Arc<[String]>,
     pub labels: Vec<Template>,
     pub outputs: Vec<Output>,

@@ -11,6 +11,7 @@ fn spec(kind: OutputKind, each: Option<&str>, labels: &[(&str, &str)], value: &s
         .collect();
     let value = ValueSpec::compile(value, &each.captures).unwrap();
     MetricSpec {
+        name: None,
         each,
         label_names: labels.iter().map(|(n, _)| n.to_string()).collect(),
         labels: labels_c,
@@ -2215,18 +2216,34 @@ fn group_by_aggregates_with_filled_states() {
         ),
         (
             "min",
-            vec![s("a", "Evicted", 4.0), s("a", "Running", 1.0), s("b", "Pending", 0.5)],
+            vec![
+                s("a", "Evicted", 4.0),
+                s("a", "Running", 1.0),
+                s("b", "Pending", 0.5),
+            ],
         ),
         (
             "max",
-            vec![s("a", "Evicted", 4.0), s("a", "Running", 2.0), s("b", "Pending", 0.5)],
+            vec![
+                s("a", "Evicted", 4.0),
+                s("a", "Running", 2.0),
+                s("b", "Pending", 0.5),
+            ],
         ),
         (
             "avg",
-            vec![s("a", "Evicted", 4.0), s("a", "Running", 1.5), s("b", "Pending", 0.5)],
+            vec![
+                s("a", "Evicted", 4.0),
+                s("a", "Running", 1.5),
+                s("b", "Pending", 0.5),
+            ],
         ),
     ] {
-        let fill = if agg == "sum" { format!(", {fill}") } else { String::new() };
+        let fill = if agg == "sum" {
+            format!(", {fill}")
+        } else {
+            String::new()
+        };
         let x = run(&doc, &pods(agg, ", value: \"@.cpu\"", &fill));
         assert_eq!(series(&x), want, "{agg}");
         assert_eq!(kinds(&x), vec![("value_missing", 1)], "{agg}");
@@ -2255,4 +2272,104 @@ fn group_by_aggregates_with_filled_states() {
             s("c", "Running", 0.0),
         ]
     );
+}
+
+#[test]
+fn metric_names_from_the_data() {
+    let body = r#"{"host": "db-1", "stats": {"cpu_seconds": 12.5, "mem-bytes": 2048, "open_fds": 40, "jsonbridge_up": 1, "9lives": 9, "static_one": 5}}"#;
+    let doc: Value = serde_json::from_str(body).unwrap();
+    let specs = blocks(
+        r#"      - name: "app_{key}"
+        help: From the stats map.
+        each: "$.stats.{key}"
+        labels: {host: "{$.host}"}
+        value: "@"
+      - name: "{key}"
+        help: Names as they come.
+        each: "$.stats.{key}"
+        value: "@"
+      - name: "app_{key | replace '-' '_'}_total"
+        type: counter
+        help: Counted.
+        each: "$.stats.{key}"
+        value: "@"
+      - name: app_static_one
+        help: A name of the config's own.
+        value: 1
+"#,
+    );
+    let x = run(&doc, &specs);
+    let families: Vec<(&str, Vec<f64>)> = x
+        .families
+        .iter()
+        .map(|f| {
+            (
+                f.family.as_str(),
+                f.series.iter().map(|s| s.value).collect(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        families,
+        vec![
+            // app_{key}: app_mem-bytes is no metric name, app_static_one the config's own.
+            ("app_9lives", vec![9.0]),
+            ("app_cpu_seconds", vec![12.5]),
+            ("app_jsonbridge_up", vec![1.0]),
+            ("app_open_fds", vec![40.0]),
+            // {key}: 9lives and mem-bytes are no metric names, jsonbridge_up is reserved.
+            ("cpu_seconds", vec![12.5]),
+            ("open_fds", vec![40.0]),
+            ("static_one", vec![5.0]),
+            // A counter: `_total` is the encoder's; the filter makes mem-bytes a name.
+            ("app_9lives", vec![9.0]),
+            ("app_cpu_seconds", vec![12.5]),
+            ("app_jsonbridge_up", vec![1.0]),
+            ("app_mem_bytes", vec![2048.0]),
+            ("app_open_fds", vec![40.0]),
+            ("app_static_one", vec![1.0]),
+        ]
+    );
+    // Each refused name is counted, with the first one's reason.
+    let problems: Vec<(&str, &str, u64, &str)> = x
+        .problems
+        .iter()
+        .map(|p| (p.metric.as_str(), p.kind, p.count, p.example.as_str()))
+        .collect();
+    assert_eq!(
+        problems,
+        vec![
+            (
+                "app_{key}",
+                "name_invalid",
+                2,
+                "metric name \"app_mem-bytes\" from the data is not a valid metric name ([a-zA-Z_:][a-zA-Z0-9_:]*)"
+            ),
+            (
+                "{key}",
+                "name_invalid",
+                3,
+                "metric name \"9lives\" from the data is not a valid metric name ([a-zA-Z_:][a-zA-Z0-9_:]*)"
+            ),
+            (
+                "app_{key | replace '-' '_'}_total",
+                "name_invalid",
+                1,
+                "metric name \"app_static_one_total\" from the data would expose app_static_one, which a metric of the config exposes"
+            ),
+        ]
+    );
+    // Labels, and the same from the streaming reader.
+    assert_eq!(x.families[0].label_names.to_vec(), vec!["host".to_string()]);
+    assert_eq!(
+        x.families[0].series[0].labels.to_vec(),
+        vec!["db-1".to_string()]
+    );
+    let mut specs = specs;
+    let plan = ReadPlan::new(&mut specs);
+    for threads in [Threads::One, Threads::Two] {
+        let got = extract_bytes(body.as_bytes(), &specs, &plan, threads).unwrap();
+        assert_eq!(all_series(&got), all_series(&x));
+        assert_eq!(got.problems, x.problems);
+    }
 }

@@ -181,15 +181,24 @@ pub fn series(
     let mut out = Vec::with_capacity(snapshot.series());
     let mut metadata = Vec::new();
     let mut seen: HashSet<Vec<Label>> = HashSet::with_capacity(snapshot.series());
-    let name_of = |family: &str| -> (String, Option<&Family>) {
-        let f = kinds.get(family).copied();
-        match f.map(|f| f.kind) {
+    // A family named by the data carries its own type and help.
+    let name_of = |fs: &crate::extract::FamilySamples| -> (String, Option<Family>) {
+        let family = &fs.family;
+        let f = match &fs.dynamic {
+            Some(d) => Some(Family {
+                name: family.clone(),
+                help: d.help.clone(),
+                kind: d.kind,
+            }),
+            None => kinds.get(family.as_str()).map(|f| (*f).clone()),
+        };
+        match f.as_ref().map(|f| f.kind) {
             Some(MetricKind::Counter) => (format!("{family}_total"), f),
             _ => (family.to_string(), f),
         }
     };
     for fs in &snapshot.families {
-        let (name, family) = name_of(&fs.family);
+        let (name, family) = name_of(fs);
         if let Some(f) = family {
             metadata.push((
                 name.clone(),
@@ -222,7 +231,7 @@ pub fn series(
     }
     if let Some(prev) = previous {
         for fs in &prev.families {
-            let (name, _) = name_of(&fs.family);
+            let (name, _) = name_of(fs);
             for s in &fs.series {
                 let labels = labels(&name, &fs.label_names, s.labels.iter(), external);
                 if seen.insert(labels.clone()) {
@@ -426,6 +435,7 @@ mod tests {
             taken_at: UNIX_EPOCH + Duration::from_millis(at_ms),
             families: vec![FamilySamples {
                 family: "pod_restarts".into(),
+                dynamic: None,
                 label_names: vec!["pod".to_string(), "cluster".to_string()].into(),
                 series: pods
                     .iter()

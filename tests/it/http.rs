@@ -216,6 +216,7 @@ async fn a_poll_of_a_replaced_source_cannot_publish() {
         taken_at: std::time::SystemTime::now(),
         families: vec![FamilySamples {
             family: "pods".into(),
+            dynamic: None,
             label_names: vec!["pod".to_string()].into(),
             series: vec![Series {
                 labels: vec!["stale".to_string()].into(),

@@ -183,7 +183,11 @@ async fn test_exit_codes_agree_with_live_polls_of_the_same_body() {
             r#"{"items": [{"k": "a", "v": "n/a"}, {"v": 1}]}"#,
             Some("no_series"),
         ),
-        ("some items skipped", r#"{"items": [{"k": "a", "v": 1}, {"v": 1}]}"#, None),
+        (
+            "some items skipped",
+            r#"{"items": [{"k": "a", "v": 1}, {"v": 1}]}"#,
+            None,
+        ),
         // Nothing to skip and nothing found (an empty list is a valid answer).
         ("nothing matched", r#"{"items": []}"#, None),
         ("invalid JSON", r#"{"items": ["#, Some("invalid_json")),
@@ -230,12 +234,21 @@ async fn test_exit_codes_agree_with_live_polls_of_the_same_body() {
                 stderr.contains("a live poll of this body fails (no_series): no series: every item was skipped (label_missing x1 in m, value_not_numeric x1 in m)"),
                 "{stderr}"
             );
-            assert!(stderr.contains("source s: 0 series from 2 metrics"), "{stderr}");
-            assert!(stderr.contains("m  2 items matched, 0 series, 2 items skipped"), "{stderr}");
+            assert!(
+                stderr.contains("source s: 0 series from 2 metrics"),
+                "{stderr}"
+            );
+            assert!(
+                stderr.contains("m  2 items matched, 0 series, 2 items skipped"),
+                "{stderr}"
+            );
             assert!(stderr.contains("d  0 items matched, 0 series"), "{stderr}");
         }
         if *what == "some items skipped" {
-            assert!(stderr.contains("m  2 items matched, 1 series, 1 item skipped"), "{stderr}");
+            assert!(
+                stderr.contains("m  2 items matched, 1 series, 1 item skipped"),
+                "{stderr}"
+            );
         }
     }
 }
@@ -341,7 +354,9 @@ fn check_allow_missing_env_warns_instead_of_failing() {
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stderr.contains("line 3 column 10: sources[0].url: environment variable JB_TEST_UNSET_URL is not set"),
+        stderr.contains(
+            "line 3 column 10: sources[0].url: environment variable JB_TEST_UNSET_URL is not set"
+        ),
         "{stderr}"
     );
     // With it: the same places, as warnings; the rest of the config is still checked.
@@ -360,7 +375,8 @@ fn check_allow_missing_env_warns_instead_of_failing() {
         assert!(stderr.contains(want), "missing {want:?} in\n{stderr}");
     }
     assert!(
-        String::from_utf8_lossy(&out.stdout).contains("OK (2 sources, 2 metrics, 2 families, 3 warnings)"),
+        String::from_utf8_lossy(&out.stdout)
+            .contains("OK (2 sources, 2 metrics, 2 families, 3 warnings)"),
         "{}",
         String::from_utf8_lossy(&out.stdout)
     );
@@ -396,6 +412,10 @@ fn check_counts_modules_and_warns_when_no_probe_target_is_allowed() {
         "{}",
         String::from_utf8_lossy(&out.stdout)
     );
-    let out = bin().args(["check", "--strict"]).arg(&cfg).output().unwrap();
+    let out = bin()
+        .args(["check", "--strict"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
 }

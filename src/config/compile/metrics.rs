@@ -8,10 +8,13 @@ use crate::config::raw::{self, RawValue};
 use crate::config::raw::{RawMetric, RawMetricKind, RawSource};
 use crate::config::{Family, SELF_PREFIX, text};
 use crate::extract::filters::Filters;
+use std::sync::Arc;
+
 use crate::extract::{
-    Conversion, Each, GroupBy, Lookup, MetricKind, MetricSpec, OnDuplicate, Output, OutputKind, Template,
-    TimestampFormat, TimestampSpec, ValueSpec,
+    Conversion, Each, GroupBy, Lookup, MetricKind, MetricSpec, OnDuplicate, Output, OutputKind,
+    Template, TimestampFormat, TimestampSpec, ValueSpec,
 };
+use crate::extract::{DynamicFamily, DynamicName};
 
 impl Compiler<'_> {
     /// Families across all sources: one name, one type, one help. A counter `x` also owns
@@ -22,6 +25,10 @@ impl Compiler<'_> {
         for (prefix, rs) in raw {
             for (j, rm) in rs.metrics.iter().enumerate() {
                 for o in raw_outputs(&format!("{prefix}.metrics[{j}]"), rm) {
+                    // Families named by the data are made as the data comes.
+                    if is_dynamic(&o.name) {
+                        continue;
+                    }
                     let kind = metric_kind(o.settings.kind);
                     let family = family_name(&o.name, kind);
                     let help = match o.settings.help.as_deref().map(str::trim_end) {
@@ -220,6 +227,16 @@ impl Compiler<'_> {
                 }
             }
         }
+        let name = match &rm.name {
+            Some(n) if is_dynamic(n) => {
+                if rm.values.is_some() {
+                    None
+                } else {
+                    self.dynamic_name(at, rm, n, &captures)
+                }
+            }
+            _ => None,
+        };
         let mut fill = Vec::new();
         if !rm.fill.is_empty() && !matches!(aggregate, Some(GroupBy::Count | GroupBy::Sum)) {
             self.error(
@@ -254,6 +271,7 @@ impl Compiler<'_> {
             return None;
         }
         Some(MetricSpec {
+            name,
             aggregate,
             fill,
             on_duplicate_chosen: rm.on_duplicate.is_some(),
@@ -274,6 +292,49 @@ impl Compiler<'_> {
         })
     }
 
+    /// `name: "app_{key}"`: a template rendered per item, checked per series.
+    fn dynamic_name(
+        &mut self,
+        at: &str,
+        rm: &RawMetric,
+        text: &str,
+        captures: &[String],
+    ) -> Option<DynamicName> {
+        let name_at = format!("{at}.name");
+        let template = match Template::compile(text, captures) {
+            Ok(t) => t,
+            Err(msg) => {
+                self.error(&name_at, msg);
+                return None;
+            }
+        };
+        if rm.kind == Some(RawMetricKind::Stateset) {
+            self.error(
+                &name_at,
+                "a state set cannot take its name from the data (its states are declared)",
+            );
+        }
+        if !rm.fill.is_empty() {
+            self.error(
+                format!("{at}.fill"),
+                "`fill` cannot be used with a name from the data",
+            );
+        }
+        let kind = metric_kind(rm.kind);
+        let help = match rm.help.as_deref().map(str::trim_end) {
+            Some(h) if !h.is_empty() => h.to_string(),
+            _ => {
+                self.warn(&name_at, format!("metric {text} has no help text"));
+                text.to_string()
+            }
+        };
+        Some(DynamicName {
+            template,
+            family: Arc::new(DynamicFamily { kind, help }),
+            taken: self.taken.clone(),
+        })
+    }
+
     pub(super) fn output(
         &mut self,
         o: &RawOut<'_>,
@@ -284,7 +345,14 @@ impl Compiler<'_> {
         let at = &o.at;
         let st = &o.settings;
         let kind = metric_kind(st.kind);
-        if !text::is_metric_name(&o.name) {
+        if is_dynamic(&o.name) && o.from_values {
+            self.error(
+                &o.name_at,
+                "a name from the data goes in `name` (one metric per block), not among the keys of `values`",
+            );
+        } else if is_dynamic(&o.name) {
+            // Checked per series, as the data names them.
+        } else if !text::is_metric_name(&o.name) {
             self.error(
                 &o.name_at,
                 format!(
@@ -497,6 +565,39 @@ impl Compiler<'_> {
     }
 }
 
+/// Whether a configured name is a template (`app_{key}`): the name comes from the data.
+pub(super) fn is_dynamic(name: &str) -> bool {
+    name.contains('{')
+}
+
+/// Every series name the config's own (not data-named) families expose: a counter `x` also
+/// exposes `x_total` and `x_created`.
+pub(super) fn taken_names(raw: &raw::RawConfig) -> std::collections::HashSet<String> {
+    let mut taken = std::collections::HashSet::new();
+    let all = raw
+        .sources
+        .iter()
+        .map(|s| &s.metrics)
+        .chain(raw.modules.iter().map(|m| &m.metrics));
+    for metrics in all {
+        for rm in metrics {
+            for o in raw_outputs("", rm) {
+                if is_dynamic(&o.name) {
+                    continue;
+                }
+                let kind = metric_kind(o.settings.kind);
+                let family = family_name(&o.name, kind);
+                if kind == MetricKind::Counter {
+                    taken.insert(format!("{family}_total"));
+                    taken.insert(format!("{family}_created"));
+                }
+                taken.insert(family);
+            }
+        }
+    }
+    taken
+}
+
 /// One output of a raw metric block, with where it was written.
 pub(super) struct RawOut<'a> {
     /// Path of the output's settings (the block, or `values.NAME`).
@@ -504,6 +605,8 @@ pub(super) struct RawOut<'a> {
     /// Path to point at for name errors.
     pub(super) name_at: String,
     pub(super) name: String,
+    /// A `values` entry (else the block's `name`/`value`).
+    pub(super) from_values: bool,
     pub(super) value: Option<&'a RawValue>,
     pub(super) settings: raw::RawOutputSettings,
 }
@@ -517,6 +620,7 @@ pub(super) fn raw_outputs<'a>(at: &str, rm: &'a RawMetric) -> Vec<RawOut<'a>> {
                 at: format!("{at}.values.{name}"),
                 name_at: format!("{at}.values.{name}"),
                 name: name.clone(),
+                from_values: true,
                 value: Some(&e.value),
                 settings: e.settings.clone(),
             })
@@ -526,6 +630,7 @@ pub(super) fn raw_outputs<'a>(at: &str, rm: &'a RawMetric) -> Vec<RawOut<'a>> {
                 at: at.to_string(),
                 name_at: format!("{at}.name"),
                 name: name.clone(),
+                from_values: false,
                 value: rm.value.as_ref(),
                 settings: rm.settings(),
             }],

@@ -25,6 +25,8 @@ pub(super) struct Compiler<'a> {
     /// `check --allow-missing-env`: an unset `${VAR}` is a warning, checked with a stand-in.
     pub(super) allow_missing_env: bool,
     pub(super) base_dir: &'a Path,
+    /// The names the config's own families expose, which names from the data may not take.
+    pub(super) taken: std::sync::Arc<std::collections::HashSet<String>>,
     pub(super) diagnostics: Vec<Diagnostic>,
     pub(super) warnings: Vec<Diagnostic>,
 }
@@ -51,6 +53,7 @@ impl Compiler<'_> {
     /// The whole file: sources, probe modules and their rule, then the metric families
     /// across both.
     pub(super) fn config(&mut self, raw: &RawConfig) -> Config {
+        self.taken = metrics::taken_names(raw).into();
         let sources = self.sources(raw);
         let (modules, module_sources) = self.modules(raw);
         let probe_allow = self.probe_allow(raw);
