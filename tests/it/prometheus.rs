@@ -239,3 +239,84 @@ async fn prometheus_sees_what_the_upstream_served() {
     drop(prom);
     b.stop().await;
 }
+
+/// Which timestamped samples a real Prometheus keeps on a scrape: those within about an hour
+/// of its newest sample. Older ones it drops as out of bounds, although promtool accepts the
+/// exposition; jsonbridge counts them (`jsonbridge_samples_too_old_total`) and `test` warns.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prometheus_drops_data_timestamps_older_than_an_hour() {
+    let now = chrono::Utc::now();
+    let at = |ago: i64| (now - chrono::Duration::seconds(ago)).to_rfc3339();
+    let body = |pods: &[(&str, i64)]| {
+        let items: Vec<String> = pods
+            .iter()
+            .map(|(p, ago)| format!(r#"{{"pod": "{p}", "t": "{}", "v": {ago}}}"#, at(*ago)))
+            .collect();
+        format!(r#"{{"points": [{}]}}"#, items.join(","))
+    };
+    // First only a fresh point: Prometheus' head then knows what "now" is (on an empty head,
+    // the first scrape would take any time).
+    let up = Upstream::start(Reply::json(&body(&[("fresh", 5)]))).await;
+    let config = format!(
+        "sources:\n  - name: s\n    url: {}/points\n    every: 1s\n    metrics:\n      - {{name: pod_value, help: Test., each: \"$.points[*]\", labels: {{pod: \"{{@.pod}}\"}}, value: \"@.v\", timestamp: \"@.t\"}}\n",
+        up.base
+    );
+    let b = Bridge::start(&config).await;
+    b.wait_metrics(10, "first poll", |m| m.contains("pod_value{"))
+        .await;
+    let prom = Prometheus::start(&b.base.replace("http://", ""));
+    let kept = "count_over_time(pod_value[2d])";
+    prom.wait_query(kept, "the fresh point", |r| r.len() == 1)
+        .await;
+    let points = [
+        ("fresh", 5),
+        ("half_an_hour", 30 * 60),
+        ("two_hours", 2 * 3600),
+        ("a_day", 24 * 3600),
+    ];
+    up.set(Reply::json(&body(&points)));
+    prom.wait_query(kept, "the half-hour-old point", |r| r.len() == 2)
+        .await;
+    // Let a few more scrapes offer the old points again.
+    b.wait_metrics(10, "the old points counted", |m| {
+        crate::support::sample(m, "jsonbridge_samples_too_old_total{source=\"s\",metric=\"pod_value\"}")
+            .is_some_and(|n| n >= 4.0)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let got: Vec<String> = prom
+        .query(kept)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(labels, _)| labels[0].1.clone())
+        .collect();
+    assert_eq!(got, ["fresh", "half_an_hour"], "what Prometheus kept");
+    // Prometheus says why: out of bounds.
+    let own = crate::support::get_text(&format!("{}/metrics", prom.base)).await;
+    let oob = crate::support::sample(&own, "prometheus_target_scrapes_sample_out_of_bounds_total")
+        .unwrap_or(0.0);
+    assert!(oob >= 1.0, "{own}");
+    // The exposition itself is valid: promtool takes it.
+    let exposition = b.metrics().await;
+    crate::golden::promtool_check(&exposition).unwrap();
+    // And `test` warns about the same two samples, before anything is deployed.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("c.yaml"), &config).unwrap();
+    std::fs::write(dir.path().join("r.json"), body(&points)).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_jsonbridge"))
+        .arg("test")
+        .arg(dir.path().join("c.yaml"))
+        .arg("--input")
+        .arg(dir.path().join("r.json"))
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("warning: pod_value: 2 samples with a data timestamp more than an hour old; a Prometheus scrape drops them as out of bounds"),
+        "{stderr}"
+    );
+    drop(prom);
+    b.stop().await;
+}
