@@ -13,7 +13,8 @@
 //! The meaning, a file each: `spec` (compiled blocks), `selector` (JSONPath), `plan` (what the
 //! blocks read, as a read plan), `block` (one block over its items), `label_templates` and
 //! `labels` (label values, and their storage), `values` (values, mappings, conversions,
-//! timestamps), `aggregate`, `duplicates`, `samples` (what comes out), `error`. How a body
+//! timestamps), `filters` (`| lower`, `| time`...), `aggregate`, `duplicates` (merges and
+//! `fill`), `samples` (what comes out), `error`. How a body
 //! reaches the blocks: `body` (inline), `pipeline` (parse on one thread, extract on
 //! another), `parallel` (items found by a scan, read on both), `fold` (aggregates from the
 //! root, folded while the first pass parses), `collect` (items of a descendant search, built

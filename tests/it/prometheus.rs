@@ -279,8 +279,11 @@ async fn prometheus_drops_data_timestamps_older_than_an_hour() {
         .await;
     // Let a few more scrapes offer the old points again.
     b.wait_metrics(10, "the old points counted", |m| {
-        crate::support::sample(m, "jsonbridge_samples_too_old_total{source=\"s\",metric=\"pod_value\"}")
-            .is_some_and(|n| n >= 4.0)
+        crate::support::sample(
+            m,
+            "jsonbridge_samples_too_old_total{source=\"s\",metric=\"pod_value\"}",
+        )
+        .is_some_and(|n| n >= 4.0)
     })
     .await;
     tokio::time::sleep(Duration::from_secs(3)).await;

@@ -419,3 +419,41 @@ fn check_counts_modules_and_warns_when_no_probe_target_is_allowed() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
 }
+
+/// The README's config-language snippet gives, over the example's response, the lines the
+/// README says it gives.
+#[test]
+fn readme_config_language_snippet_gives_what_it_says() {
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    let section = &readme[readme.find("## Beyond paths").unwrap()..];
+    let block = |fence: &str| {
+        let start = section.find(fence).unwrap() + fence.len();
+        let end = start + section[start..].find("```").unwrap();
+        section[start..end].to_string()
+    };
+    let yaml = block("```yaml\n");
+    let gives = block("gives, among others,\n\n```\n");
+    let (dir, cfg) = temp_config(&format!(
+        "sources:\n  - name: inventory\n    url: http://inventory.invalid/\n{yaml}"
+    ));
+    let out = bin()
+        .arg("test")
+        .arg(&cfg)
+        .arg("--input")
+        .arg(root().join("examples/pods-by-phase/response.json"))
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for line in gives.lines() {
+        assert!(
+            stdout.lines().any(|l| l == line),
+            "README says {line:?}; got\n{stdout}"
+        );
+    }
+}
