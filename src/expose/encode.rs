@@ -372,53 +372,46 @@ impl prometheus_client::collector::Collector for SelfMetrics {
                     .encode_counter::<NoLabelSet, u64, f64>(&s.overlaps, None)?;
             }
         }
-        {
-            let mut m = enc.encode_descriptor(
+        type PerMetric = fn(&SourceStats) -> Vec<(&str, Option<&str>, u64)>;
+        let per_metric: [(&str, &str, &str, PerMetric); 3] = [
+            (
                 "jsonbridge_extraction_errors",
                 "Items skipped during extraction, by metric and kind.",
-                None,
-                MetricType::Counter,
-            )?;
-            for (src, s) in &rows {
-                for ((metric, kind), n) in &s.extraction_errors {
-                    m.encode_family(&[
-                        ("source", *src),
-                        ("metric", metric.as_str()),
-                        ("kind", *kind),
-                    ])?
-                    .encode_counter::<NoLabelSet, u64, f64>(n, None)?;
-                }
-            }
-        }
-        {
-            let mut m = enc.encode_descriptor(
+                "kind",
+                |s| {
+                    let e = s.extraction_errors.iter();
+                    e.map(|((m, k), n)| (m.as_str(), Some(*k), *n)).collect()
+                },
+            ),
+            (
                 "jsonbridge_duplicates_merged",
                 "Series merged into another by the on_duplicate policy the config chose (not an extraction error), by metric and policy.",
-                None,
-                MetricType::Counter,
-            )?;
-            for (src, s) in &rows {
-                for ((metric, policy), n) in &s.duplicates_merged {
-                    m.encode_family(&[
-                        ("source", *src),
-                        ("metric", metric.as_str()),
-                        ("policy", *policy),
-                    ])?
-                    .encode_counter::<NoLabelSet, u64, f64>(n, None)?;
-                }
-            }
-        }
-        {
-            let mut m = enc.encode_descriptor(
+                "policy",
+                |s| {
+                    let d = s.duplicates_merged.iter();
+                    d.map(|((m, p), n)| (m.as_str(), Some(*p), *n)).collect()
+                },
+            ),
+            (
                 "jsonbridge_samples_too_old",
                 "Samples whose data timestamp was more than an hour old when polled: a Prometheus scrape drops them as out of bounds.",
-                None,
-                MetricType::Counter,
-            )?;
+                "",
+                |s| {
+                    s.too_old
+                        .iter()
+                        .map(|(m, n)| (m.as_str(), None, *n))
+                        .collect()
+                },
+            ),
+        ];
+        for (name, help, by, get) in per_metric {
+            let mut m = enc.encode_descriptor(name, help, None, MetricType::Counter)?;
             for (src, s) in &rows {
-                for (metric, n) in &s.too_old {
-                    m.encode_family(&[("source", *src), ("metric", metric.as_str())])?
-                        .encode_counter::<NoLabelSet, u64, f64>(n, None)?;
+                for (metric, what, n) in get(s) {
+                    let mut labels = vec![("source", *src), ("metric", metric)];
+                    labels.extend(what.map(|w| (by, w)));
+                    m.encode_family(&labels)?
+                        .encode_counter::<NoLabelSet, u64, f64>(&n, None)?;
                 }
             }
         }

@@ -320,37 +320,48 @@ fn parse_time(format: &TimeFormat, s: &str) -> Option<f64> {
 /// Splits at the top-level `|`s (outside quotes, brackets and parentheses), trimmed: a
 /// JSONPath filter's `||` stays inside its brackets.
 fn split_pipes(text: &str) -> Vec<&str> {
-    let bytes = text.as_bytes();
     let mut out = Vec::new();
-    let mut quote: Option<u8> = None;
-    let mut depth = 0usize;
     let mut start = 0;
-    let mut i = 0;
-    while i < bytes.len() {
-        let b = bytes[i];
-        match quote {
-            Some(q) => {
-                if b == b'\\' {
-                    i += 1;
-                } else if b == q {
-                    quote = None;
-                }
-            }
-            None => match b {
-                b'\'' | b'"' => quote = Some(b),
-                b'[' | b'(' => depth += 1,
-                b']' | b')' => depth = depth.saturating_sub(1),
-                b'|' if depth == 0 => {
-                    out.push(text[start..i].trim());
-                    start = i + 1;
-                }
-                _ => {}
-            },
-        }
-        i += 1;
+    for (i, _) in top_level(text, 0).filter(|(_, b)| *b == b'|') {
+        out.push(text[start..i].trim());
+        start = i + 1;
     }
     out.push(text[start..].trim());
     out
+}
+
+/// The bytes of `text` from `from` on that are outside quoted strings (`'...'`, `"..."`,
+/// with `\` escapes) and outside brackets and parentheses, with their offsets: where a
+/// template's `}` or a filter's `|` may stand, so that `{@.a[?@.b == '}' || @.c]}` works.
+pub(super) fn top_level(text: &str, from: usize) -> impl Iterator<Item = (usize, u8)> + '_ {
+    let bytes = text.as_bytes();
+    let mut quote: Option<u8> = None;
+    let mut depth = 0usize;
+    let mut escaped = false;
+    bytes
+        .iter()
+        .enumerate()
+        .skip(from)
+        .filter_map(move |(i, &b)| {
+            if let Some(q) = quote {
+                if escaped {
+                    escaped = false;
+                } else if b == b'\\' {
+                    escaped = true;
+                } else if b == q {
+                    quote = None;
+                }
+                return None;
+            }
+            match b {
+                b'\'' | b'"' => quote = Some(b),
+                b'[' | b'(' => depth += 1,
+                b']' | b')' => depth = depth.saturating_sub(1),
+                _ if depth == 0 => return Some((i, b)),
+                _ => {}
+            }
+            None
+        })
 }
 
 /// A filter's name and arguments: bare words, or strings in `"..."` or `'...'` with `\`

@@ -487,31 +487,9 @@ impl Template {
 /// Index of the `}` closing a `{` whose content starts at `from`, skipping quoted strings and
 /// brackets so that `{@.a[?@.b == '}']}` works.
 fn closing_brace(text: &str, from: usize) -> Option<usize> {
-    let bytes = text.as_bytes();
-    let mut quote: Option<u8> = None;
-    let mut depth = 0usize;
-    let mut i = from;
-    while i < bytes.len() {
-        let b = bytes[i];
-        match quote {
-            Some(q) => {
-                if b == b'\\' {
-                    i += 1;
-                } else if b == q {
-                    quote = None;
-                }
-            }
-            None => match b {
-                b'\'' | b'"' => quote = Some(b),
-                b'[' | b'(' => depth += 1,
-                b']' | b')' => depth = depth.saturating_sub(1),
-                b'}' if depth == 0 => return Some(i),
-                _ => {}
-            },
-        }
-        i += 1;
-    }
-    None
+    super::filters::top_level(text, from)
+        .find(|(_, b)| *b == b'}')
+        .map(|(i, _)| i)
 }
 
 /// `each`: a JSONPath in which `.{name}` or `[{name}]` is a wildcard whose key (or index)

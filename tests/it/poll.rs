@@ -279,6 +279,50 @@ async fn extraction_errors_are_counted_per_metric_and_kind() {
     b.stop().await;
 }
 
+/// A duplicate merged by a policy the config chose is no extraction error: it is counted in
+/// `jsonbridge_duplicates_merged_total`; without a policy it stays an error.
+#[tokio::test]
+async fn chosen_duplicate_policies_are_counted_apart_from_errors() {
+    let up = Upstream::start(Reply::json(
+        r#"{"xs": [{"k": "a", "v": 1}, {"k": "a", "v": 2}, {"k": "a", "v": 4}, {"k": "b", "v": 8}]}"#,
+    ))
+    .await;
+    let config = format!(
+        "sources:\n  - name: s\n    url: {}/x\n    every: 1h\n    metrics:\n      - {{name: chosen, help: C., each: \"$.xs[*]\", labels: {{k: \"{{@.k}}\"}}, value: \"@.v\", on_duplicate: max}}\n      - {{name: unset, help: U., each: \"$.xs[*]\", labels: {{k: \"{{@.k}}\"}}, value: \"@.v\"}}\n      - {{name: grouped, help: G., each: \"$.xs[*]\", labels: {{k: \"{{@.k}}\"}}, aggregate: count}}\n",
+        up.base
+    );
+    let b = Bridge::start(&config).await;
+    let body = b
+        .wait_metrics(10, "first poll", |m| m.contains("chosen{"))
+        .await;
+    for (series, want) in [
+        (r#"chosen{k="a"}"#, Some(4.0)),
+        (r#"unset{k="a"}"#, Some(1.0)),
+        (r#"grouped{k="a"}"#, Some(3.0)),
+        (r#"grouped{k="b"}"#, Some(1.0)),
+        (
+            r#"jsonbridge_duplicates_merged_total{source="s",metric="chosen",policy="max"}"#,
+            Some(2.0),
+        ),
+        (
+            r#"jsonbridge_extraction_errors_total{source="s",metric="unset",kind="duplicate_series"}"#,
+            Some(2.0),
+        ),
+        (
+            r#"jsonbridge_extraction_errors_total{source="s",metric="chosen",kind="duplicate_series"}"#,
+            None,
+        ),
+        (
+            r#"jsonbridge_duplicates_merged_total{source="s",metric="grouped",policy="count"}"#,
+            None,
+        ),
+    ] {
+        assert_eq!(sample(&body, series), want, "{series}\n{body}");
+    }
+    crate::golden::promtool_check(&body).unwrap();
+    b.stop().await;
+}
+
 #[tokio::test]
 async fn full_scrape_with_self_metrics_passes_promtool() {
     let up = Upstream::start(Reply::json(PODS_AB)).await;
