@@ -242,7 +242,13 @@ impl Fetcher {
 
     /// Fetches the body of `request`, with retries, within its timeout and size limit.
     pub async fn fetch(&self, request: &Request) -> Result<Fetched, FetchError> {
-        fetch(self.http.as_deref(), request, None).await
+        fetch(self.http.as_deref(), request, None, None).await
+    }
+
+    /// [`Self::fetch`] of one page of a paginated source: at `page.url`, or at the
+    /// request's URL with `page.query` set, within `page.deadline` (the poll's budget).
+    pub async fn fetch_page(&self, request: &Request, page: &Page) -> Result<Fetched, FetchError> {
+        fetch(self.http.as_deref(), request, None, Some(page)).await
     }
 
     /// [`Self::fetch`], asking the upstream to answer 304 if the version `since` describes
@@ -253,8 +259,34 @@ impl Fetcher {
         request: &Request,
         since: Option<&Validators>,
     ) -> Result<Fetched, FetchError> {
-        fetch(self.http.as_deref(), request, since).await
+        fetch(self.http.as_deref(), request, since, None).await
     }
+}
+
+/// Where one page of a paginated source is, and by when it must be in.
+#[derive(Debug, Clone)]
+pub struct Page {
+    /// A next URL the upstream gave (`None`: the request's own URL).
+    pub url: Option<Url>,
+    /// Query parameters set on the request's URL (a cursor, a page number), replacing any
+    /// of the same name.
+    pub query: Vec<(String, String)>,
+    /// The poll's deadline: every page shares the source's `timeout`.
+    pub deadline: tokio::time::Instant,
+}
+
+/// The URL `request` asks for at `now`, with its query (`None` for a file).
+pub fn request_url(request: &Request, now: DateTime<Utc>) -> Result<Option<Url>, FetchError> {
+    let Target::Http { url, query } = &request.target else {
+        return Ok(None);
+    };
+    let mut url = Url::parse(&url.render(now))
+        .map_err(|e| FetchError::Request(format!("invalid URL: {e}")))?;
+    if !query.is_empty() {
+        url.query_pairs_mut()
+            .extend_pairs(query.iter().map(|(k, v)| (k, v.render(now))));
+    }
+    Ok(Some(url))
 }
 
 /// What an endpoint answered to [`Fetcher::send`].
@@ -385,6 +417,8 @@ pub struct Fetched {
     pub body: Bytes,
     /// The response's Content-Type, to explain a body that is not JSON.
     pub content_type: Option<String>,
+    /// The target of the response's `Link: <...>; rel="next"`, as written (RFC 8288).
+    pub next_link: Option<String>,
     /// Attempts made (1 without retries).
     pub attempts: u32,
     /// The body's share of the process-wide budget: drop it once the body is read.
@@ -402,6 +436,7 @@ pub struct Fetched {
 struct Received {
     bytes: Bytes,
     content_type: Option<String>,
+    next_link: Option<String>,
     permit: BodyPermit,
     not_modified: bool,
     validators: Validators,
@@ -428,17 +463,22 @@ async fn fetch(
     client: Option<&Http>,
     request: &Request,
     since: Option<&Validators>,
+    page: Option<&Page>,
 ) -> Result<Fetched, FetchError> {
-    let deadline = tokio::time::Instant::now() + request.timeout;
+    let deadline = page.map_or_else(
+        || tokio::time::Instant::now() + request.timeout,
+        |p| p.deadline,
+    );
     let work = async {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let (e, asked) = match once(client, request, since).await {
+            let (e, asked) = match once(client, request, since, page).await {
                 Ok(r) => {
                     return Ok(Fetched {
                         body: r.bytes,
                         content_type: r.content_type,
+                        next_link: r.next_link,
                         attempts: attempt,
                         permit: r.permit,
                         not_modified: r.not_modified,
@@ -519,17 +559,28 @@ async fn once(
     client: Option<&Http>,
     request: &Request,
     since: Option<&Validators>,
+    page: Option<&Page>,
 ) -> Result<Received, Failed> {
     match &request.target {
-        Target::Http { url, query } => {
+        Target::Http { .. } => {
             let h = client.ok_or_else(|| FetchError::Request("no HTTP client".into()))?;
             let client = h.client.get().await?;
             let now = chrono::Utc::now();
-            let mut url = Url::parse(&url.render(now))
-                .map_err(|e| FetchError::Request(format!("invalid URL: {e}")))?;
-            if !query.is_empty() {
+            let mut url = match page.and_then(|p| p.url.clone()) {
+                Some(u) => u,
+                None => request_url(request, now)?
+                    .ok_or_else(|| FetchError::Request("no URL".into()))?,
+            };
+            if let Some(p) = page.filter(|p| !p.query.is_empty()) {
+                let kept: Vec<(String, String)> = url
+                    .query_pairs()
+                    .filter(|(k, _)| !p.query.iter().any(|(n, _)| n == k))
+                    .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                    .collect();
                 url.query_pairs_mut()
-                    .extend_pairs(query.iter().map(|(k, v)| (k, v.render(now))));
+                    .clear()
+                    .extend_pairs(kept)
+                    .extend_pairs(p.query.iter().map(|(k, v)| (k, v)));
             }
             let Some(tokens) = &h.oauth2 else {
                 return http(&client, url, now, request, since, None).await;
@@ -626,6 +677,7 @@ async fn http(
         return Ok(Received {
             bytes: Bytes::new(),
             content_type: None,
+            next_link: None,
             permit: BodyPermit::default(),
             not_modified: true,
             validators: since.clone(),
@@ -644,6 +696,7 @@ async fn http(
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
     let validators = Validators::of(resp.headers());
+    let next_link = next_link(resp.headers());
     let encoding = Encoding::of(resp.headers())?;
     let limit = request.max_body_bytes;
     // The announced length is the wire's: it bounds an identity body only.
@@ -669,11 +722,48 @@ async fn http(
     Ok(Received {
         bytes: body.finish()?.into_bytes(),
         content_type,
+        next_link,
         permit,
         not_modified: false,
         validators,
         wire_bytes,
     })
+}
+
+/// The `rel="next"` target of the `Link` headers (RFC 8288: several headers, several links
+/// each, `rel` with several relation types, quoted or not).
+fn next_link(headers: &HeaderMap) -> Option<String> {
+    for value in headers.get_all(reqwest::header::LINK) {
+        let Ok(text) = value.to_str() else { continue };
+        let mut rest = text;
+        while let Some(open) = rest.find('<') {
+            let Some(close) = rest[open..].find('>').map(|c| open + c) else {
+                break;
+            };
+            let target = &rest[open + 1..close];
+            // The parameters run to the next link (a `<` outside quotes) or the end.
+            let params_end = rest[close..].find(",").map_or(rest.len(), |c| close + c);
+            let params = &rest[close + 1..params_end];
+            let is_next = params.split(';').any(|p| {
+                let Some((k, v)) = p.split_once('=') else {
+                    return false;
+                };
+                k.trim().eq_ignore_ascii_case("rel")
+                    && v.trim()
+                        .trim_matches('"')
+                        .split_whitespace()
+                        .any(|r| r.eq_ignore_ascii_case("next"))
+            });
+            if is_next {
+                return Some(target.to_string());
+            }
+            rest = &rest[params_end.min(rest.len())..];
+            if rest.starts_with(',') {
+                rest = &rest[1..];
+            }
+        }
+    }
+    None
 }
 
 /// Sends the request and follows redirects, at most [`MAX_REDIRECTS`] hops, each checked
@@ -808,6 +898,7 @@ async fn file(path: &std::path::Path, request: &Request) -> Result<Received, Fet
     Ok(Received {
         bytes: body.into(),
         content_type: None,
+        next_link: None,
         permit,
         not_modified: false,
         validators: Validators::default(),
@@ -874,6 +965,44 @@ fn describe(e: &reqwest::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn next_link_among_several_relations_and_headers() {
+        let link = |values: &[&str]| {
+            let mut h = HeaderMap::new();
+            for v in values {
+                h.append(reqwest::header::LINK, HeaderValue::from_str(v).unwrap());
+            }
+            next_link(&h)
+        };
+        for (values, want) in [
+            // GitHub's shape: several links in one header, next in the middle.
+            (
+                &[
+                    r#"<https://api.x/r?page=1>; rel="prev", <https://api.x/r?page=3>; rel="next", <https://api.x/r?page=9>; rel="last""#,
+                ][..],
+                Some("https://api.x/r?page=3"),
+            ),
+            // Several relation types in one rel, unquoted rel, other parameters, case.
+            (
+                &[r#"</p/2>; title="two"; REL="next last""#][..],
+                Some("/p/2"),
+            ),
+            (&["</p/2>;rel=next"][..], Some("/p/2")),
+            // Spread over several headers.
+            (
+                &[r#"</p/1>; rel="prev""#, r#"</p/3>; rel="next""#][..],
+                Some("/p/3"),
+            ),
+            // No next: the last page.
+            (&[r#"</p/1>; rel="first", </p/1>; rel="prev""#][..], None),
+            (&[r#"</p/2>; rel="nextish""#][..], None),
+            (&[][..], None),
+            (&["garbage"][..], None),
+        ] {
+            assert_eq!(link(values).as_deref(), want, "{values:?}");
+        }
+    }
 
     fn request(display_url: &str) -> Request {
         let c = crate::config::parse(

@@ -20,6 +20,8 @@ pub enum InspectError {
     ChooseSource { count: usize, names: String },
     #[error("the input cannot be used: {0}")]
     InvalidJson(String),
+    #[error("{0} inputs, but the source has no `paginate`: give one response")]
+    NotPaginated(usize),
     #[error("{0}")]
     Extract(#[from] crate::extract::ExtractError),
 }
@@ -73,18 +75,41 @@ pub fn run(
     input: &[u8],
     format: Format,
 ) -> Result<Outcome, InspectError> {
-    // The daemon's own reader, so what this shows is what a poll would give.
-    let mut x = crate::schedule::read(input, None, source).map_err(|e| match e {
+    run_pages(config, source, &[input.to_vec()], format)
+}
+
+/// Runs `source` over `inputs`: one response body, or the pages of a paginated source in
+/// order (the report then says which request each page answers).
+pub fn run_pages(
+    config: &Config,
+    source: &Arc<Source>,
+    inputs: &[Vec<u8>],
+    format: Format,
+) -> Result<Outcome, InspectError> {
+    let as_input = |e: crate::schedule::PollError| match e {
         crate::schedule::PollError::Extract(e) => InspectError::Extract(e),
         e => InspectError::InvalidJson(e.to_string()),
-    })?;
+    };
+    // The daemon's own readers, so what this shows is what a poll would give.
+    let (mut x, requests) = match (inputs, &source.paginate) {
+        ([one], None) => (
+            crate::schedule::read(one, None, source).map_err(as_input)?,
+            Vec::new(),
+        ),
+        (_, None) => return Err(InspectError::NotPaginated(inputs.len())),
+        (pages, Some(_)) => crate::schedule::read_pages(pages, source).map_err(as_input)?,
+    };
     // The poll's own rule: what fails a poll fails the test.
     let failure = crate::schedule::settle(&mut x, source, std::time::SystemTime::now()).err();
     let exposition = match failure {
         Some(_) => String::new(),
         None => exposition(config, source, &x, format),
     };
-    let mut report = report(source, &x);
+    let mut report = String::new();
+    for r in &requests {
+        let _ = writeln!(report, "{r}");
+    }
+    report.push_str(&self::report(source, &x));
     if let Some(e) = &failure {
         let _ = writeln!(
             report,

@@ -122,9 +122,11 @@ enum Command {
         /// The source to run (optional when the config has only one).
         #[arg(long)]
         source: Option<String>,
-        /// A saved response body (JSON); `-` reads standard input.
-        #[arg(long)]
-        input: PathBuf,
+        /// A saved response body (JSON); `-` reads standard input. For a paginated source,
+        /// the pages in order (`--input p1.json --input p2.json`), or a directory whose files
+        /// are the pages in name order.
+        #[arg(long, required = true, num_args = 1..)]
+        input: Vec<PathBuf>,
         /// Exposition format to print.
         #[arg(long, value_enum, default_value = "text")]
         format: OutputFormat,
@@ -298,7 +300,7 @@ fn check(file: &std::path::Path, strict: bool, allow_missing_env: bool) -> ExitC
 fn test(
     file: &std::path::Path,
     source: Option<&str>,
-    input: &std::path::Path,
+    inputs: &[PathBuf],
     format: OutputFormat,
 ) -> ExitCode {
     let fail = |msg: String| {
@@ -309,18 +311,33 @@ fn test(
         Ok(c) => c,
         Err(e) => return fail(e.to_string()),
     };
-    let body = if input.as_os_str() == "-" {
-        let mut buf = Vec::new();
-        match std::io::Read::read_to_end(&mut std::io::stdin(), &mut buf) {
-            Ok(_) => buf,
-            Err(e) => return fail(format!("cannot read standard input: {e}")),
+    let mut files = Vec::new();
+    for input in inputs {
+        match std::fs::read_dir(input) {
+            Ok(dir) => {
+                let mut names: Vec<PathBuf> = dir.flatten().map(|e| e.path()).collect();
+                names.retain(|p| p.is_file());
+                names.sort();
+                files.extend(names);
+            }
+            Err(_) => files.push(input.clone()),
         }
-    } else {
-        match std::fs::read(input) {
-            Ok(b) => b,
-            Err(e) => return fail(format!("cannot read {}: {e}", input.display())),
-        }
-    };
+    }
+    let mut bodies = Vec::new();
+    for input in &files {
+        bodies.push(if input.as_os_str() == "-" {
+            let mut buf = Vec::new();
+            match std::io::Read::read_to_end(&mut std::io::stdin(), &mut buf) {
+                Ok(_) => buf,
+                Err(e) => return fail(format!("cannot read standard input: {e}")),
+            }
+        } else {
+            match std::fs::read(input) {
+                Ok(b) => b,
+                Err(e) => return fail(format!("cannot read {}: {e}", input.display())),
+            }
+        });
+    }
     let src = match jsonbridge::inspect::pick(&c, source) {
         Ok(s) => s,
         Err(e) => return fail(e.to_string()),
@@ -329,7 +346,7 @@ fn test(
         OutputFormat::Text => jsonbridge::expose::Format::Text,
         OutputFormat::Openmetrics => jsonbridge::expose::Format::OpenMetrics,
     };
-    match jsonbridge::inspect::run(&c, src, &body, format) {
+    match jsonbridge::inspect::run_pages(&c, src, &bodies, format) {
         Ok(out) => {
             print!("{}", out.exposition);
             eprint!("{}", out.report);

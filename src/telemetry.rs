@@ -41,8 +41,10 @@ pub struct SourceStats {
     pub retries: u64,
     /// Message of the last failed poll (never holds a secret: see `fetch`).
     pub last_error: Option<String>,
-    /// Size of the last good response body.
+    /// Size of the last good response body (all its pages).
     pub last_response_bytes: Option<usize>,
+    /// Pages the last good poll read (1 without `paginate`).
+    pub last_pages: usize,
     /// The same body's size on the wire (compressed, where it was).
     pub last_wire_bytes: Option<u64>,
     /// Per metric of the last good poll: items matched and series produced.
@@ -108,6 +110,8 @@ pub enum PollOutcome<'a> {
         reports: &'a [MetricReport],
         problems: &'a [Problem],
         merged: &'a [Merged],
+        /// Pages read (1 without `paginate`).
+        pages: usize,
         /// Per family: samples whose data timestamp a Prometheus scrape would drop.
         too_old: &'a [(String, u64)],
     },
@@ -203,8 +207,10 @@ impl Telemetry {
                 reports,
                 problems,
                 merged,
+                pages,
                 too_old,
             } => {
+                stats.last_pages = pages;
                 for m in merged {
                     *stats
                         .duplicates_merged
@@ -479,10 +485,14 @@ pub enum Limit {
     BodyBudget,
     /// A scrape of `/metrics` waited for one of the 16 slots.
     ScrapeConcurrency,
+    /// A paginated poll stopped at `paginate.max_pages` with pages left.
+    MaxPages,
+    /// A paginated upstream gave a cursor it had given before: the pages stopped there.
+    CursorRepeated,
 }
 
 impl Limit {
-    const ALL: [Limit; 9] = [
+    const ALL: [Limit; 11] = [
         Limit::RetryAfter,
         Limit::RedirectRefused,
         Limit::Connections,
@@ -492,6 +502,8 @@ impl Limit {
         Limit::AuthConcurrency,
         Limit::BodyBudget,
         Limit::ScrapeConcurrency,
+        Limit::MaxPages,
+        Limit::CursorRepeated,
     ];
 
     /// Stable label value.
@@ -506,6 +518,8 @@ impl Limit {
             Limit::AuthConcurrency => "auth_concurrency",
             Limit::BodyBudget => "body_budget",
             Limit::ScrapeConcurrency => "scrape_concurrency",
+            Limit::MaxPages => "max_pages",
+            Limit::CursorRepeated => "cursor_repeated",
         }
     }
 

@@ -30,7 +30,9 @@ use reqwest::{Method, Url};
 use crate::extract::{MetricKind, MetricSpec, ReadPlan};
 pub use locate::{Locator, Position};
 use raw::{RawConfig, RawSource};
-pub use request::{Auth, OAuth2, Secret, Templated, TimeFormat, Tls, TlsVersion};
+pub use request::{
+    Auth, OAuth2, PageStyle, Paginate, Secret, Templated, TimeFormat, Tls, TlsVersion,
+};
 
 #[cfg(test)]
 use compile::display_url;
@@ -230,6 +232,8 @@ pub struct Source {
     /// After failed polls, a snapshot older than this is dropped (its series vanish) instead
     /// of being served; `None` keeps the last good snapshot until a poll succeeds.
     pub max_staleness: Option<Duration>,
+    /// `paginate:` every poll reads all pages (at most `max_pages`).
+    pub paginate: Option<Paginate>,
     /// The source as written (before env expansion): two sources with equal `raw` and equal
     /// `request` behave identically, which is what a reload compares.
     raw: RawSource,

@@ -110,6 +110,7 @@ impl RawRemoteWrite {
             tls: self.tls.clone(),
             oauth2: self.oauth2.clone(),
             max_staleness: None,
+            paginate: None,
             metrics: Vec::new(),
         }
     }
@@ -178,6 +179,9 @@ pub struct RawModule {
     pub tls: Option<RawTls>,
     #[serde(default)]
     pub oauth2: Option<RawOAuth2>,
+    /// Read every page of a paginated target (as a source's `paginate`).
+    #[serde(default)]
+    pub paginate: Option<RawPaginate>,
     #[serde(default)]
     pub metrics: Vec<RawMetric>,
 }
@@ -214,6 +218,7 @@ impl RawModule {
             tls: self.tls.clone(),
             oauth2: self.oauth2.clone(),
             max_staleness: None,
+            paginate: self.paginate.clone(),
             metrics: self.metrics.clone(),
         }
     }
@@ -313,9 +318,61 @@ pub struct RawSource {
     /// default: until a poll succeeds.
     #[serde(default)]
     pub max_staleness: Option<String>,
+    /// Read every page of a paginated API in each poll: the items of all pages feed the
+    /// metric blocks as one response would.
+    #[serde(default)]
+    pub paginate: Option<RawPaginate>,
     /// Metric blocks.
     #[serde(default)]
     pub metrics: Vec<RawMetric>,
+}
+
+/// How to reach the next page. Set one of `next_url`, `next_link`, `cursor`, `page_param`
+/// or `offset_param`.
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+#[schemars(rename = "Paginate")]
+pub struct RawPaginate {
+    /// JSONPath to the next page's URL in the body (`$.next`, `$.links.next`); a relative
+    /// URL is resolved against the page's. Missing, null or empty: the last page.
+    #[serde(default)]
+    pub next_url: Option<String>,
+    /// Follow the `Link` header's `rel="next"` (RFC 8288), as GitHub's API pages.
+    #[serde(default)]
+    pub next_link: Option<bool>,
+    /// JSONPath to a cursor in the body, sent back as query parameter `cursor_param`.
+    /// Missing, null, empty or a cursor seen before: the last page.
+    #[serde(default)]
+    pub cursor: Option<String>,
+    /// The query parameter a cursor is sent in (default `cursor`).
+    #[serde(default)]
+    pub cursor_param: Option<String>,
+    /// Page numbers in this query parameter (`page`), from `first_page`.
+    #[serde(default)]
+    pub page_param: Option<String>,
+    /// The first page's number (default 1).
+    #[serde(default)]
+    pub first_page: Option<u64>,
+    /// Offsets in this query parameter (`offset`), from 0, advanced by `page_size`.
+    #[serde(default)]
+    pub offset_param: Option<String>,
+    /// Items per page, sent in `size_param` (needed with `offset_param`).
+    #[serde(default)]
+    pub page_size: Option<u64>,
+    /// The query parameter the page size is sent in (`limit`, `per_page`).
+    #[serde(default)]
+    pub size_param: Option<String>,
+    /// JSONPath to a boolean in the body: a page where it is false is the last.
+    #[serde(default)]
+    pub has_more: Option<String>,
+    /// JSONPath to the total number of items in the body (read on the first page): with
+    /// `page_param` or `offset_param`, the pages stop once that many were asked for.
+    #[serde(default)]
+    pub total: Option<String>,
+    /// Most pages one poll reads (default 100); a poll that reaches it keeps what it read,
+    /// logs a warning and counts `jsonbridge_limit_hits_total{limit="max_pages"}`.
+    #[serde(default)]
+    pub max_pages: Option<usize>,
 }
 
 /// HTTP basic authentication.
@@ -740,6 +797,7 @@ const MODULE_FIELDS: &[&str] = &[
     "proxy_from_environment",
     "tls",
     "oauth2",
+    "paginate",
     "metrics",
 ];
 const PROBE_FIELDS: &[&str] = &["allow_targets"];
@@ -769,7 +827,22 @@ const SOURCE_FIELDS: &[&str] = &[
     "tls",
     "oauth2",
     "max_staleness",
+    "paginate",
     "metrics",
+];
+const PAGINATE_FIELDS: &[&str] = &[
+    "next_url",
+    "next_link",
+    "cursor",
+    "cursor_param",
+    "page_param",
+    "first_page",
+    "offset_param",
+    "page_size",
+    "size_param",
+    "has_more",
+    "total",
+    "max_pages",
 ];
 const METRIC_FIELDS: &[&str] = &[
     "name",
@@ -844,6 +917,7 @@ pub fn unknown_field(parent: &str, key: &str) -> String {
         ["sources" | "modules", "basic_auth"] => BASIC_AUTH_FIELDS,
         ["sources" | "modules", "tls"] | ["sources" | "modules", "oauth2", "tls"] => TLS_FIELDS,
         ["sources" | "modules", "oauth2"] => OAUTH2_FIELDS,
+        ["sources" | "modules", "paginate"] => PAGINATE_FIELDS,
         _ => &[],
     };
     let closest = known

@@ -16,6 +16,7 @@ use reqwest::Url;
 
 use super::Proxying;
 use super::text::parse_duration;
+use crate::extract::Selector;
 
 /// Text with `{now [+|- DURATION] [| FORMAT]}` placeholders.
 #[derive(Clone, PartialEq)]
@@ -292,3 +293,36 @@ mod tests {
         );
     }
 }
+
+/// `paginate:`, compiled: how a poll reaches its next page, and when it stops.
+#[derive(Debug, Clone)]
+pub struct Paginate {
+    pub style: PageStyle,
+    /// A page where this is `false` is the last.
+    pub has_more: Option<Selector>,
+    /// The total number of items (read on the first page), for page numbers and offsets.
+    pub total: Option<Selector>,
+    pub max_pages: usize,
+}
+
+/// Where the next page is.
+#[derive(Debug, Clone)]
+pub enum PageStyle {
+    /// Its URL, in the body.
+    NextUrl(Selector),
+    /// The `Link` header's `rel="next"`.
+    NextLink,
+    /// A token in the body, sent back in a query parameter.
+    Cursor { path: Selector, param: String },
+    /// Page numbers in a query parameter, from `first`; the page size in `size`, if set.
+    Page {
+        param: String,
+        first: u64,
+        size: Option<(String, u64)>,
+    },
+    /// Offsets in a query parameter, from 0, advanced by the page size (sent in `size.0`).
+    Offset { param: String, size: (String, u64) },
+}
+
+/// The default of `paginate.max_pages`.
+pub const DEFAULT_MAX_PAGES: usize = 100;

@@ -855,3 +855,77 @@ fn oauth2_is_checked_and_its_secrets_hidden() {
         ]
     );
 }
+
+#[test]
+fn paginate_errors_name_the_field() {
+    for (paginate, want) in [
+        (
+            "{}",
+            "sources[0].paginate: say how to reach the next page: next_url, next_link, cursor, page_param or offset_param",
+        ),
+        (
+            "{next_url: $.next, cursor: $.c}",
+            "sources[0].paginate: set one way to the next page, not next_url and cursor",
+        ),
+        (
+            "{next_url: next}",
+            "sources[0].paginate.next_url: \"next\": start the JSONPath at the page's root ($)",
+        ),
+        (
+            "{cursor: \"$.c[\"}",
+            "sources[0].paginate.cursor: invalid JSONPath",
+        ),
+        (
+            "{offset_param: offset}",
+            "sources[0].paginate.page_size: offset_param needs page_size",
+        ),
+        (
+            "{page_param: page, page_size: 10}",
+            "sources[0].paginate.size_param: page_size needs size_param",
+        ),
+        (
+            "{page_param: page, size_param: per_page}",
+            "sources[0].paginate.page_size: size_param needs page_size",
+        ),
+        (
+            "{next_url: $.next, total: $.total}",
+            "sources[0].paginate.total: `total` does not apply to next_url",
+        ),
+        (
+            "{next_url: $.next, first_page: 0}",
+            "sources[0].paginate.first_page: `first_page` does not apply to next_url",
+        ),
+        (
+            "{next_url: $.next, max_pages: 0}",
+            "sources[0].paginate.max_pages: max_pages must be more than 0",
+        ),
+        (
+            "{next_url: $.next, pages: 3}",
+            "sources[0].paginate.pages: unknown field `pages`",
+        ),
+    ] {
+        let yaml = format!(
+            "sources:\n  - name: s\n    url: http://h/x\n    paginate: {paginate}\n    metrics: [{{name: m, help: M., value: 1}}]\n"
+        );
+        let got = errors(&yaml);
+        assert!(
+            got.iter().any(|e| e.contains(want)),
+            "want {want:?}\n got {got:#?}"
+        );
+    }
+    // Valid: each style alone.
+    for paginate in [
+        "{next_url: $.links.next}",
+        "{next_link: true, max_pages: 500}",
+        "{cursor: $.meta.next, cursor_param: after, has_more: $.more}",
+        "{page_param: page, first_page: 0, page_size: 50, size_param: per_page, total: $.total}",
+        "{offset_param: offset, page_size: 100, size_param: limit, has_more: $.has_more}",
+    ] {
+        let yaml = format!(
+            "sources:\n  - name: s\n    url: http://h/x\n    paginate: {paginate}\n    metrics: [{{name: m, help: M., value: 1}}]\n"
+        );
+        if let Err(e) = compile(&yaml) {
+            panic!("{paginate}: {e}");
+        }
+    }
+}

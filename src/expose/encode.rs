@@ -286,7 +286,7 @@ impl prometheus_client::collector::Collector for SelfMetrics {
         let rows: Vec<(&str, &SourceStats)> =
             st.sources.iter().map(|(k, v)| (k.as_str(), v)).collect();
         type Getter = fn(&SourceStats) -> f64;
-        let gauges: [(&str, &str, Getter); 7] = [
+        let gauges: [(&str, &str, Getter); 8] = [
             (
                 "jsonbridge_source_up",
                 "1 if the last poll of the source succeeded, 0 if it failed or none ended yet.",
@@ -316,6 +316,11 @@ impl prometheus_client::collector::Collector for SelfMetrics {
                 "jsonbridge_source_response_bytes",
                 "Size of the last response body read, decoded (0: none yet).",
                 |s| s.last_response_bytes.unwrap_or(0) as f64,
+            ),
+            (
+                "jsonbridge_source_last_poll_pages",
+                "Pages the last good poll read (1 without paginate).",
+                |s| s.last_pages as f64,
             ),
             (
                 "jsonbridge_source_response_wire_bytes",

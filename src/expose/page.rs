@@ -176,6 +176,10 @@ fn render_source(x: &Exposer, name: &str) -> Option<String> {
         {
             let _ = write!(h, " ({w} on the wire)");
         }
+        if s.paginate.is_some() {
+            let pages = st.map_or(0, |t| t.last_pages);
+            let _ = write!(h, " in {pages} page{}", if pages == 1 { "" } else { "s" });
+        }
     }
     let _ = write!(h, "</td></tr><tr><th>Read as</th><td>{}", s.plan.describe());
     let _ = write!(

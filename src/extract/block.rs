@@ -32,7 +32,51 @@ pub(super) struct BlockRun<'b> {
     pub(super) ordered: Vec<bool>,
 }
 
+/// A run's state without its block: what one page made, kept between pages (see
+/// [`super::Pages`]).
+pub(crate) struct RunState {
+    problems: Problems,
+    series: Vec<Vec<Series>>,
+    pub(super) items: usize,
+    ordered: Vec<bool>,
+}
+
+impl RunState {
+    /// Adds what the same block made of the next page.
+    pub(super) fn join(&mut self, later: RunState) {
+        for (s, l) in self.series.iter_mut().zip(later.series) {
+            s.extend(l);
+        }
+        // Each page was in order; across pages, only `finish` can tell.
+        self.ordered.iter_mut().for_each(|o| *o = false);
+        for (k, (count, example)) in later.problems {
+            self.problems.entry(k).or_insert((0, example)).0 += count;
+        }
+        self.items += later.items;
+    }
+}
+
 impl<'b> BlockRun<'b> {
+    pub(super) fn into_state(self) -> RunState {
+        RunState {
+            problems: self.problems,
+            series: self.series,
+            items: self.items,
+            ordered: self.ordered,
+        }
+    }
+
+    pub(super) fn from_state(block: &'b MetricSpec, state: RunState) -> Self {
+        Self {
+            block,
+            problems: state.problems,
+            series: state.series,
+            items: state.items,
+            labels: LabelsBuilder::default(),
+            ordered: state.ordered,
+        }
+    }
+
     pub(super) fn new(block: &'b MetricSpec) -> Self {
         Self {
             block,

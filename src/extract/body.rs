@@ -13,7 +13,7 @@ use super::error::{ExtractError, ReadError, line_column, value_error};
 use super::plan::ReadPlan;
 use super::samples::Extraction;
 use super::spec::{Bound, Item, MetricSpec};
-use super::{collect, extract, fold, parallel, pipeline};
+use super::{collect, fold, parallel, pipeline, tree_runs};
 use crate::read::{Collector, ItemPath, Items, Key, Stop, Streaming, slots, tree};
 
 /// How many threads reading a body may use. Every choice gives the same extraction (the
@@ -132,18 +132,28 @@ pub(super) fn read_body(
     plan: &ReadPlan,
     batch: Option<usize>,
 ) -> Result<Extraction, ReadError> {
+    Ok(finish(read_runs(body, blocks, plan, batch)?)?)
+}
+
+/// [`read_body`], each block's run left unfinished (for a page: see [`super::Pages`]).
+pub(super) fn read_runs<'b>(
+    body: &[u8],
+    blocks: &'b [MetricSpec],
+    plan: &ReadPlan,
+    batch: Option<usize>,
+) -> Result<Vec<BlockRun<'b>>, ReadError> {
     let pipelined = batch.is_some();
     let body = utf8(body)?;
     if !plan.streamed {
         let Some(collector) = Collector::new(body, plan.collect_names()) else {
             let doc = tree::parse(body, &plan.root)?;
-            return Ok(extract(&doc, blocks)?);
+            return Ok(tree_runs(&doc, blocks));
         };
         let doc = tree::parse_collecting(body, &plan.root, &collector)?;
         if collector.is_spoiled() {
-            return Ok(extract(&doc, blocks)?);
+            return Ok(tree_runs(&doc, blocks));
         }
-        return collect::extract(body, &doc, blocks, plan, &collector.into_found());
+        return collect::runs(body, &doc, blocks, plan, &collector.into_found());
     }
     let (tree, folds) = root_lookups(body, plan)?;
     let root = DocRoot {
@@ -177,9 +187,9 @@ pub(super) fn read_body(
     let Some(runs) = read else {
         // A repeated member on the way to items: only a tree says which items count.
         let doc: Value = serde_json::from_str(body)?;
-        return Ok(extract(&doc, blocks)?);
+        return Ok(tree_runs(&doc, blocks));
     };
-    Ok(finish(runs)?)
+    Ok(runs)
 }
 
 // Streamed plans read nothing from captured nodes (see `plan`): those are null.

@@ -21,21 +21,20 @@ use super::block::BlockRun;
 use super::body::DocRoot;
 use super::error::{ReadError, value_error};
 use super::plan::ReadPlan;
-use super::samples::Extraction;
 use super::selector::{descendants_named, walk};
 use super::spec::{Item, MetricSpec};
 use crate::read::tree;
 
 /// Runs every block over `doc` as [`super::extract`] does, building the items of collecting
 /// blocks from the slices of `body` that `found` lists (by placeholder number).
-pub(crate) fn extract(
+pub(crate) fn runs<'b>(
     body: &str,
     doc: &Value,
-    blocks: &[MetricSpec],
+    blocks: &'b [MetricSpec],
     plan: &ReadPlan,
     found: &[(usize, usize)],
-) -> Result<Extraction, ReadError> {
-    let mut out = Extraction::default();
+) -> Result<Vec<BlockRun<'b>>, ReadError> {
+    let mut out = Vec::with_capacity(blocks.len());
     let root = DocRoot {
         tree: doc,
         folds: None,
@@ -46,7 +45,7 @@ pub(crate) fn extract(
             block.each.for_each(doc, &mut |item, caps| {
                 run.item(Item::Node(item), root, caps)
             });
-            run.finish(&mut out)?;
+            out.push(run);
             continue;
         };
         let mut failed = None;
@@ -89,7 +88,7 @@ pub(crate) fn extract(
         if let Some(e) = failed {
             return Err(e);
         }
-        run.finish(&mut out)?;
+        out.push(run);
     }
     Ok(out)
 }

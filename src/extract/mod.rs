@@ -59,19 +59,25 @@ pub use spec::{
 
 /// Runs every metric block over `doc`.
 pub fn extract(doc: &Value, blocks: &[MetricSpec]) -> Result<Extraction, ExtractError> {
-    let mut out = Extraction::default();
+    body::finish(tree_runs(doc, blocks))
+}
+
+/// Every block over `doc`, not finished.
+fn tree_runs<'b>(doc: &Value, blocks: &'b [MetricSpec]) -> Vec<BlockRun<'b>> {
     let root = DocRoot {
         tree: doc,
         folds: None,
     };
-    for block in blocks {
-        let mut run = BlockRun::new(block);
-        block.each.for_each(doc, &mut |item, caps| {
-            run.item(Item::Node(item), root, caps)
-        });
-        run.finish(&mut out)?;
-    }
-    Ok(out)
+    blocks
+        .iter()
+        .map(|block| {
+            let mut run = BlockRun::new(block);
+            block.each.for_each(doc, &mut |item, caps| {
+                run.item(Item::Node(item), root, caps)
+            });
+            run
+        })
+        .collect()
 }
 
 /// Parses `body` and runs every metric block over it, building only what `plan` (made from
@@ -84,6 +90,61 @@ pub fn extract_bytes(
     threads: Threads,
 ) -> Result<Extraction, ReadError> {
     body::read_body(body, blocks, plan, body::batch_for(body, threads))
+}
+
+/// One page of a paginated response, read along the plan but not finished: the pages of a
+/// poll are joined ([`Pages::join`]) and finished once, so that duplicates across pages
+/// follow `on_duplicate` and aggregates see every page. A block without `each` (the
+/// document is its item) reads the first page only.
+pub struct Pages {
+    runs: Vec<block::RunState>,
+}
+
+impl Pages {
+    /// Reads one page's body (`plan` made from `blocks`).
+    pub fn read(
+        body: &[u8],
+        blocks: &[MetricSpec],
+        plan: &ReadPlan,
+        threads: Threads,
+    ) -> Result<Self, ReadError> {
+        let runs = body::read_runs(body, blocks, plan, body::batch_for(body, threads))?;
+        Ok(Self {
+            runs: runs.into_iter().map(BlockRun::into_state).collect(),
+        })
+    }
+
+    /// Items on the page, as the block with `each` that matched the most counts them: 0 is
+    /// an empty page.
+    pub fn items(&self, blocks: &[MetricSpec]) -> usize {
+        self.runs
+            .iter()
+            .zip(blocks)
+            .filter(|(_, b)| !b.each.whole)
+            .map(|(r, _)| r.items)
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// Adds the next page.
+    pub fn join(&mut self, next: Pages, blocks: &[MetricSpec]) {
+        for ((run, later), block) in self.runs.iter_mut().zip(next.runs).zip(blocks) {
+            if !block.each.whole {
+                run.join(later);
+            }
+        }
+    }
+
+    /// The extraction of all pages joined.
+    pub fn finish(self, blocks: &[MetricSpec]) -> Result<Extraction, ExtractError> {
+        body::finish(
+            self.runs
+                .into_iter()
+                .zip(blocks)
+                .map(|(state, block)| BlockRun::from_state(block, state))
+                .collect(),
+        )
+    }
 }
 
 /// Ways into the readers that let tests check each one alone.

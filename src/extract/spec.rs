@@ -499,6 +499,9 @@ pub struct Each {
     /// `captures.len() + 1` fragments; fragment `k+1` runs on each child bound to capture `k`.
     fragments: Vec<Selector>,
     pub captures: Vec<String>,
+    /// No `each`: the document itself is the one item (of a paginated source, the first
+    /// page's).
+    pub whole: bool,
 }
 
 impl Each {
@@ -507,6 +510,7 @@ impl Each {
         Self {
             fragments: vec![Selector::root()],
             captures: Vec::new(),
+            whole: true,
         }
     }
 
@@ -588,6 +592,7 @@ impl Each {
         Ok(Self {
             fragments,
             captures,
+            whole: false,
         })
     }
 

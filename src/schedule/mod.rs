@@ -18,11 +18,14 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::{Schedule, Source};
-use crate::extract::{ExtractError, Extraction, ReadError, Threads, extract_bytes};
+use crate::extract::{ExtractError, Extraction, Pages, ReadError, Threads, extract_bytes};
 use crate::fetch::{FetchError, Fetcher, Validators};
 use crate::push::Pusher;
 use crate::store::{Published, Snapshot, Store};
 use crate::telemetry::{PollOutcome, Telemetry};
+
+mod pages;
+pub use pages::read_pages;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ScheduleError {
@@ -61,6 +64,12 @@ pub enum PollError {
     Internal(String),
     #[error("no HTTP client: {0}")]
     Client(String),
+    /// A page of a paginated source failed: the poll fails with it.
+    #[error("page {page}: {error}")]
+    OnPage { page: usize, error: Box<PollError> },
+    /// Pagination went wrong: a next URL that is none, or leaves the source's origin.
+    #[error("{0}")]
+    Pagination(String),
 }
 
 impl PollError {
@@ -73,6 +82,8 @@ impl PollError {
             PollError::Extract(e) => e.kind(),
             PollError::Internal(_) => "internal",
             PollError::Client(_) => "client",
+            PollError::OnPage { error, .. } => error.kind(),
+            PollError::Pagination(_) => "pagination",
         }
     }
 }
@@ -156,6 +167,7 @@ impl Runner {
                 fetch,
                 not_modified: false,
                 validators,
+                pages,
             }) => {
                 let series = x.series_count();
                 let large = bytes >= TRIM_AFTER_BYTES || series >= TRIM_AFTER_SERIES;
@@ -183,6 +195,7 @@ impl Runner {
                                 reports: &x.reports,
                                 problems: &x.problems,
                                 merged: &x.merged,
+                                pages,
                                 too_old: &x.too_old,
                             },
                         );
@@ -357,6 +370,8 @@ pub struct Polled {
     pub not_modified: bool,
     /// What the response said of its version, to ask with next time.
     pub validators: Validators,
+    /// Pages read (1 without `paginate`).
+    pub pages: usize,
 }
 
 /// Parses a response body and extracts the source's metrics from it, building only the parts
@@ -369,7 +384,25 @@ pub fn read(
     if body.iter().all(u8::is_ascii_whitespace) {
         return Err(PollError::EmptyBody);
     }
-    extract_bytes(body, &source.metrics, &source.plan, Threads::Auto).map_err(|e| match e {
+    extract_bytes(body, &source.metrics, &source.plan, Threads::Auto)
+        .map_err(|e| read_error(e, content_type))
+}
+
+/// [`read`] of one page of a paginated source, left unfinished to join the others.
+pub(crate) fn read_page(
+    body: &[u8],
+    content_type: Option<&str>,
+    source: &Source,
+) -> Result<Pages, PollError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(PollError::EmptyBody);
+    }
+    Pages::read(body, &source.metrics, &source.plan, Threads::Auto)
+        .map_err(|e| read_error(e, content_type))
+}
+
+fn read_error(e: ReadError, content_type: Option<&str>) -> PollError {
+    match e {
         ReadError::Extract(e) => PollError::Extract(e),
         e => PollError::InvalidJson {
             error: e.to_string(),
@@ -377,7 +410,7 @@ pub fn read(
                 .filter(|c| !c.contains("json"))
                 .map(str::to_string),
         },
-    })
+    }
 }
 
 /// Fetches, parses and extracts one source, without touching any shared state.
@@ -392,6 +425,9 @@ pub async fn poll_once_since(
     source: &Arc<Source>,
     since: Option<&Validators>,
 ) -> Result<Polled, PollError> {
+    if let Some(p) = &source.paginate {
+        return pages::poll_pages(fetcher, source, p).await;
+    }
     let started = Instant::now();
     let fetched = fetcher.fetch_if_changed(&source.request, since).await?;
     let fetch = started.elapsed();
@@ -408,6 +444,7 @@ pub async fn poll_once_since(
             fetch,
             not_modified: true,
             validators,
+            pages: 1,
         });
     }
     let source = source.clone();
@@ -427,6 +464,7 @@ pub async fn poll_once_since(
         fetch,
         not_modified: false,
         validators,
+        pages: 1,
     })
 }
 

@@ -97,6 +97,7 @@ fn publish(store: &Store, telemetry: &Telemetry, doc: serde_json::Value) {
             reports: &x.reports,
             problems: &x.problems,
             merged: &x.merged,
+            pages: 1,
             too_old: &x.too_old,
         },
     );

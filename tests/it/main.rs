@@ -10,6 +10,7 @@ mod import;
 mod load;
 mod oauth2;
 mod packaging;
+mod pages;
 mod poll;
 mod prometheus;
 mod promises;

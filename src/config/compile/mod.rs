@@ -4,6 +4,7 @@
 //! with its path and position (see [`Diagnostic`]); nothing downstream parses strings.
 
 mod metrics;
+mod paginate;
 mod probes;
 mod remote_write;
 mod requests;

@@ -97,7 +97,12 @@ impl Compiler<'_> {
                 }
             },
         };
+        let paginate = match &rs.paginate {
+            None => None,
+            Some(p) => Some(self.paginate(at, p)?),
+        };
         Some(Source {
+            paginate,
             name: rs.name.clone(),
             request: request?,
             schedule: schedule?,
