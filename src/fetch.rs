@@ -273,6 +273,28 @@ pub struct Page {
     pub query: Vec<(String, String)>,
     /// The poll's deadline: every page shares the source's `timeout`.
     pub deadline: tokio::time::Instant,
+    /// A fan-out item's request: its method, headers added to the source's, and body.
+    pub method: Option<reqwest::Method>,
+    pub headers: Vec<(reqwest::header::HeaderName, String)>,
+    pub body: Option<String>,
+}
+
+impl Page {
+    /// The request's own URL (and method, headers, body), by `deadline`.
+    pub fn at(
+        url: Option<Url>,
+        query: Vec<(String, String)>,
+        deadline: tokio::time::Instant,
+    ) -> Self {
+        Self {
+            url,
+            query,
+            deadline,
+            method: None,
+            headers: Vec::new(),
+            body: None,
+        }
+    }
 }
 
 /// The URL `request` asks for at `now`, with its query (`None` for a file).
@@ -583,7 +605,7 @@ async fn once(
                     .extend_pairs(p.query.iter().map(|(k, v)| (k, v)));
             }
             let Some(tokens) = &h.oauth2 else {
-                return http(&client, url, now, request, since, None).await;
+                return http(&client, url, now, request, since, None, page).await;
             };
             let mut token = tokens.token().await?;
             loop {
@@ -594,6 +616,7 @@ async fn once(
                     request,
                     since,
                     Some(&token.value),
+                    page,
                 )
                 .await;
                 // A 401 to a cached token: it may have been revoked or have expired early.
@@ -670,8 +693,9 @@ async fn http(
     request: &Request,
     since: Option<&Validators>,
     token: Option<&str>,
+    page: Option<&Page>,
 ) -> Result<Received, Failed> {
-    let mut resp = follow(client, url, now, request, since, token).await?;
+    let mut resp = follow(client, url, now, request, since, token, page).await?;
     let status = resp.status();
     if let (StatusCode::NOT_MODIFIED, Some(since)) = (status, since) {
         return Ok(Received {
@@ -777,6 +801,7 @@ async fn follow(
     request: &Request,
     since: Option<&Validators>,
     token: Option<&str>,
+    page: Option<&Page>,
 ) -> Result<reqwest::Response, FetchError> {
     let origin = url.origin();
     let mut headers = headers(request, now, token).await?;
@@ -785,6 +810,24 @@ async fn follow(
     }
     let mut method = request.method.clone();
     let mut body = request.body.as_ref().map(|b| b.render(now));
+    // A fan-out item's own method, headers (after the source's) and body.
+    if let Some(p) = page {
+        for (name, value) in &p.headers {
+            let mut v = HeaderValue::from_str(value).map_err(|_| {
+                FetchError::Request(format!(
+                    "header {name}: the item's value is not a valid header value"
+                ))
+            })?;
+            v.set_sensitive(true);
+            headers.insert(name.clone(), v);
+        }
+        if let Some(m) = &p.method {
+            method = m.clone();
+        }
+        if p.body.is_some() {
+            body = p.body.clone();
+        }
+    }
     let mut hops = 0;
     loop {
         let mut builder = client

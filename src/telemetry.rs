@@ -45,6 +45,10 @@ pub struct SourceStats {
     pub last_response_bytes: Option<usize>,
     /// Pages the last good poll read (1 without `paginate`).
     pub last_pages: usize,
+    /// Requests the last good poll made (pages, or the list and its items).
+    pub last_requests: usize,
+    /// Fan-out items left out, by kind.
+    pub fan_out_skipped: BTreeMap<&'static str, u64>,
     /// The same body's size on the wire (compressed, where it was).
     pub last_wire_bytes: Option<u64>,
     /// Per metric of the last good poll: items matched and series produced.
@@ -112,6 +116,8 @@ pub enum PollOutcome<'a> {
         merged: &'a [Merged],
         /// Pages read (1 without `paginate`).
         pages: usize,
+        /// A fan-out source's item requests.
+        fan_out: Option<&'a crate::schedule::FanOutStats>,
         /// Per family: samples whose data timestamp a Prometheus scrape would drop.
         too_old: &'a [(String, u64)],
     },
@@ -208,9 +214,28 @@ impl Telemetry {
                 problems,
                 merged,
                 pages,
+                fan_out,
                 too_old,
             } => {
                 stats.last_pages = pages;
+                stats.last_requests = pages + fan_out.map_or(0, |f| f.requests);
+                if let Some(f) = fan_out {
+                    let before: u64 = stats.fan_out_skipped.values().sum();
+                    for (kind, n) in &f.skipped {
+                        *stats.fan_out_skipped.entry(kind).or_default() += n;
+                    }
+                    if let Some(first) = &f.first_skip
+                        && before == 0
+                    {
+                        tracing::warn!(
+                            source,
+                            poll,
+                            skipped = f.skipped.values().sum::<u64>(),
+                            first = %first,
+                            "fan-out items left out (logged once; jsonbridge_fan_out_skipped_total counts them)"
+                        );
+                    }
+                }
                 for m in merged {
                     *stats
                         .duplicates_merged

@@ -31,7 +31,7 @@ use crate::extract::{MetricKind, MetricSpec, ReadPlan};
 pub use locate::{Locator, Position};
 use raw::{RawConfig, RawSource};
 pub use request::{
-    Auth, OAuth2, PageStyle, Paginate, Secret, Templated, TimeFormat, Tls, TlsVersion,
+    Auth, FanOut, OAuth2, PageStyle, Paginate, Secret, Templated, TimeFormat, Tls, TlsVersion,
 };
 
 #[cfg(test)]
@@ -234,6 +234,8 @@ pub struct Source {
     pub max_staleness: Option<Duration>,
     /// `paginate:` every poll reads all pages (at most `max_pages`).
     pub paginate: Option<Paginate>,
+    /// `fan_out:` the response is a list; each item's request gives the documents read.
+    pub fan_out: Option<FanOut>,
     /// The source as written (before env expansion): two sources with equal `raw` and equal
     /// `request` behave identically, which is what a reload compares.
     raw: RawSource,

@@ -111,6 +111,7 @@ impl RawRemoteWrite {
             oauth2: self.oauth2.clone(),
             max_staleness: None,
             paginate: None,
+            fan_out: None,
             metrics: Vec::new(),
         }
     }
@@ -182,6 +183,9 @@ pub struct RawModule {
     /// Read every page of a paginated target (as a source's `paginate`).
     #[serde(default)]
     pub paginate: Option<RawPaginate>,
+    /// One request per item of the target's list (as a source's `fan_out`).
+    #[serde(default)]
+    pub fan_out: Option<RawFanOut>,
     #[serde(default)]
     pub metrics: Vec<RawMetric>,
 }
@@ -219,6 +223,7 @@ impl RawModule {
             oauth2: self.oauth2.clone(),
             max_staleness: None,
             paginate: self.paginate.clone(),
+            fan_out: self.fan_out.clone(),
             metrics: self.metrics.clone(),
         }
     }
@@ -322,9 +327,63 @@ pub struct RawSource {
     /// metric blocks as one response would.
     #[serde(default)]
     pub paginate: Option<RawPaginate>,
+    /// List, then details: the response is a list, and each item `fan_out.each` selects
+    /// drives one more request; the metrics read those responses, with the item's labels.
+    #[serde(default)]
+    pub fan_out: Option<RawFanOut>,
     /// Metric blocks.
     #[serde(default)]
     pub metrics: Vec<RawMetric>,
+}
+
+/// One request per item of the source's response (a list): the metrics read their answers.
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+#[schemars(rename = "FanOut")]
+pub struct RawFanOut {
+    /// JSONPath selecting the list's items, with captures as in a metric's `each`.
+    pub each: String,
+    /// Each item's URL: a template (`https://api.internal/clusters/{@.id}/stats`) whose
+    /// scheme and host are written out (the data fills in the path and query only); each
+    /// value is percent-encoded. `{@.path}`, `{$.path}`, `{capture}` and filters work.
+    pub url: String,
+    /// HTTP method of the item requests (default GET).
+    #[serde(default)]
+    pub method: Option<String>,
+    /// Query parameters (templates from the item).
+    #[serde(default)]
+    pub query: IndexMap<String, String>,
+    /// Headers added to the source's (templates from the item).
+    #[serde(default)]
+    pub headers: IndexMap<String, String>,
+    /// Request body (a template from the item).
+    #[serde(default)]
+    pub body: Option<String>,
+    /// Labels from the item, added to every series of its response.
+    #[serde(default)]
+    pub labels: IndexMap<String, String>,
+    /// Item requests in flight at once (default 8, at most 256).
+    #[serde(default)]
+    pub concurrency: Option<usize>,
+    /// Deadline of one item's request (default: the source's `timeout`); all of them end
+    /// within the poll's `timeout`.
+    #[serde(default)]
+    pub timeout: Option<String>,
+    /// An item whose request fails: `fail` the poll (default), or `skip` it (its series
+    /// are left out, counted in `jsonbridge_fan_out_failures_total`).
+    #[serde(default)]
+    pub on_error: Option<RawOnError>,
+    /// Most item requests per poll (default 10000); beyond, the poll fails.
+    #[serde(default)]
+    pub max_requests: Option<usize>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+#[schemars(rename = "OnError")]
+pub enum RawOnError {
+    Fail,
+    Skip,
 }
 
 /// How to reach the next page. Set one of `next_url`, `next_link`, `cursor`, `page_param`
@@ -798,6 +857,7 @@ const MODULE_FIELDS: &[&str] = &[
     "tls",
     "oauth2",
     "paginate",
+    "fan_out",
     "metrics",
 ];
 const PROBE_FIELDS: &[&str] = &["allow_targets"];
@@ -828,7 +888,21 @@ const SOURCE_FIELDS: &[&str] = &[
     "oauth2",
     "max_staleness",
     "paginate",
+    "fan_out",
     "metrics",
+];
+const FAN_OUT_FIELDS: &[&str] = &[
+    "each",
+    "url",
+    "method",
+    "query",
+    "headers",
+    "body",
+    "labels",
+    "concurrency",
+    "timeout",
+    "on_error",
+    "max_requests",
 ];
 const PAGINATE_FIELDS: &[&str] = &[
     "next_url",
@@ -918,6 +992,7 @@ pub fn unknown_field(parent: &str, key: &str) -> String {
         ["sources" | "modules", "tls"] | ["sources" | "modules", "oauth2", "tls"] => TLS_FIELDS,
         ["sources" | "modules", "oauth2"] => OAUTH2_FIELDS,
         ["sources" | "modules", "paginate"] => PAGINATE_FIELDS,
+        ["sources" | "modules", "fan_out"] => FAN_OUT_FIELDS,
         _ => &[],
     };
     let closest = known

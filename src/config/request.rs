@@ -12,7 +12,8 @@ use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 
-use reqwest::Url;
+use reqwest::header::HeaderName;
+use reqwest::{Method, Url};
 
 use super::Proxying;
 use super::text::parse_duration;
@@ -326,3 +327,28 @@ pub enum PageStyle {
 
 /// The default of `paginate.max_pages`.
 pub const DEFAULT_MAX_PAGES: usize = 100;
+
+/// `fan_out:`, compiled: the list's items, and each one's request.
+#[derive(Debug, Clone)]
+pub struct FanOut {
+    pub each: crate::extract::Each,
+    /// Starts with the literal `scheme://host[:port]/` (checked at load): the data fills in
+    /// the rest, each value percent-encoded.
+    pub url: crate::extract::Template,
+    pub method: Method,
+    pub query: Vec<(String, crate::extract::Template)>,
+    pub headers: Vec<(HeaderName, crate::extract::Template)>,
+    pub body: Option<crate::extract::Template>,
+    /// Added to every series of the item's response (after the block's own labels).
+    pub label_names: Vec<String>,
+    pub labels: Vec<crate::extract::Template>,
+    pub concurrency: usize,
+    pub timeout: Duration,
+    pub skip_failed: bool,
+    pub max_requests: usize,
+}
+
+/// Defaults of `fan_out`.
+pub const DEFAULT_FAN_OUT_CONCURRENCY: usize = 8;
+pub const MAX_FAN_OUT_CONCURRENCY: usize = 256;
+pub const DEFAULT_MAX_REQUESTS: usize = 10_000;

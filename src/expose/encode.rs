@@ -286,7 +286,7 @@ impl prometheus_client::collector::Collector for SelfMetrics {
         let rows: Vec<(&str, &SourceStats)> =
             st.sources.iter().map(|(k, v)| (k.as_str(), v)).collect();
         type Getter = fn(&SourceStats) -> f64;
-        let gauges: [(&str, &str, Getter); 8] = [
+        let gauges: [(&str, &str, Getter); 9] = [
             (
                 "jsonbridge_source_up",
                 "1 if the last poll of the source succeeded, 0 if it failed or none ended yet.",
@@ -321,6 +321,11 @@ impl prometheus_client::collector::Collector for SelfMetrics {
                 "jsonbridge_source_last_poll_pages",
                 "Pages the last good poll read (1 without paginate).",
                 |s| s.last_pages as f64,
+            ),
+            (
+                "jsonbridge_source_last_poll_requests",
+                "Requests the last good poll made: 1, its pages, or the fan-out list and its items.",
+                |s| s.last_requests as f64,
             ),
             (
                 "jsonbridge_source_response_wire_bytes",
@@ -375,6 +380,20 @@ impl prometheus_client::collector::Collector for SelfMetrics {
             for (src, s) in &rows {
                 m.encode_family(&[("source", *src)])?
                     .encode_counter::<NoLabelSet, u64, f64>(&s.overlaps, None)?;
+            }
+        }
+        {
+            let mut m = enc.encode_descriptor(
+                "jsonbridge_fan_out_skipped",
+                "Fan-out items left out of a poll, by kind: template (the item's request could not be made) or a failed request's kind (with on_error: skip).",
+                None,
+                MetricType::Counter,
+            )?;
+            for (src, s) in &rows {
+                for (kind, n) in &s.fan_out_skipped {
+                    m.encode_family(&[("source", *src), ("kind", *kind)])?
+                        .encode_counter::<NoLabelSet, u64, f64>(n, None)?;
+                }
             }
         }
         type PerMetric = fn(&SourceStats) -> Vec<(&str, Option<&str>, u64)>;

@@ -69,6 +69,7 @@ pub fn extract_scanned(
     let root = DocRoot {
         tree: &tree,
         folds: folds.as_deref(),
+        parent: &[],
     };
     let runs = parallel::run(body, blocks, plan, root, batch.max(1)).ok()?;
     Some(finish(runs))
@@ -80,6 +81,9 @@ pub fn extract_scanned(
 pub(crate) struct DocRoot<'a> {
     pub(crate) tree: &'a Value,
     pub(crate) folds: Option<&'a [fold::Fold]>,
+    /// The labels of the list item whose request gave this document (`fan_out`), for
+    /// [`super::Part::Parent`]; empty otherwise.
+    pub(crate) parent: &'a [String],
 }
 
 /// What lookups from the root read, built by a first pass: the items may come before it.
@@ -132,7 +136,7 @@ pub(super) fn read_body(
     plan: &ReadPlan,
     batch: Option<usize>,
 ) -> Result<Extraction, ReadError> {
-    Ok(finish(read_runs(body, blocks, plan, batch)?)?)
+    Ok(finish(read_runs(body, blocks, plan, batch, &[])?)?)
 }
 
 /// [`read_body`], each block's run left unfinished (for a page: see [`super::Pages`]).
@@ -141,24 +145,26 @@ pub(super) fn read_runs<'b>(
     blocks: &'b [MetricSpec],
     plan: &ReadPlan,
     batch: Option<usize>,
+    parent: &[String],
 ) -> Result<Vec<BlockRun<'b>>, ReadError> {
     let pipelined = batch.is_some();
     let body = utf8(body)?;
     if !plan.streamed {
         let Some(collector) = Collector::new(body, plan.collect_names()) else {
             let doc = tree::parse(body, &plan.root)?;
-            return Ok(tree_runs(&doc, blocks));
+            return Ok(tree_runs(&doc, blocks, parent));
         };
         let doc = tree::parse_collecting(body, &plan.root, &collector)?;
         if collector.is_spoiled() {
-            return Ok(tree_runs(&doc, blocks));
+            return Ok(tree_runs(&doc, blocks, parent));
         }
-        return collect::runs(body, &doc, blocks, plan, &collector.into_found());
+        return collect::runs(body, &doc, blocks, plan, &collector.into_found(), parent);
     }
     let (tree, folds) = root_lookups(body, plan)?;
     let root = DocRoot {
         tree: &tree,
         folds: folds.as_deref(),
+        parent,
     };
     let scanned = batch
         .filter(|_| plan.scanned)
@@ -187,7 +193,7 @@ pub(super) fn read_runs<'b>(
     let Some(runs) = read else {
         // A repeated member on the way to items: only a tree says which items count.
         let doc: Value = serde_json::from_str(body)?;
-        return Ok(tree_runs(&doc, blocks));
+        return Ok(tree_runs(&doc, blocks, parent));
     };
     Ok(runs)
 }

@@ -33,11 +33,13 @@ pub(crate) fn runs<'b>(
     blocks: &'b [MetricSpec],
     plan: &ReadPlan,
     found: &[(usize, usize)],
+    parent: &[String],
 ) -> Result<Vec<BlockRun<'b>>, ReadError> {
     let mut out = Vec::with_capacity(blocks.len());
     let root = DocRoot {
         tree: doc,
         folds: None,
+        parent,
     };
     for (b, block) in blocks.iter().enumerate() {
         let mut run = BlockRun::new(block);

@@ -44,6 +44,38 @@ pub(super) fn labels_of(
     Ok(b.finish())
 }
 
+/// A template rendered from a node of a parsed document (a fan-out list's item), outside
+/// any block: `escape` rewrites what each placeholder gives (percent-encoding for a URL),
+/// literal text is kept as written. `what` names it in errors.
+pub fn render_node(
+    t: &Template,
+    what: &str,
+    item: &Value,
+    doc: &Value,
+    caps: &[Bound<'_>],
+    escape: Option<fn(&str, &mut String)>,
+) -> Result<String, ItemError> {
+    let root = DocRoot {
+        tree: doc,
+        folds: None,
+        parent: &[],
+    };
+    let mut out = String::new();
+    let mut piece = String::new();
+    for part in &t.parts {
+        match (part, escape) {
+            (Part::Literal(s), _) => out.push_str(s),
+            (_, None) => render_part(part, what, root, Item::Node(item), caps, &mut out)?,
+            (_, Some(escape)) => {
+                piece.clear();
+                render_part(part, what, root, Item::Node(item), caps, &mut piece)?;
+                escape(&piece, &mut out);
+            }
+        }
+    }
+    Ok(out)
+}
+
 #[inline]
 pub(super) fn render(
     t: &Template,
@@ -54,8 +86,24 @@ pub(super) fn render(
     out: &mut String,
 ) -> Result<(), ItemError> {
     for part in &t.parts {
+        render_part(part, label, root, item, caps, out)?;
+    }
+    Ok(())
+}
+
+#[inline]
+fn render_part(
+    part: &Part,
+    label: &str,
+    root: DocRoot<'_>,
+    item: Item<'_>,
+    caps: &[Bound<'_>],
+    out: &mut String,
+) -> Result<(), ItemError> {
+    {
         match part {
             Part::Literal(s) => out.push_str(s),
+            Part::Parent(i) => out.push_str(root.parent.get(*i).map_or("", String::as_str)),
             Part::Capture(i, f) if f.is_empty() => out.push_str(&caps[*i].key),
             Part::Capture(i, f) => {
                 let piece = Piece::Text(std::borrow::Cow::Borrowed(caps[*i].key.as_ref()));

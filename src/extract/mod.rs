@@ -48,6 +48,7 @@ pub use error::{ExtractError, ItemError, ReadError};
 pub use samples::{Extraction, FamilySamples, Merged, MetricReport, Problem, Series};
 pub use values::{parse_number, to_number};
 
+pub use label_templates::render_node;
 pub use labels::{Labels, LabelsBuilder};
 pub use plan::ReadPlan;
 pub use selector::{Selected, Selector};
@@ -59,14 +60,15 @@ pub use spec::{
 
 /// Runs every metric block over `doc`.
 pub fn extract(doc: &Value, blocks: &[MetricSpec]) -> Result<Extraction, ExtractError> {
-    body::finish(tree_runs(doc, blocks))
+    body::finish(tree_runs(doc, blocks, &[]))
 }
 
 /// Every block over `doc`, not finished.
-fn tree_runs<'b>(doc: &Value, blocks: &'b [MetricSpec]) -> Vec<BlockRun<'b>> {
+fn tree_runs<'b>(doc: &Value, blocks: &'b [MetricSpec], parent: &[String]) -> Vec<BlockRun<'b>> {
     let root = DocRoot {
         tree: doc,
         folds: None,
+        parent,
     };
     blocks
         .iter()
@@ -101,14 +103,16 @@ pub struct Pages {
 }
 
 impl Pages {
-    /// Reads one page's body (`plan` made from `blocks`).
+    /// Reads one page's body (`plan` made from `blocks`); `parent`: the labels of the list
+    /// item whose request gave it (`fan_out`), else empty.
     pub fn read(
         body: &[u8],
         blocks: &[MetricSpec],
         plan: &ReadPlan,
         threads: Threads,
+        parent: &[String],
     ) -> Result<Self, ReadError> {
-        let runs = body::read_runs(body, blocks, plan, body::batch_for(body, threads))?;
+        let runs = body::read_runs(body, blocks, plan, body::batch_for(body, threads), parent)?;
         Ok(Self {
             runs: runs.into_iter().map(BlockRun::into_state).collect(),
         })
@@ -126,12 +130,20 @@ impl Pages {
             .unwrap_or(0)
     }
 
-    /// Adds the next page.
+    /// Adds the next page (a block without `each` keeps the first page's item).
     pub fn join(&mut self, next: Pages, blocks: &[MetricSpec]) {
         for ((run, later), block) in self.runs.iter_mut().zip(next.runs).zip(blocks) {
             if !block.each.whole {
                 run.join(later);
             }
+        }
+    }
+
+    /// Adds another document of the same poll (a fan-out item's answer): every block
+    /// takes its items, including those without `each`.
+    pub fn append(&mut self, next: Pages) {
+        for (run, later) in self.runs.iter_mut().zip(next.runs) {
+            run.join(later);
         }
     }
 

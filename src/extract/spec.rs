@@ -414,6 +414,9 @@ pub enum Part {
     Literal(String),
     Capture(usize, Filters),
     Lookup(Lookup, Filters),
+    /// A label of the list item whose request gave this document (`fan_out.labels`), by
+    /// position: the same for every item of the document.
+    Parent(usize),
 }
 
 impl Template {

@@ -664,6 +664,7 @@ mod reading {
     const NO_ROOT: DocRoot<'static> = DocRoot {
         tree: &Value::Null,
         folds: None,
+        parent: &[],
     };
 
     fn plan_of(specs: &mut [MetricSpec]) -> ReadPlan {

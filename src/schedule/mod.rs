@@ -24,7 +24,9 @@ use crate::push::Pusher;
 use crate::store::{Published, Snapshot, Store};
 use crate::telemetry::{PollOutcome, Telemetry};
 
+mod fan_out;
 mod pages;
+pub use fan_out::FanOutStats;
 pub use pages::read_pages;
 
 #[derive(Debug, thiserror::Error)]
@@ -70,6 +72,16 @@ pub enum PollError {
     /// Pagination went wrong: a next URL that is none, or leaves the source's origin.
     #[error("{0}")]
     Pagination(String),
+    /// A fan-out source's list failed.
+    #[error("the list: {0}")]
+    OnList(Box<PollError>),
+    /// A fan-out item's request failed (with `on_error: fail`).
+    #[error("item {item} ({path}): {error}")]
+    OnItem {
+        item: usize,
+        path: String,
+        error: Box<PollError>,
+    },
 }
 
 impl PollError {
@@ -84,6 +96,8 @@ impl PollError {
             PollError::Client(_) => "client",
             PollError::OnPage { error, .. } => error.kind(),
             PollError::Pagination(_) => "pagination",
+            PollError::OnList(e) => e.kind(),
+            PollError::OnItem { error, .. } => error.kind(),
         }
     }
 }
@@ -168,6 +182,7 @@ impl Runner {
                 not_modified: false,
                 validators,
                 pages,
+                fan_out,
             }) => {
                 let series = x.series_count();
                 let large = bytes >= TRIM_AFTER_BYTES || series >= TRIM_AFTER_SERIES;
@@ -196,6 +211,7 @@ impl Runner {
                                 problems: &x.problems,
                                 merged: &x.merged,
                                 pages,
+                                fan_out: fan_out.as_ref(),
                                 too_old: &x.too_old,
                             },
                         );
@@ -372,6 +388,8 @@ pub struct Polled {
     pub validators: Validators,
     /// Pages read (1 without `paginate`).
     pub pages: usize,
+    /// A fan-out source's item requests.
+    pub fan_out: Option<FanOutStats>,
 }
 
 /// Parses a response body and extracts the source's metrics from it, building only the parts
@@ -397,11 +415,11 @@ pub(crate) fn read_page(
     if body.iter().all(u8::is_ascii_whitespace) {
         return Err(PollError::EmptyBody);
     }
-    Pages::read(body, &source.metrics, &source.plan, Threads::Auto)
+    Pages::read(body, &source.metrics, &source.plan, Threads::Auto, &[])
         .map_err(|e| read_error(e, content_type))
 }
 
-fn read_error(e: ReadError, content_type: Option<&str>) -> PollError {
+pub(super) fn read_error(e: ReadError, content_type: Option<&str>) -> PollError {
     match e {
         ReadError::Extract(e) => PollError::Extract(e),
         e => PollError::InvalidJson {
@@ -428,6 +446,9 @@ pub async fn poll_once_since(
     if let Some(p) = &source.paginate {
         return pages::poll_pages(fetcher, source, p).await;
     }
+    if let Some(f) = &source.fan_out {
+        return fan_out::poll_fan_out(fetcher, source, f).await;
+    }
     let started = Instant::now();
     let fetched = fetcher.fetch_if_changed(&source.request, since).await?;
     let fetch = started.elapsed();
@@ -445,6 +466,7 @@ pub async fn poll_once_since(
             not_modified: true,
             validators,
             pages: 1,
+            fan_out: None,
         });
     }
     let source = source.clone();
@@ -465,6 +487,7 @@ pub async fn poll_once_since(
         not_modified: false,
         validators,
         pages: 1,
+        fan_out: None,
     })
 }
 

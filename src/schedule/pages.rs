@@ -189,11 +189,7 @@ pub(super) async fn poll_pages(
     let deadline = tokio::time::Instant::now() + source.request.timeout;
     let mut walk = Walk::new(source, paginate)?;
     let (url, query) = walk.first();
-    let mut page = Page {
-        url,
-        query,
-        deadline,
-    };
+    let mut page = Page::at(url, query, deadline);
     let mut joined: Option<Pages> = None;
     let (mut attempts, mut bytes, mut wire_bytes) = (0u32, 0usize, 0u64);
     let mut fetch = std::time::Duration::ZERO;
@@ -257,6 +253,7 @@ pub(super) async fn poll_pages(
         not_modified: false,
         validators: Validators::default(),
         pages: walk.n,
+        fan_out: None,
     })
 }
 

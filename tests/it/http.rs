@@ -98,6 +98,7 @@ fn publish(store: &Store, telemetry: &Telemetry, doc: serde_json::Value) {
             problems: &x.problems,
             merged: &x.merged,
             pages: 1,
+            fan_out: None,
             too_old: &x.too_old,
         },
     );

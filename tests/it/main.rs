@@ -2,6 +2,7 @@
 
 mod browser;
 mod cli;
+mod fan_out;
 mod faults;
 mod golden;
 mod hardening;

@@ -3,6 +3,7 @@
 //! families (`metrics`), probe modules and the probe rule (`probes`). Every error is collected
 //! with its path and position (see [`Diagnostic`]); nothing downstream parses strings.
 
+mod fan_out;
 mod metrics;
 mod paginate;
 mod probes;

@@ -101,10 +101,26 @@ impl Compiler<'_> {
             None => None,
             Some(p) => Some(self.paginate(at, p)?),
         };
+        let request = request?;
+        let fan_out = match &rs.fan_out {
+            None => None,
+            Some(f) => {
+                let mut f = self.fan_out(at, rs, f)?;
+                if f.timeout.is_zero() || f.timeout > request.timeout {
+                    f.timeout = request.timeout;
+                }
+                self.parent_labels(at, &f, &mut metrics);
+                if self.diagnostics.len() > before {
+                    return None;
+                }
+                Some(f)
+            }
+        };
         Some(Source {
             paginate,
+            fan_out,
             name: rs.name.clone(),
-            request: request?,
+            request,
             schedule: schedule?,
             plan: ReadPlan::new(&mut metrics),
             metrics,

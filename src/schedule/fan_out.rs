@@ -1,0 +1,287 @@
+//! A poll of a fan-out source (`fan_out:`): the list, then one request per item it selects,
+//! at most `concurrency` at a time, each within its own `timeout` and all within the poll's.
+//! Each answer is read with the item's labels and joined in the list's order, then finished
+//! once, as one response would be.
+//!
+//! An item whose request fails fails the poll (the last good snapshot stays), or with
+//! `on_error: skip` is left out and counted by kind. An item whose request cannot be made
+//! (a field its URL needs is missing) is left out and counted as `template`. The data only
+//! fills in the path and query of an item's URL (its host is written in the config), and
+//! what it fills in is percent-encoded, so an item cannot reach another host or path.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::time::Instant;
+
+use reqwest::Url;
+use serde_json::Value;
+
+use super::{PollError, Polled, read_page, settle};
+use crate::config::{FanOut, Source};
+use crate::extract::{Pages, Threads, render_node};
+use crate::fetch::{Fetcher, Page, Validators};
+
+/// What an item's task gives back: its place, its URL, its read answer, attempts, size,
+/// size on the wire.
+type Answer = (usize, Url, Result<Pages, PollError>, u32, usize, u64);
+
+/// One item's request, rendered from the list.
+struct Child {
+    url: Url,
+    headers: Vec<(reqwest::header::HeaderName, String)>,
+    body: Option<String>,
+    /// The item's `fan_out.labels`, in order.
+    labels: Vec<String>,
+}
+
+/// What became of the item requests of one poll.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct FanOutStats {
+    /// Item requests made.
+    pub requests: usize,
+    /// Items left out, by kind (`template`, or a failed request's kind with `skip`).
+    pub skipped: BTreeMap<&'static str, u64>,
+    /// The first item left out, and why.
+    pub first_skip: Option<String>,
+}
+
+pub(super) async fn poll_fan_out(
+    fetcher: &Fetcher,
+    source: &Arc<Source>,
+    f: &FanOut,
+) -> Result<Polled, PollError> {
+    let deadline = tokio::time::Instant::now() + source.request.timeout;
+    let asked = Instant::now();
+    let list = fetcher
+        .fetch_page(&source.request, &Page::at(None, Vec::new(), deadline))
+        .await
+        .map_err(|e| PollError::OnList(Box::new(e.into())))?;
+    let mut attempts = list.attempts;
+    let mut bytes = list.body.len();
+    let mut wire_bytes = list.wire_bytes;
+    let src = source.clone();
+    let (children, mut stats) = tokio::task::spawn_blocking(move || {
+        let f = src.fan_out.as_ref().expect("a fan-out source");
+        children(&list.body, f)
+    })
+    .await
+    .map_err(|e| PollError::Internal(e.to_string()))??;
+    if children.len() > f.max_requests {
+        return Err(PollError::OnList(Box::new(PollError::Pagination(format!(
+            "{} items, more than fan_out.max_requests ({})",
+            children.len(),
+            f.max_requests
+        )))));
+    }
+    stats.requests = children.len();
+    let mut answers: Vec<Option<Pages>> = (0..children.len()).map(|_| None).collect();
+    // An answer in: kept in its place, or counted (skip), or the poll's end (fail).
+    let mut take = |done: Result<Answer, tokio::task::JoinError>| -> Result<(), PollError> {
+        let (i, url, read, a, len, wire) = done.map_err(|e| PollError::Internal(e.to_string()))?;
+        attempts += a;
+        bytes += len;
+        wire_bytes += wire;
+        match read {
+            Ok(p) => answers[i] = Some(p),
+            Err(e) if f.skip_failed => {
+                *stats.skipped.entry(e.kind()).or_default() += 1;
+                stats
+                    .first_skip
+                    .get_or_insert_with(|| format!("item {} ({}): {e}", i + 1, url.path()));
+            }
+            Err(e) => {
+                return Err(PollError::OnItem {
+                    item: i + 1,
+                    path: url.path().to_string(),
+                    error: Box::new(e),
+                });
+            }
+        }
+        Ok(())
+    };
+    let slots = Arc::new(tokio::sync::Semaphore::new(f.concurrency));
+    let mut running = tokio::task::JoinSet::new();
+    for (i, child) in children.into_iter().enumerate() {
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            break;
+        };
+        let (fetcher, src) = (fetcher.clone(), source.clone());
+        let timeout = f.timeout;
+        running.spawn(async move {
+            let _slot = slot;
+            let own = (tokio::time::Instant::now() + timeout).min(deadline);
+            let page = Page {
+                url: Some(child.url.clone()),
+                query: Vec::new(),
+                deadline: own,
+                method: Some(
+                    src.fan_out
+                        .as_ref()
+                        .map_or(reqwest::Method::GET, |f| f.method.clone()),
+                ),
+                headers: child.headers,
+                body: child.body,
+            };
+            let fetched = match fetcher.fetch_page(&src.request, &page).await {
+                Ok(r) => r,
+                Err(e) => return (i, child.url, Err(PollError::from(e)), 0, 0, 0),
+            };
+            let (attempts, len, wire) = (fetched.attempts, fetched.body.len(), fetched.wire_bytes);
+            let labels = child.labels;
+            let read = tokio::task::spawn_blocking(move || {
+                let read = read_page_with(
+                    &fetched.body,
+                    fetched.content_type.as_deref(),
+                    &src,
+                    &labels,
+                );
+                drop(fetched);
+                read
+            })
+            .await
+            .unwrap_or_else(|e| Err(PollError::Internal(e.to_string())));
+            (i, child.url, read, attempts, len, wire)
+        });
+        // Answers already in: taken as the loop goes (a failure ends the poll at once;
+        // dropping `running` aborts the rest).
+        while let Some(done) = running.try_join_next() {
+            take(done)?;
+        }
+    }
+    while let Some(done) = running.join_next().await {
+        take(done)?;
+    }
+    drop(take);
+    let fetch = asked.elapsed();
+    let src = source.clone();
+    let extraction = tokio::task::spawn_blocking(move || {
+        let mut joined: Option<Pages> = None;
+        for p in answers.into_iter().flatten() {
+            match &mut joined {
+                None => joined = Some(p),
+                Some(j) => j.append(p),
+            }
+        }
+        let mut x = match joined {
+            Some(j) => j.finish(&src.metrics)?,
+            None => crate::extract::Extraction::default(),
+        };
+        settle(&mut x, &src, std::time::SystemTime::now())?;
+        Ok::<_, PollError>(x)
+    })
+    .await
+    .map_err(|e| PollError::Internal(e.to_string()))??;
+    Ok(Polled {
+        extraction,
+        attempts,
+        bytes,
+        wire_bytes,
+        fetch,
+        not_modified: false,
+        validators: Validators::default(),
+        pages: 1,
+        fan_out: Some(stats),
+    })
+}
+
+/// [`read_page`] with the item's labels.
+fn read_page_with(
+    body: &[u8],
+    content_type: Option<&str>,
+    source: &Source,
+    labels: &[String],
+) -> Result<Pages, PollError> {
+    if labels.is_empty() {
+        return read_page(body, content_type, source);
+    }
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(PollError::EmptyBody);
+    }
+    Pages::read(body, &source.metrics, &source.plan, Threads::One, labels)
+        .map_err(|e| super::read_error(e, content_type))
+}
+
+/// The list's items, each as its request; items whose request cannot be rendered are left
+/// out and counted.
+fn children(list: &[u8], f: &FanOut) -> Result<(Vec<Child>, FanOutStats), PollError> {
+    let doc: Value = serde_json::from_slice(list).map_err(|e| {
+        PollError::OnList(Box::new(PollError::InvalidJson {
+            error: e.to_string(),
+            content_type: None,
+        }))
+    })?;
+    let mut out = Vec::new();
+    let mut stats = FanOutStats::default();
+    let mut n = 0usize;
+    f.each.for_each(&doc, &mut |item, caps| {
+        n += 1;
+        let made = (|| {
+            let url = render_node(&f.url, "url", item, &doc, caps, Some(encode_component))?;
+            let mut headers = Vec::new();
+            for (name, t) in &f.headers {
+                headers.push((
+                    name.clone(),
+                    render_node(t, name.as_str(), item, &doc, caps, None)?,
+                ));
+            }
+            let body = match &f.body {
+                Some(t) => Some(render_node(t, "body", item, &doc, caps, None)?),
+                None => None,
+            };
+            let mut query = Vec::new();
+            for (k, t) in &f.query {
+                query.push((k.clone(), render_node(t, k, item, &doc, caps, None)?));
+            }
+            let mut labels = Vec::new();
+            for (k, t) in f.label_names.iter().zip(&f.labels) {
+                labels.push(render_node(t, k, item, &doc, caps, None)?);
+            }
+            Ok::<_, crate::extract::ItemError>((url, headers, body, query, labels))
+        })();
+        let (url, headers, body, query, labels) = match made {
+            Ok(m) => m,
+            Err(e) => {
+                *stats.skipped.entry("template").or_default() += 1;
+                stats
+                    .first_skip
+                    .get_or_insert_with(|| format!("item {n}: {e}"));
+                return;
+            }
+        };
+        let Ok(mut url) = Url::parse(&url) else {
+            *stats.skipped.entry("template").or_default() += 1;
+            stats
+                .first_skip
+                .get_or_insert_with(|| format!("item {n}: the URL does not parse"));
+            return;
+        };
+        if !query.is_empty() {
+            url.query_pairs_mut().extend_pairs(query);
+        }
+        out.push(Child {
+            url,
+            headers,
+            body,
+            labels,
+        });
+    });
+    Ok((out, stats))
+}
+
+/// Percent-encodes all but RFC 3986's unreserved characters: a value from the data stays
+/// one path segment (no `/`, `..`, `?` or `#` of its own).
+fn encode_component(value: &str, out: &mut String) {
+    for b in value.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b as char);
+        } else {
+            let _ = write!(out, "%{b:02X}");
+        }
+    }
+    // `.` and `..` alone would still move up the path.
+    if value == "." || value == ".." {
+        out.truncate(out.len() - value.len());
+        out.push_str(if value == "." { "%2E" } else { "%2E%2E" });
+    }
+}

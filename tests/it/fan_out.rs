@@ -1,0 +1,260 @@
+//! Fan-out sources (`fan_out:`): a list, then one request per item, against a fake
+//! list-then-details API on loopback with 500 clusters; bounded concurrency, the item's
+//! labels on its series, a child that times out (fail or skip), values from the data kept
+//! inside one path segment, and an item whose URL cannot be made.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::response::{IntoResponse, Response};
+
+use crate::support::{Bridge, sample};
+
+#[derive(Clone, Default)]
+struct Api {
+    clusters: usize,
+    /// The cluster whose stats answer this late.
+    slow: Arc<Mutex<Option<(String, Duration)>>>,
+    in_flight: Arc<AtomicUsize>,
+    max_in_flight: Arc<AtomicUsize>,
+    paths: Arc<Mutex<Vec<String>>>,
+    /// Extra items in the list, as JSON.
+    extra: Arc<Mutex<Vec<String>>>,
+}
+
+async fn api(State(a): State<Api>, req: Request) -> Response {
+    let path = req.uri().path().to_string();
+    if path == "/clusters" {
+        let mut items: Vec<String> = (0..a.clusters)
+            .map(|i| format!(r#"{{"id": "c{i:03}", "name": "Cluster {i}"}}"#))
+            .collect();
+        items.extend(a.extra.lock().unwrap().iter().cloned());
+        return (
+            [("content-type", "application/json")],
+            format!(r#"{{"clusters": [{}]}}"#, items.join(",")),
+        )
+            .into_response();
+    }
+    a.paths.lock().unwrap().push(
+        req.uri()
+            .path_and_query()
+            .map(|p| p.as_str().to_string())
+            .unwrap_or_default(),
+    );
+    let now = a.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+    a.max_in_flight.fetch_max(now, Ordering::SeqCst);
+    let id = path
+        .strip_prefix("/clusters/")
+        .and_then(|p| p.strip_suffix("/stats"))
+        .unwrap_or("")
+        .to_string();
+    let slow = a.slow.lock().unwrap().clone();
+    // A little latency, so that requests overlap.
+    let wait = match slow {
+        Some((s, d)) if s == id => d,
+        _ => Duration::from_millis(2),
+    };
+    tokio::time::sleep(wait).await;
+    a.in_flight.fetch_sub(1, Ordering::SeqCst);
+    let n: f64 = id.trim_start_matches('c').parse().unwrap_or(-1.0);
+    (
+        [("content-type", "application/json")],
+        format!(r#"{{"cpu": {n}, "nodes": [{{"up": true}}, {{"up": false}}]}}"#),
+    )
+        .into_response()
+}
+
+async fn start(clusters: usize) -> (Api, String) {
+    let a = Api {
+        clusters,
+        ..Default::default()
+    };
+    let app = Router::new().fallback(api).with_state(a.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (a, base)
+}
+
+fn config(base: &str, fan_out: &str) -> String {
+    format!(
+        "sources:\n  - name: fleet\n    url: {base}/clusters\n    every: 1h\n    timeout: 20s\n    fan_out:\n      each: \"$.clusters[*]\"\n      url: \"{base}/clusters/{{@.id}}/stats\"\n      labels: {{cluster: \"{{@.name}}\", id: \"{{@.id}}\"}}\n{fan_out}    metrics:\n      - {{name: cluster_cpu, help: CPU., value: $.cpu}}\n      - {{name: cluster_nodes_up, help: Nodes up., each: \"$.nodes[?@.up == true]\", aggregate: count}}\n"
+    )
+}
+
+async fn poll(text: &str) -> Result<jsonbridge::schedule::Polled, jsonbridge::schedule::PollError> {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.yaml");
+    std::fs::write(&path, text).unwrap();
+    let config = jsonbridge::config::load(&path).unwrap_or_else(|e| panic!("{e}"));
+    let source = config.sources[0].clone();
+    let fetcher = jsonbridge::fetch::Fetcher::new(&source.request).unwrap();
+    jsonbridge::schedule::poll_once(&fetcher, &source).await
+}
+
+fn family<'a>(
+    p: &'a jsonbridge::schedule::Polled,
+    name: &str,
+) -> &'a jsonbridge::extract::FamilySamples {
+    p.extraction
+        .families
+        .iter()
+        .find(|f| f.family == name)
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_hundred_children_with_their_labels_within_the_concurrency() {
+    let (api, base) = start(500).await;
+    let polled = poll(&config(&base, "      concurrency: 8\n"))
+        .await
+        .unwrap();
+    let cpu = family(&polled, "cluster_cpu");
+    assert_eq!(cpu.label_names.to_vec(), ["cluster", "id"]);
+    assert_eq!(cpu.series.len(), 500);
+    let c7 = cpu
+        .series
+        .iter()
+        .find(|s| s.labels.to_vec() == ["Cluster 7", "c007"])
+        .unwrap();
+    assert_eq!(c7.value, 7.0);
+    // An aggregate in each child's document, per child (its labels tell them apart).
+    let up = family(&polled, "cluster_nodes_up");
+    assert_eq!(up.series.len(), 500);
+    assert!(up.series.iter().all(|s| s.value == 1.0));
+    let stats = polled.fan_out.clone().unwrap();
+    assert_eq!((stats.requests, stats.skipped.len()), (500, 0));
+    let most = api.max_in_flight.load(Ordering::SeqCst);
+    assert!((2..=8).contains(&most), "{most} in flight at most");
+    assert_eq!(api.paths.lock().unwrap().len(), 500);
+}
+
+#[tokio::test]
+async fn a_child_that_times_out_fails_the_poll_or_is_skipped() {
+    let (api, base) = start(20).await;
+    *api.slow.lock().unwrap() = Some(("c013".into(), Duration::from_secs(5)));
+    let err = poll(&config(&base, "      timeout: 300ms\n"))
+        .await
+        .err()
+        .expect("the slow child fails the poll");
+    assert_eq!(err.kind(), "timeout");
+    assert!(
+        err.to_string()
+            .starts_with("item 14 (/clusters/c013/stats): "),
+        "{err}"
+    );
+    let polled = poll(&config(
+        &base,
+        "      timeout: 300ms\n      on_error: skip\n",
+    ))
+    .await
+    .unwrap();
+    assert_eq!(family(&polled, "cluster_cpu").series.len(), 19);
+    let stats = polled.fan_out.unwrap();
+    assert_eq!(stats.skipped.get("timeout"), Some(&1));
+    assert!(
+        stats
+            .first_skip
+            .unwrap()
+            .starts_with("item 14 (/clusters/c013/stats): "),
+    );
+}
+
+#[tokio::test]
+async fn values_from_the_data_stay_in_their_path_segment() {
+    let (api, base) = start(0).await;
+    api.extra.lock().unwrap().extend([
+        r#"{"id": "../admin", "name": "up"}"#.to_string(),
+        r#"{"id": "a/b?x=1#f", "name": "slash"}"#.to_string(),
+        r#"{"name": "no id"}"#.to_string(),
+    ]);
+    let polled = poll(&config(
+        &base,
+        "      query: {region: \"{@.name}\"}\n      on_error: skip\n",
+    ))
+    .await
+    .unwrap();
+    let mut paths = api.paths.lock().unwrap().clone();
+    paths.sort();
+    assert_eq!(
+        paths,
+        [
+            "/clusters/..%2Fadmin/stats?region=up",
+            "/clusters/a%2Fb%3Fx%3D1%23f/stats?region=slash",
+        ]
+    );
+    // The item without an id gives no request, and is counted.
+    let stats = polled.fan_out.unwrap();
+    assert_eq!(stats.skipped.get("template"), Some(&1));
+    assert_eq!(
+        stats.first_skip.as_deref(),
+        Some("item 3: label url: @.id not found")
+    );
+}
+
+#[tokio::test]
+async fn the_daemon_counts_requests_and_skipped_items() {
+    let (api, base) = start(10).await;
+    api.extra
+        .lock()
+        .unwrap()
+        .push(r#"{"name": "no id"}"#.to_string());
+    let b = Bridge::start(&config(&base, "")).await;
+    let m = b
+        .wait_metrics(10, "first poll", |m| m.contains("cluster_cpu{"))
+        .await;
+    assert_eq!(
+        sample(
+            &m,
+            r#"jsonbridge_source_last_poll_requests{source="fleet"}"#
+        ),
+        Some(11.0)
+    );
+    assert_eq!(
+        sample(
+            &m,
+            r#"jsonbridge_fan_out_skipped_total{source="fleet",kind="template"}"#
+        ),
+        Some(1.0)
+    );
+    assert!(
+        m.contains(r#"cluster_cpu{cluster="Cluster 3",id="c003"} 3"#),
+        "{m}"
+    );
+    b.stop().await;
+}
+
+#[test]
+fn the_host_is_written_in_the_config() {
+    for (url, ok) in [
+        ("https://api.internal/clusters/{@.id}/stats", true),
+        ("https://api.internal/{@.path}", true),
+        ("{@.url}", false),
+        ("https://{@.host}/stats", false),
+        ("https://api.internal{@.path}", false),
+    ] {
+        let text = format!(
+            "sources:\n  - name: s\n    url: https://api.internal/list\n    fan_out: {{each: \"$[*]\", url: \"{url}\"}}\n    metrics: [{{name: m, help: M., value: 1}}]\n"
+        );
+        let got = jsonbridge::config::parse(
+            &text,
+            &jsonbridge::config::Origin {
+                name: "t".into(),
+                base_dir: ".".into(),
+            },
+            &|_| None,
+        );
+        match (got, ok) {
+            (Ok(_), true) => {}
+            (Err(e), false) => assert!(
+                e.to_string()
+                    .contains("the data may fill in the path and query, not the host"),
+                "{e}"
+            ),
+            (got, _) => panic!("{url}: {:?}", got.err()),
+        }
+    }
+}
