@@ -20,7 +20,7 @@ pub enum InspectError {
     ChooseSource { count: usize, names: String },
     #[error("the input cannot be used: {0}")]
     InvalidJson(String),
-    #[error("{0} inputs, but the source has no `paginate`: give one response")]
+    #[error("{0} inputs, but the source has neither `paginate` nor `fan_out`: give one response")]
     NotPaginated(usize),
     #[error("{0}")]
     Extract(#[from] crate::extract::ExtractError),
@@ -92,6 +92,9 @@ pub fn run_pages(
     };
     // The daemon's own readers, so what this shows is what a poll would give.
     let (mut x, requests) = match (inputs, &source.paginate) {
+        (bodies, _) if source.fan_out.is_some() => {
+            crate::schedule::read_fan_out(bodies, source).map_err(as_input)?
+        }
         ([one], None) => (
             crate::schedule::read(one, None, source).map_err(as_input)?,
             Vec::new(),

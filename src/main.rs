@@ -123,8 +123,9 @@ enum Command {
         #[arg(long)]
         source: Option<String>,
         /// A saved response body (JSON); `-` reads standard input. For a paginated source,
-        /// the pages in order (`--input p1.json --input p2.json`), or a directory whose files
-        /// are the pages in name order.
+        /// the pages in order (`--input p1.json --input p2.json`); for a fan-out source, the
+        /// list, then each item's answer in the list's order; or a directory whose files are
+        /// those in name order.
         #[arg(long, required = true, num_args = 1..)]
         input: Vec<PathBuf>,
         /// Exposition format to print.

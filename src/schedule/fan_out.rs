@@ -152,7 +152,6 @@ pub(super) async fn poll_fan_out(
     while let Some(done) = running.join_next().await {
         take(done)?;
     }
-    drop(take);
     let fetch = asked.elapsed();
     let src = source.clone();
     let extraction = tokio::task::spawn_blocking(move || {
@@ -284,4 +283,66 @@ fn encode_component(value: &str, out: &mut String) {
         out.truncate(out.len() - value.len());
         out.push_str(if value == "." { "%2E" } else { "%2E%2E" });
     }
+}
+
+/// Offline (`jsonbridge test`): the list (`bodies[0]`) and the items' answers in the list's
+/// order (`bodies[1..]`), read and joined as a poll would, with the request a poll would make
+/// for each item; items whose answer is not given are listed, not read.
+pub fn read_fan_out(
+    bodies: &[Vec<u8>],
+    source: &Source,
+) -> Result<(crate::extract::Extraction, Vec<String>), PollError> {
+    let f = source
+        .fan_out
+        .as_ref()
+        .ok_or_else(|| PollError::Internal("not a fan-out source".into()))?;
+    let Some((list, answers)) = bodies.split_first() else {
+        return Err(PollError::EmptyBody);
+    };
+    let (children, stats) = children(list, f)?;
+    let mut requests = vec![format!(
+        "list: {} {}",
+        source.request.method, source.request.display_url
+    )];
+    if let Some(first) = &stats.first_skip {
+        requests.push(format!(
+            "{} left out: {first}",
+            stats.skipped.values().sum::<u64>()
+        ));
+    }
+    let mut joined: Option<Pages> = None;
+    for (i, child) in children.iter().enumerate() {
+        let Some(body) = answers.get(i) else {
+            requests.push(format!(
+                "item {}: {} {} (not given: add its answer with another --input)",
+                i + 1,
+                f.method,
+                child.url
+            ));
+            continue;
+        };
+        requests.push(format!("item {}: {} {}", i + 1, f.method, child.url));
+        let read =
+            read_page_with(body, None, source, &child.labels).map_err(|e| PollError::OnItem {
+                item: i + 1,
+                path: child.url.path().to_string(),
+                error: Box::new(e),
+            })?;
+        match &mut joined {
+            None => joined = Some(read),
+            Some(j) => j.append(read),
+        }
+    }
+    if answers.len() > children.len() {
+        requests.push(format!(
+            "{} answers given for {} items: the extra ones are not read",
+            answers.len(),
+            children.len()
+        ));
+    }
+    let x = match joined {
+        Some(j) => j.finish(&source.metrics)?,
+        None => crate::extract::Extraction::default(),
+    };
+    Ok((x, requests))
 }

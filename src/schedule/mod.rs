@@ -26,7 +26,7 @@ use crate::telemetry::{PollOutcome, Telemetry};
 
 mod fan_out;
 mod pages;
-pub use fan_out::FanOutStats;
+pub use fan_out::{FanOutStats, read_fan_out};
 pub use pages::read_pages;
 
 #[derive(Debug, thiserror::Error)]

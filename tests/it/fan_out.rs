@@ -258,3 +258,47 @@ fn the_host_is_written_in_the_config() {
         }
     }
 }
+
+/// `jsonbridge test` with a saved list and answers: each item's request shown, the answers
+/// read with the item's labels, the missing ones listed.
+#[test]
+fn test_reads_a_saved_list_and_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("c.yaml");
+    std::fs::write(
+        &cfg,
+        "sources:\n  - name: fleet\n    url: https://api.example/clusters\n    fan_out:\n      each: \"$.clusters[*]\"\n      url: \"https://api.example/clusters/{@.id}/stats\"\n      labels: {cluster: \"{@.id}\"}\n    metrics:\n      - {name: cluster_cpu, help: CPU., value: $.cpu}\n",
+    )
+    .unwrap();
+    let saved = dir.path().join("saved");
+    std::fs::create_dir(&saved).unwrap();
+    std::fs::write(
+        saved.join("0-list.json"),
+        r#"{"clusters": [{"id": "eu 1"}, {"id": "us"}, {"id": "ap"}]}"#,
+    )
+    .unwrap();
+    std::fs::write(saved.join("1-eu.json"), r#"{"cpu": 0.5}"#).unwrap();
+    std::fs::write(saved.join("2-us.json"), r#"{"cpu": 0.25}"#).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_jsonbridge"))
+        .arg("test")
+        .arg(&cfg)
+        .arg("--input")
+        .arg(&saved)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("cluster_cpu{cluster=\"eu 1\"} 0.5\ncluster_cpu{cluster=\"us\"} 0.25\n"),
+        "{stdout}"
+    );
+    for want in [
+        "list: GET https://api.example/clusters\n",
+        "item 1: GET https://api.example/clusters/eu%201/stats\n",
+        "item 2: GET https://api.example/clusters/us/stats\n",
+        "item 3: GET https://api.example/clusters/ap/stats (not given: add its answer with another --input)\n",
+    ] {
+        assert!(stderr.contains(want), "missing {want:?} in\n{stderr}");
+    }
+}

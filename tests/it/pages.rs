@@ -482,10 +482,9 @@ fn test_reads_saved_pages_and_shows_each_request() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
-    assert!(
-        String::from_utf8_lossy(&out.stderr)
-            .contains("2 inputs, but the source has no `paginate`: give one response")
-    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains(
+        "2 inputs, but the source has neither `paginate` nor `fan_out`: give one response"
+    ));
 }
 
 /// A probe module reads every page of its target too; each next URL must pass
