@@ -22,6 +22,8 @@ pub struct SourceStats {
     pub up: bool,
     pub last_poll_at: Option<SystemTime>,
     pub last_duration: Duration,
+    /// Of the last good poll's duration, the time until every body was in.
+    pub last_fetch: Duration,
     pub last_success_at: Option<SystemTime>,
     /// Series in the snapshot being served.
     pub series: usize,
@@ -218,6 +220,7 @@ impl Telemetry {
                 too_old,
             } => {
                 stats.last_pages = pages;
+                stats.last_fetch = fetch;
                 stats.last_requests = pages + fan_out.map_or(0, |f| f.requests);
                 if let Some(f) = fan_out {
                     let before: u64 = stats.fan_out_skipped.values().sum();

@@ -286,7 +286,7 @@ impl prometheus_client::collector::Collector for SelfMetrics {
         let rows: Vec<(&str, &SourceStats)> =
             st.sources.iter().map(|(k, v)| (k.as_str(), v)).collect();
         type Getter = fn(&SourceStats) -> f64;
-        let gauges: [(&str, &str, Getter); 9] = [
+        let gauges: [(&str, &str, Getter); 10] = [
             (
                 "jsonbridge_source_up",
                 "1 if the last poll of the source succeeded, 0 if it failed or none ended yet.",
@@ -296,6 +296,11 @@ impl prometheus_client::collector::Collector for SelfMetrics {
                 "jsonbridge_source_last_poll_duration_seconds",
                 "Duration of the last poll (fetch, parse, extract and swap).",
                 |s| s.last_duration.as_secs_f64(),
+            ),
+            (
+                "jsonbridge_source_last_poll_fetch_seconds",
+                "Of the last good poll's duration, the time until every response body was in (all pages or items); the rest is reading them and swapping the snapshot.",
+                |s| s.last_fetch.as_secs_f64(),
             ),
             (
                 "jsonbridge_source_last_success_timestamp_seconds",

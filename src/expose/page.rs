@@ -180,6 +180,17 @@ fn render_source(x: &Exposer, name: &str) -> Option<String> {
             let pages = st.map_or(0, |t| t.last_pages);
             let _ = write!(h, " in {pages} page{}", if pages == 1 { "" } else { "s" });
         }
+        if s.fan_out.is_some() {
+            let items = st.map_or(0, |t| t.last_requests.saturating_sub(t.last_pages));
+            let _ = write!(h, ": the list and {items} item requests");
+            let skipped: u64 = st.map_or(0, |t| t.fan_out_skipped.values().sum());
+            if skipped > 0 {
+                let _ = write!(h, " ({skipped} items left out since start-up)");
+            }
+        }
+        if let Some(t) = st.filter(|t| t.polled) {
+            let _ = write!(h, "; fetched in {}", span(t.last_fetch));
+        }
     }
     let _ = write!(h, "</td></tr><tr><th>Read as</th><td>{}", s.plan.describe());
     let _ = write!(

@@ -224,6 +224,18 @@ async fn the_daemon_counts_requests_and_skipped_items() {
         m.contains(r#"cluster_cpu{cluster="Cluster 3",id="c003"} 3"#),
         "{m}"
     );
+    assert!(
+        sample(
+            &m,
+            r#"jsonbridge_source_last_poll_fetch_seconds{source="fleet"}"#
+        )
+        .is_some_and(|s| s > 0.0)
+    );
+    let (_, page) = b.get("/source/fleet").await;
+    assert!(
+        page.contains(": the list and 10 item requests (1 items left out since start-up)"),
+        "{page}"
+    );
     b.stop().await;
 }
 
@@ -301,4 +313,25 @@ fn test_reads_a_saved_list_and_answers() {
     ] {
         assert!(stderr.contains(want), "missing {want:?} in\n{stderr}");
     }
+}
+
+/// A probe module fans out from its target's list too.
+#[tokio::test]
+async fn probe_modules_fan_out() {
+    let (_api, base) = start(5).await;
+    let text = format!(
+        "sources: []\nmodules:\n  - name: fleet\n    fan_out:\n      each: \"$.clusters[*]\"\n      url: \"{base}/clusters/{{@.id}}/stats\"\n      labels: {{id: \"{{@.id}}\"}}\n    metrics:\n      - {{name: cluster_cpu, help: CPU., value: $.cpu}}\nprobe:\n  allow_targets: [\"{base}/\"]\n"
+    );
+    let b = Bridge::start(&text).await;
+    let (status, body) = b
+        .get(&format!("/probe?module=fleet&target={base}/clusters"))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    for i in 0..5 {
+        assert!(
+            body.contains(&format!("cluster_cpu{{id=\"c{i:03}\"}} {i}")),
+            "{body}"
+        );
+    }
+    b.stop().await;
 }
