@@ -36,6 +36,9 @@ struct Walk<'a> {
     paginate: &'a Paginate,
     /// The source's origin (scheme, host, port), serialized.
     origin: String,
+    /// The first page's URL, rendered once per poll: a `{now - 30m}` window stays the same
+    /// for every page.
+    first: Url,
     /// The URL of the page last asked for (relative next URLs resolve against it).
     at: Url,
     cursors: HashSet<String>,
@@ -54,7 +57,8 @@ impl<'a> Walk<'a> {
             source,
             paginate,
             origin: first.origin().ascii_serialization(),
-            at: first,
+            at: first.clone(),
+            first,
             cursors: HashSet::new(),
             items: 0,
             total: None,
@@ -64,7 +68,7 @@ impl<'a> Walk<'a> {
 
     /// The first page's request.
     fn first(&self) -> (Option<Url>, Vec<(String, String)>) {
-        (None, first_query(&self.paginate.style))
+        (Some(self.first.clone()), first_query(&self.paginate.style))
     }
 
     /// After page `n` (with `found` items, what its body said, and its `Link` next target):
@@ -127,20 +131,20 @@ impl<'a> Walk<'a> {
                     telemetry::limit_hit(Limit::CursorRepeated, &self.source.name);
                     None
                 }
-                Some(c) => Some((None, vec![(param.clone(), c)])),
+                Some(c) => Some((Some(self.first.clone()), vec![(param.clone(), c)])),
             },
             PageStyle::Page { param, first, size } => {
                 (found > 0 && total.is_none_or(|t| (items as f64) < t)).then(|| {
                     let mut q = vec![(param.clone(), (first + n as u64).to_string())];
                     q.extend(size.iter().map(|(p, s)| (p.clone(), s.to_string())));
-                    (None, q)
+                    (Some(self.first.clone()), q)
                 })
             }
             PageStyle::Offset { param, size } => {
                 let offset = size.1 * n as u64;
                 (found > 0 && total.is_none_or(|t| (offset as f64) < t)).then(|| {
                     (
-                        None,
+                        Some(self.first.clone()),
                         vec![
                             (param.clone(), offset.to_string()),
                             (size.0.clone(), size.1.to_string()),
@@ -163,8 +167,8 @@ impl<'a> Walk<'a> {
 
     /// How a page's request reads, for `jsonbridge test`.
     fn describe(&self, url: &Option<Url>, query: &[(String, String)]) -> String {
-        let mut u = url.clone().unwrap_or_else(|| self.at.clone());
-        if url.is_none() && !query.is_empty() {
+        let mut u = url.clone().unwrap_or_else(|| self.first.clone());
+        if !query.is_empty() {
             let kept: Vec<(String, String)> = u
                 .query_pairs()
                 .filter(|(k, _)| !query.iter().any(|(n, _)| n == k))

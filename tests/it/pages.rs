@@ -267,10 +267,13 @@ async fn page_and_offset_parameters_are_sent_as_configured() {
     )
     .replace(
         "    every: 1h\n",
-        "    every: 1h\n    query: {limit: \"99\", region: eu}\n",
+        "    every: 1h\n    query: {limit: \"99\", region: eu, since: \"{now - 30m | unix_ms}\"}\n",
     );
     poll(&text).await.unwrap();
     let q = api.queries.lock().unwrap().clone();
+    // The window is rendered once per poll: every page asks for the same one.
+    let since: Vec<&String> = q.iter().map(|q| &q["since"]).collect();
+    assert!(since.iter().all(|s| *s == since[0]), "{since:?}");
     let asked: Vec<(String, String, String)> = q
         .iter()
         .map(|q| (q["offset"].clone(), q["limit"].clone(), q["region"].clone()))
