@@ -16,14 +16,13 @@ import json
 import os
 import re
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from run import free_port, get, serve_dir, status_mib, wait_http  # noqa: E402
+from run import run_polls, serve_dir, wait_http  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -62,38 +61,14 @@ def config(port, paged):
 
 
 def measure(binary, port, paged, polls):
-    work = tempfile.mkdtemp()
-    cfg = os.path.join(work, "jsonbridge.yaml")
-    with open(cfg, "w") as f:
-        f.write(config(port, paged))
-    web = free_port()
-    p = subprocess.Popen([binary, "--config.file", cfg, "--web.listen-address", f"127.0.0.1:{web}",
-                          "--config.no-watch", "--log.level", "debug"],
-                         stderr=subprocess.PIPE, text=True)
-    times = []
-    try:
-        for line in p.stderr:
-            if "poll failed" in line:
-                raise SystemExit("the poll failed:\n" + line)
-            if "poll succeeded" in line:
-                fields = dict(f.split("=", 1) for f in line.split() if "=" in f)
-                times.append((int(fields["duration_ms"]), int(fields["fetch_ms"])))
-                if len(times) == polls:
-                    break
-        peak = status_mib(p.pid, "VmHWM")
-        _, body, _, _ = get(web, "/metrics")
-        text = body.decode() if isinstance(body, bytes) else body
-        series = re.search(r'^jsonbridge_source_series\{source="s"\} (\S+)', text, re.M)
-        pages = re.search(r'^jsonbridge_source_last_poll_pages\{source="s"\} (\S+)', text, re.M)
-        return {"median_ms": statistics.median(t for t, _ in times),
-                "fetch_ms": statistics.median(f for _, f in times),
-                "peak_mb": round(peak, 1),
-                "series": float(series.group(1)) if series else 0,
-                "pages": float(pages.group(1)) if pages else 1}
-    finally:
-        p.send_signal(signal.SIGTERM)
-        p.wait(timeout=60)
-        shutil.rmtree(work, ignore_errors=True)
+    times, peak, text = run_polls(binary, config(port, paged), polls)
+    series = re.search(r'^jsonbridge_source_series\{source="s"\} (\S+)', text, re.M)
+    pages = re.search(r'^jsonbridge_source_last_poll_pages\{source="s"\} (\S+)', text, re.M)
+    return {"median_ms": statistics.median(t for t, _ in times),
+            "fetch_ms": statistics.median(f for _, f in times),
+            "peak_mb": round(peak, 1),
+            "series": float(series.group(1)) if series else 0,
+            "pages": float(pages.group(1)) if pages else 1}
 
 
 def main():

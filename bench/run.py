@@ -181,6 +181,36 @@ def poll_times_jsonbridge(binary, data_port, name, n, every):
         shutil.rmtree(work, ignore_errors=True)
 
 
+def run_polls(binary, config, polls):
+    """Runs `binary` on the config text until `polls` polls succeeded: their (duration,
+    fetch) in ms from the debug log, the peak RSS in MiB, and /metrics then."""
+    work = tempfile.mkdtemp()
+    cfg = os.path.join(work, "jsonbridge.yaml")
+    with open(cfg, "w") as f:
+        f.write(config)
+    web = free_port()
+    p = subprocess.Popen([binary, "--config.file", cfg, "--web.listen-address", f"127.0.0.1:{web}",
+                          "--config.no-watch", "--log.level", "debug"],
+                         stderr=subprocess.PIPE, text=True)
+    times = []
+    try:
+        for line in p.stderr:
+            if "poll failed" in line:
+                raise SystemExit("the poll failed:\n" + line)
+            if "poll succeeded" in line:
+                fields = dict(f.split("=", 1) for f in line.split() if "=" in f)
+                times.append((int(fields["duration_ms"]), int(fields["fetch_ms"])))
+                if len(times) == polls:
+                    break
+        peak = status_mib(p.pid, "VmHWM")
+        _, body, _, _ = get(web, "/metrics")
+        return times, peak, body.decode()
+    finally:
+        p.send_signal(signal.SIGTERM)
+        p.wait(timeout=60)
+        shutil.rmtree(work, ignore_errors=True)
+
+
 def poll_times_python(data_port, name, n, every):
     """Durations of the first `n` polls, from the baseline's own `poll` lines."""
     env = dict(os.environ, INTERVAL=str(every))

@@ -19,8 +19,8 @@ use serde_json::Value;
 
 use super::{PollError, Polled, read_page, settle};
 use crate::config::{FanOut, Source};
-use crate::extract::{Pages, Threads, render_node};
-use crate::fetch::{Fetcher, Page, Validators};
+use crate::extract::{Pages, render_node};
+use crate::fetch::{Fetcher, Page};
 
 /// What an item's task gives back: its place, its URL, its read answer, attempts, size,
 /// size on the wire.
@@ -130,7 +130,7 @@ pub(super) async fn poll_fan_out(
             let (attempts, len, wire) = (fetched.attempts, fetched.body.len(), fetched.wire_bytes);
             let labels = child.labels;
             let read = tokio::task::spawn_blocking(move || {
-                let read = read_page_with(
+                let read = read_page(
                     &fetched.body,
                     fetched.content_type.as_deref(),
                     &src,
@@ -171,34 +171,13 @@ pub(super) async fn poll_fan_out(
     })
     .await
     .map_err(|e| PollError::Internal(e.to_string()))??;
-    Ok(Polled {
+    Ok(Polled::of_requests(
         extraction,
-        attempts,
-        bytes,
-        wire_bytes,
+        (attempts, bytes, wire_bytes),
         fetch,
-        not_modified: false,
-        validators: Validators::default(),
-        pages: 1,
-        fan_out: Some(stats),
-    })
-}
-
-/// [`read_page`] with the item's labels.
-fn read_page_with(
-    body: &[u8],
-    content_type: Option<&str>,
-    source: &Source,
-    labels: &[String],
-) -> Result<Pages, PollError> {
-    if labels.is_empty() {
-        return read_page(body, content_type, source);
-    }
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Err(PollError::EmptyBody);
-    }
-    Pages::read(body, &source.metrics, &source.plan, Threads::One, labels)
-        .map_err(|e| super::read_error(e, content_type))
+        1,
+        Some(stats),
+    ))
 }
 
 /// The list's items, each as its request; items whose request cannot be rendered are left
@@ -322,12 +301,11 @@ pub fn read_fan_out(
             continue;
         };
         requests.push(format!("item {}: {} {}", i + 1, f.method, child.url));
-        let read =
-            read_page_with(body, None, source, &child.labels).map_err(|e| PollError::OnItem {
-                item: i + 1,
-                path: child.url.path().to_string(),
-                error: Box::new(e),
-            })?;
+        let read = read_page(body, None, source, &child.labels).map_err(|e| PollError::OnItem {
+            item: i + 1,
+            path: child.url.path().to_string(),
+            error: Box::new(e),
+        })?;
         match &mut joined {
             None => joined = Some(read),
             Some(j) => j.append(read),

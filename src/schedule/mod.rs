@@ -406,17 +406,42 @@ pub fn read(
         .map_err(|e| read_error(e, content_type))
 }
 
-/// [`read`] of one page of a paginated source, left unfinished to join the others.
+/// [`read`] of one page of a paginated source (or one fan-out item's answer, with the
+/// item's `labels`), left unfinished to join the others.
 pub(crate) fn read_page(
     body: &[u8],
     content_type: Option<&str>,
     source: &Source,
+    labels: &[String],
 ) -> Result<Pages, PollError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Err(PollError::EmptyBody);
     }
-    Pages::read(body, &source.metrics, &source.plan, Threads::Auto, &[])
+    Pages::read(body, &source.metrics, &source.plan, Threads::Auto, labels)
         .map_err(|e| read_error(e, content_type))
+}
+
+impl Polled {
+    /// What a poll of several requests (pages, or a list and its items) gives.
+    fn of_requests(
+        extraction: Extraction,
+        (attempts, bytes, wire_bytes): (u32, usize, u64),
+        fetch: std::time::Duration,
+        pages: usize,
+        fan_out: Option<FanOutStats>,
+    ) -> Self {
+        Self {
+            extraction,
+            attempts,
+            bytes,
+            wire_bytes,
+            fetch,
+            not_modified: false,
+            validators: Validators::default(),
+            pages,
+            fan_out,
+        }
+    }
 }
 
 pub(super) fn read_error(e: ReadError, content_type: Option<&str>) -> PollError {

@@ -17,7 +17,7 @@ use super::{PollError, Polled, read_page, settle};
 use crate::config::Source;
 use crate::config::request::{PageStyle, Paginate};
 use crate::extract::{Pages, Selected, Selector, to_number};
-use crate::fetch::{Fetcher, Page, Validators, request_url};
+use crate::fetch::{Fetcher, Page, request_url};
 use crate::read::{Need, tree};
 use crate::telemetry::{self, Limit};
 use reqwest::Url;
@@ -216,7 +216,7 @@ pub(super) async fn poll_pages(
         let (src, p) = (source.clone(), paginate.clone());
         let (read, nav) = tokio::task::spawn_blocking(move || {
             let nav = navigate(&fetched.body, &p);
-            let read = read_page(&fetched.body, fetched.content_type.as_deref(), &src);
+            let read = read_page(&fetched.body, fetched.content_type.as_deref(), &src, &[]);
             drop(fetched);
             (read, nav)
         })
@@ -248,17 +248,13 @@ pub(super) async fn poll_pages(
         ms = started.elapsed().as_millis() as u64,
         "pages read"
     );
-    Ok(Polled {
+    Ok(Polled::of_requests(
         extraction,
-        attempts,
-        bytes,
-        wire_bytes,
+        (attempts, bytes, wire_bytes),
         fetch,
-        not_modified: false,
-        validators: Validators::default(),
-        pages: walk.n,
-        fan_out: None,
-    })
+        walk.n,
+        None,
+    ))
 }
 
 /// The query of the first page: page numbers and offsets start there, with the page size.
@@ -355,7 +351,7 @@ pub fn read_pages(
             ));
             break;
         }
-        let read = read_page(body, None, source).map_err(on_page)?;
+        let read = read_page(body, None, source, &[]).map_err(on_page)?;
         let found = read.items(&source.metrics);
         match &mut joined {
             None => joined = Some(read),

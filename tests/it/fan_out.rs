@@ -11,7 +11,7 @@ use axum::Router;
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 
-use crate::support::{Bridge, sample};
+use crate::support::{Bridge, poll_text, sample, test_subcommand};
 
 #[derive(Clone, Default)]
 struct Api {
@@ -85,16 +85,6 @@ fn config(base: &str, fan_out: &str) -> String {
     )
 }
 
-async fn poll(text: &str) -> Result<jsonbridge::schedule::Polled, jsonbridge::schedule::PollError> {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("c.yaml");
-    std::fs::write(&path, text).unwrap();
-    let config = jsonbridge::config::load(&path).unwrap_or_else(|e| panic!("{e}"));
-    let source = config.sources[0].clone();
-    let fetcher = jsonbridge::fetch::Fetcher::new(&source.request).unwrap();
-    jsonbridge::schedule::poll_once(&fetcher, &source).await
-}
-
 fn family<'a>(
     p: &'a jsonbridge::schedule::Polled,
     name: &str,
@@ -109,7 +99,7 @@ fn family<'a>(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn five_hundred_children_with_their_labels_within_the_concurrency() {
     let (api, base) = start(500).await;
-    let polled = poll(&config(&base, "      concurrency: 8\n"))
+    let polled = poll_text(&config(&base, "      concurrency: 8\n"))
         .await
         .unwrap();
     let cpu = family(&polled, "cluster_cpu");
@@ -136,7 +126,7 @@ async fn five_hundred_children_with_their_labels_within_the_concurrency() {
 async fn a_child_that_times_out_fails_the_poll_or_is_skipped() {
     let (api, base) = start(20).await;
     *api.slow.lock().unwrap() = Some(("c013".into(), Duration::from_secs(5)));
-    let err = poll(&config(&base, "      timeout: 300ms\n"))
+    let err = poll_text(&config(&base, "      timeout: 300ms\n"))
         .await
         .err()
         .expect("the slow child fails the poll");
@@ -146,7 +136,7 @@ async fn a_child_that_times_out_fails_the_poll_or_is_skipped() {
             .starts_with("item 14 (/clusters/c013/stats): "),
         "{err}"
     );
-    let polled = poll(&config(
+    let polled = poll_text(&config(
         &base,
         "      timeout: 300ms\n      on_error: skip\n",
     ))
@@ -171,7 +161,7 @@ async fn values_from_the_data_stay_in_their_path_segment() {
         r#"{"id": "a/b?x=1#f", "name": "slash"}"#.to_string(),
         r#"{"name": "no id"}"#.to_string(),
     ]);
-    let polled = poll(&config(
+    let polled = poll_text(&config(
         &base,
         "      query: {region: \"{@.name}\"}\n      on_error: skip\n",
     ))
@@ -291,28 +281,20 @@ fn test_reads_a_saved_list_and_answers() {
     .unwrap();
     std::fs::write(saved.join("1-eu.json"), r#"{"cpu": 0.5}"#).unwrap();
     std::fs::write(saved.join("2-us.json"), r#"{"cpu": 0.25}"#).unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_jsonbridge"))
-        .arg("test")
-        .arg(&cfg)
-        .arg("--input")
-        .arg(&saved)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let (stdout, _) = test_subcommand(
+        &cfg,
+        &saved,
+        &[
+            "list: GET https://api.example/clusters\n",
+            "item 1: GET https://api.example/clusters/eu%201/stats\n",
+            "item 2: GET https://api.example/clusters/us/stats\n",
+            "item 3: GET https://api.example/clusters/ap/stats (not given: add its answer with another --input)\n",
+        ],
+    );
     assert!(
         stdout.contains("cluster_cpu{cluster=\"eu 1\"} 0.5\ncluster_cpu{cluster=\"us\"} 0.25\n"),
         "{stdout}"
     );
-    for want in [
-        "list: GET https://api.example/clusters\n",
-        "item 1: GET https://api.example/clusters/eu%201/stats\n",
-        "item 2: GET https://api.example/clusters/us/stats\n",
-        "item 3: GET https://api.example/clusters/ap/stats (not given: add its answer with another --input)\n",
-    ] {
-        assert!(stderr.contains(want), "missing {want:?} in\n{stderr}");
-    }
 }
 
 /// A probe module fans out from its target's list too.

@@ -12,7 +12,7 @@ use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 
-use crate::support::{Bridge, sample};
+use crate::support::{Bridge, poll_text, sample, test_subcommand};
 
 /// 10 items, `pod-0` to `pod-9`, in pages of `size`; how each style says where the next is.
 #[derive(Clone, Copy, PartialEq, Debug)]
@@ -179,16 +179,6 @@ fn config(api: &Api, paginate: &str, each: &str, extra: &str) -> String {
     )
 }
 
-async fn poll(text: &str) -> Result<jsonbridge::schedule::Polled, jsonbridge::schedule::PollError> {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("c.yaml");
-    std::fs::write(&path, text).unwrap();
-    let config = jsonbridge::config::load(&path).unwrap_or_else(|e| panic!("{e}"));
-    let source = config.sources[0].clone();
-    let fetcher = jsonbridge::fetch::Fetcher::new(&source.request).unwrap();
-    jsonbridge::schedule::poll_once(&fetcher, &source).await
-}
-
 fn pods(p: &jsonbridge::schedule::Polled) -> Vec<String> {
     let f = p
         .extraction
@@ -242,7 +232,7 @@ async fn every_style_reads_every_page_once() {
         ),
     ] {
         let api = start(style, 3).await;
-        let polled = poll(&config(&api, paginate, each, ""))
+        let polled = poll_text(&config(&api, paginate, each, ""))
             .await
             .unwrap_or_else(|e| panic!("{style:?}: {e}"));
         assert_eq!(pods(&polled), all_pods(), "{style:?}");
@@ -269,7 +259,7 @@ async fn page_and_offset_parameters_are_sent_as_configured() {
         "    every: 1h\n",
         "    every: 1h\n    query: {limit: \"99\", region: eu, since: \"{now - 30m | unix_ms}\"}\n",
     );
-    poll(&text).await.unwrap();
+    poll_text(&text).await.unwrap();
     let q = api.queries.lock().unwrap().clone();
     // The window is rendered once per poll: every page asks for the same one.
     let since: Vec<&String> = q.iter().map(|q| &q["since"]).collect();
@@ -292,7 +282,7 @@ async fn page_and_offset_parameters_are_sent_as_configured() {
 #[tokio::test]
 async fn a_repeated_cursor_stops_the_pages() {
     let api = start(Style::CursorLoop, 3).await;
-    let polled = poll(&config(
+    let polled = poll_text(&config(
         &api,
         "{cursor: $.meta.next_cursor}",
         "$.data[*]",
@@ -319,7 +309,7 @@ async fn a_repeated_cursor_stops_the_pages() {
 #[tokio::test]
 async fn max_pages_bounds_a_poll() {
     let api = start(Style::NextUrl, 2).await;
-    let polled = poll(&config(
+    let polled = poll_text(&config(
         &api,
         "{next_url: $.links.next, max_pages: 3}",
         "$.items[*]",
@@ -335,7 +325,7 @@ async fn max_pages_bounds_a_poll() {
 #[tokio::test]
 async fn a_failed_page_fails_the_poll_and_names_the_page() {
     let api = start(Style::Failing, 3).await;
-    let err = poll(&config(&api, "{next_url: $.links.next}", "$.items[*]", ""))
+    let err = poll_text(&config(&api, "{next_url: $.links.next}", "$.items[*]", ""))
         .await
         .err()
         .expect("page 3 fails");
@@ -343,7 +333,7 @@ async fn a_failed_page_fails_the_poll_and_names_the_page() {
     assert_eq!(err.to_string(), "page 3: HTTP status 500");
     // A next URL on another origin is refused before anything is sent there.
     let api = start(Style::Elsewhere, 3).await;
-    let err = poll(&config(&api, "{next_url: $.links.next}", "$.items[*]", ""))
+    let err = poll_text(&config(&api, "{next_url: $.links.next}", "$.items[*]", ""))
         .await
         .err()
         .expect("refused");
@@ -358,7 +348,7 @@ async fn a_failed_page_fails_the_poll_and_names_the_page() {
 #[tokio::test]
 async fn root_lookups_read_the_first_page() {
     let api = start(Style::NextUrl, 3).await;
-    let polled = poll(&config(
+    let polled = poll_text(&config(
         &api,
         "{next_url: $.links.next}",
         "$.items[*]",
@@ -448,28 +438,20 @@ fn test_reads_saved_pages_and_shows_each_request() {
         r#"{"data": [{"name": "b", "v": 2}], "meta": {"next": "c3"}}"#,
     )
     .unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_jsonbridge"))
-        .arg("test")
-        .arg(&cfg)
-        .arg("--input")
-        .arg(&pages)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let (stdout, _) = test_subcommand(
+        &cfg,
+        &pages,
+        &[
+            "page 1: GET https://api.example/v1/items?limit=3\n",
+            "page 2: GET https://api.example/v1/items?limit=3&after=c2\n",
+            "page 3: GET https://api.example/v1/items?limit=3&after=c3 (not given: add its body with another --input)\n",
+            "source paged: 2 series from 1 metric",
+        ],
+    );
     assert!(
         stdout.contains("pod_value{pod=\"a\"} 1.0\npod_value{pod=\"b\"} 2.0\n"),
         "{stdout}"
     );
-    for want in [
-        "page 1: GET https://api.example/v1/items?limit=3\n",
-        "page 2: GET https://api.example/v1/items?limit=3&after=c2\n",
-        "page 3: GET https://api.example/v1/items?limit=3&after=c3 (not given: add its body with another --input)\n",
-        "source paged: 2 series from 1 metric",
-    ] {
-        assert!(stderr.contains(want), "missing {want:?} in\n{stderr}");
-    }
     // Several inputs for a source without paginate: said, not guessed.
     std::fs::write(
         &cfg,

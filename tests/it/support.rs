@@ -593,3 +593,34 @@ impl Drop for Daemon {
         let _ = self.child.wait();
     }
 }
+
+/// Polls the first source of config `text` once, as the daemon would (no shared state).
+pub async fn poll_text(
+    text: &str,
+) -> Result<jsonbridge::schedule::Polled, jsonbridge::schedule::PollError> {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.yaml");
+    std::fs::write(&path, text).unwrap();
+    let config = jsonbridge::config::load(&path).unwrap_or_else(|e| panic!("{e}"));
+    let source = config.sources[0].clone();
+    let fetcher = jsonbridge::fetch::Fetcher::new(&source.request).unwrap();
+    jsonbridge::schedule::poll_once(&fetcher, &source).await
+}
+
+/// `jsonbridge test CONFIG --input INPUT`: its stdout and stderr, after checking it
+/// succeeded; and that each of `said` is on its stderr.
+pub fn test_subcommand(config: &Path, input: &Path, said: &[&str]) -> (String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_jsonbridge"))
+        .arg("test")
+        .arg(config)
+        .arg("--input")
+        .arg(input)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(out.status.success(), "{stderr}");
+    for want in said {
+        assert!(stderr.contains(want), "missing {want:?} in\n{stderr}");
+    }
+    (String::from_utf8_lossy(&out.stdout).to_string(), stderr)
+}

@@ -1,7 +1,6 @@
 //! `fan_out:` on a source or module: the list's items, each one's request (templates from
 //! the item), the labels it adds to its response's series, and the bounds.
 
-use reqwest::Method;
 use reqwest::header::HeaderName;
 
 use super::Compiler;
@@ -61,16 +60,7 @@ impl Compiler<'_> {
                 );
             }
         }
-        let method = match f.method.as_deref() {
-            None => Method::GET,
-            Some(m) => match Method::from_bytes(m.to_ascii_uppercase().as_bytes()) {
-                Ok(m) => m,
-                Err(_) => {
-                    self.error(format!("{at}.method"), format!("invalid HTTP method {m:?}"));
-                    Method::GET
-                }
-            },
-        };
+        let method = self.method(&at, f.method.as_deref());
         let mut query = Vec::new();
         for (k, v) in &f.query {
             if let Some(t) = template(self, format!("{at}.query.{k}"), v) {

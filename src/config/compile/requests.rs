@@ -82,16 +82,7 @@ impl Compiler<'_> {
             }
             (t, _) => t,
         };
-        let method = match rs.method.as_deref() {
-            None => Method::GET,
-            Some(m) => match Method::from_bytes(m.to_ascii_uppercase().as_bytes()) {
-                Ok(m) => m,
-                Err(_) => {
-                    self.error(format!("{at}.method"), format!("invalid HTTP method {m:?}"));
-                    Method::GET
-                }
-            },
-        };
+        let method = self.method(at, rs.method.as_deref());
         let mut headers = Vec::new();
         for (k, v) in &rs.headers {
             let hat = format!("{at}.headers.{k}");
@@ -235,6 +226,17 @@ impl Compiler<'_> {
             http2: rs.enable_http2.unwrap_or(true),
             proxy,
             tls,
+        })
+    }
+
+    /// `method` (default GET), any case.
+    pub(super) fn method(&mut self, at: &str, method: Option<&str>) -> Method {
+        let Some(m) = method else {
+            return Method::GET;
+        };
+        Method::from_bytes(m.to_ascii_uppercase().as_bytes()).unwrap_or_else(|_| {
+            self.error(format!("{at}.method"), format!("invalid HTTP method {m:?}"));
+            Method::GET
         })
     }
 
