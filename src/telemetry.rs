@@ -517,10 +517,13 @@ pub enum Limit {
     MaxPages,
     /// A paginated upstream gave a cursor it had given before: the pages stopped there.
     CursorRepeated,
+    /// A paginated or fan-out poll held `max_series` series before its last request: it
+    /// asked for no more.
+    MaxSeries,
 }
 
 impl Limit {
-    const ALL: [Limit; 11] = [
+    const ALL: [Limit; 12] = [
         Limit::RetryAfter,
         Limit::RedirectRefused,
         Limit::Connections,
@@ -532,6 +535,7 @@ impl Limit {
         Limit::ScrapeConcurrency,
         Limit::MaxPages,
         Limit::CursorRepeated,
+        Limit::MaxSeries,
     ];
 
     /// Stable label value.
@@ -548,6 +552,7 @@ impl Limit {
             Limit::ScrapeConcurrency => "scrape_concurrency",
             Limit::MaxPages => "max_pages",
             Limit::CursorRepeated => "cursor_repeated",
+            Limit::MaxSeries => "max_series",
         }
     }
 

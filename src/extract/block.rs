@@ -42,6 +42,10 @@ pub(crate) struct RunState {
 }
 
 impl RunState {
+    pub(super) fn series(&self) -> usize {
+        self.series.iter().map(Vec::len).sum()
+    }
+
     /// Adds what the same block made of the next page.
     pub(super) fn join(&mut self, later: RunState) {
         for (s, l) in self.series.iter_mut().zip(later.series) {

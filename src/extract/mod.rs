@@ -130,6 +130,11 @@ impl Pages {
             .unwrap_or(0)
     }
 
+    /// Series held so far (before duplicates are merged).
+    pub fn series(&self) -> usize {
+        self.runs.iter().map(block::RunState::series).sum()
+    }
+
     /// Adds the next page (a block without `each` keeps the first page's item).
     pub fn join(&mut self, next: Pages, blocks: &[MetricSpec]) {
         for ((run, later), block) in self.runs.iter_mut().zip(next.runs).zip(blocks) {

@@ -21,6 +21,7 @@ use super::{PollError, Polled, read_page, settle};
 use crate::config::{FanOut, Source};
 use crate::extract::{Pages, render_node};
 use crate::fetch::{Fetcher, Page};
+use crate::telemetry::{self, Limit};
 
 /// What an item's task gives back: its place, its URL, its read answer, attempts, size,
 /// size on the wire.
@@ -76,6 +77,9 @@ pub(super) async fn poll_fan_out(
     }
     stats.requests = children.len();
     let mut answers: Vec<Option<Pages>> = (0..children.len()).map(|_| None).collect();
+    // Series held so far: answers beyond the source's max_series would only be truncated
+    // away, so no more are asked for (a runaway list cannot make a poll hold more).
+    let held = std::sync::atomic::AtomicUsize::new(0);
     // An answer in: kept in its place, or counted (skip), or the poll's end (fail).
     let mut take = |done: Result<Answer, tokio::task::JoinError>| -> Result<(), PollError> {
         let (i, url, read, a, len, wire) = done.map_err(|e| PollError::Internal(e.to_string()))?;
@@ -83,7 +87,10 @@ pub(super) async fn poll_fan_out(
         bytes += len;
         wire_bytes += wire;
         match read {
-            Ok(p) => answers[i] = Some(p),
+            Ok(p) => {
+                held.fetch_add(p.series(), std::sync::atomic::Ordering::Relaxed);
+                answers[i] = Some(p);
+            }
             Err(e) if f.skip_failed => {
                 *stats.skipped.entry(e.kind()).or_default() += 1;
                 stats
@@ -103,6 +110,16 @@ pub(super) async fn poll_fan_out(
     let slots = Arc::new(tokio::sync::Semaphore::new(f.concurrency));
     let mut running = tokio::task::JoinSet::new();
     for (i, child) in children.into_iter().enumerate() {
+        if held.load(std::sync::atomic::Ordering::Relaxed) >= source.max_series {
+            tracing::warn!(
+                source = %source.name,
+                items = i,
+                series = held.load(std::sync::atomic::Ordering::Relaxed),
+                "max_series reached before the last item: no more item requests"
+            );
+            telemetry::limit_hit(Limit::MaxSeries, &source.name);
+            break;
+        }
         let Ok(slot) = slots.clone().acquire_owned().await else {
             break;
         };

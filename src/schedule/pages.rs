@@ -230,6 +230,19 @@ pub(super) async fn poll_pages(
         }
         let next = walk.next(found, nav, link).map_err(on_page)?;
         let Some((url, query)) = next else { break };
+        // Pages beyond max_series would only be truncated away: a hostile or runaway
+        // upstream cannot make a poll hold more than that.
+        let held = joined.as_ref().map_or(0, Pages::series);
+        if held >= source.max_series {
+            tracing::warn!(
+                source = %source.name,
+                pages = walk.n,
+                series = held,
+                "max_series reached before the last page: the pages stop here"
+            );
+            telemetry::limit_hit(Limit::MaxSeries, &source.name);
+            break;
+        }
         page.url = url;
         page.query = query;
     }

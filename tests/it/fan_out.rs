@@ -317,3 +317,18 @@ async fn probe_modules_fan_out() {
     }
     b.stop().await;
 }
+
+/// Items past `max_series` would only be truncated away: no more item requests are made.
+#[tokio::test]
+async fn max_series_stops_the_item_requests() {
+    let (api, base) = start(40).await;
+    let text = config(&base, "      concurrency: 1\n").replace(
+        "    timeout: 20s\n",
+        "    timeout: 20s\n    max_series: 10\n",
+    );
+    let polled = poll_text(&text).await.unwrap();
+    let asked = api.paths.lock().unwrap().len();
+    // Two series an item: five answers reach the limit; one or two more may be in flight.
+    assert!((5..=8).contains(&asked), "{asked} item requests");
+    assert_eq!(polled.extraction.series_count(), 10);
+}

@@ -512,3 +512,21 @@ async fn probe_modules_read_every_page_within_the_allowed_targets() {
     }
     b.stop().await;
 }
+
+/// Pages past `max_series` would only be truncated away: the poll stops asking.
+#[tokio::test]
+async fn max_series_stops_the_pages() {
+    let api = start(Style::NextUrl, 3).await;
+    let text = config(&api, "{next_url: $.links.next}", "$.items[*]", "")
+        .replace("    every: 1h\n", "    every: 1h\n    max_series: 5\n");
+    let polled = poll_text(&text).await.unwrap();
+    assert_eq!(polled.pages, 2);
+    assert_eq!(api.hits.load(Ordering::SeqCst), 2);
+    assert_eq!(polled.extraction.series_count(), 5);
+    assert_eq!(polled.extraction.dropped, 1);
+    let hits = jsonbridge::telemetry::limit_hits();
+    assert!(
+        hits.iter().any(|(l, n)| *l == "max_series" && *n >= 1),
+        "{hits:?}"
+    );
+}
