@@ -19,8 +19,9 @@ use serde_json::Value;
 
 use super::{PollError, Polled, read_page, settle};
 use crate::config::{FanOut, Source};
-use crate::extract::{Pages, render_node};
+use crate::extract::{Pages, Part, Scope, render_node};
 use crate::fetch::{Fetcher, Page};
+use crate::read::{Need, Step, tree};
 use crate::telemetry::{self, Limit};
 
 /// What an item's task gives back: its place, its URL, its read answer, attempts, size,
@@ -200,12 +201,18 @@ pub(super) async fn poll_fan_out(
 /// The list's items, each as its request; items whose request cannot be rendered are left
 /// out and counted.
 fn children(list: &[u8], f: &FanOut) -> Result<(Vec<Child>, FanOutStats), PollError> {
-    let doc: Value = serde_json::from_slice(list).map_err(|e| {
+    let invalid = |e: String| {
         PollError::OnList(Box::new(PollError::InvalidJson {
-            error: e.to_string(),
+            error: e,
             content_type: None,
         }))
-    })?;
+    };
+    // Only the items and what the templates read from the root are built: a list of a
+    // million entries with a few fields each costs what those fields cost.
+    let doc: Value = match (std::str::from_utf8(list), list_need(f)) {
+        (Ok(text), Some(need)) => tree::parse(text, &need).map_err(|e| invalid(e.to_string()))?,
+        _ => serde_json::from_slice(list).map_err(|e| invalid(e.to_string()))?,
+    };
     let mut out = Vec::new();
     let mut stats = FanOutStats::default();
     let mut n = 0usize;
@@ -340,4 +347,50 @@ pub fn read_fan_out(
         None => crate::extract::Extraction::default(),
     };
     Ok((x, requests))
+}
+
+/// What the list's items and templates read, for a pruned parse: `None` where `each` or a
+/// template's path is more than plain steps (a filter, a search), which reads the whole list.
+fn list_need(f: &FanOut) -> Option<Need> {
+    let mut path = Vec::new();
+    let mut captured = Vec::new();
+    let fragments = f.each.fragments();
+    for (k, fragment) in fragments.iter().enumerate() {
+        let (steps, exact) = fragment.steps();
+        if !exact {
+            return None;
+        }
+        path.extend_from_slice(steps);
+        if k + 1 < fragments.len() {
+            path.push(Step::Wildcard);
+            captured.push(path.len());
+        }
+    }
+    let mut need = Need::default();
+    need.at(&path).all = true;
+    let templates = std::iter::once(&f.url)
+        .chain(f.query.iter().map(|(_, t)| t))
+        .chain(f.headers.iter().map(|(_, t)| t))
+        .chain(f.body.iter())
+        .chain(f.labels.iter());
+    for t in templates {
+        for part in &t.parts {
+            let Part::Lookup(l, _) = part else { continue };
+            let (steps, exact) = l.selector.steps();
+            if !exact {
+                return None;
+            }
+            match l.scope {
+                // Inside the item, read whole already.
+                Scope::Item => {}
+                Scope::Root => need.at(steps).all = true,
+                Scope::Capture(i) => {
+                    let mut p = path[..*captured.get(i)?].to_vec();
+                    p.extend_from_slice(steps);
+                    need.at(&p).all = true;
+                }
+            }
+        }
+    }
+    Some(need)
 }

@@ -332,3 +332,51 @@ async fn max_series_stops_the_item_requests() {
     assert!((5..=8).contains(&asked), "{asked} item requests");
     assert_eq!(polled.extraction.series_count(), 10);
 }
+
+/// The list is read only where the items and the templates look (captures, the root, a
+/// captured node's field), and gives the same requests and labels as a whole read.
+#[test]
+fn a_pruned_list_gives_the_same_requests() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("c.yaml");
+    std::fs::write(
+        &cfg,
+        "sources:\n  - name: fleet\n    url: https://api.example/regions\n    fan_out:\n      each: \"$.regions.{region}.clusters[*]\"\n      url: \"https://api.example/{region}/clusters/{@.id}\"\n      labels: {region: \"{region}\", dc: \"{$.meta.dc}\", zone: \"{region.zone}\"}\n    metrics:\n      - {name: cluster_cpu, help: CPU., value: $.cpu}\n",
+    )
+    .unwrap();
+    let saved = dir.path().join("saved");
+    std::fs::create_dir(&saved).unwrap();
+    let junk: Vec<String> = (0..1000)
+        .map(|i| format!("[{i}, {{\"x\": {i}}}]"))
+        .collect();
+    std::fs::write(
+        saved.join("0-list.json"),
+        format!(
+            r#"{{"junk": [{}], "meta": {{"dc": "fra"}}, "regions": {{"eu": {{"zone": "z1", "clusters": [{{"id": "a"}}, {{"id": "b"}}]}}, "us": {{"zone": "z9", "clusters": [{{"id": "c"}}]}}}}}}"#,
+            junk.join(",")
+        ),
+    )
+    .unwrap();
+    for (i, cpu) in ["0.5", "0.25", "1"].iter().enumerate() {
+        std::fs::write(
+            saved.join(format!("{}.json", i + 1)),
+            format!(r#"{{"cpu": {cpu}}}"#),
+        )
+        .unwrap();
+    }
+    let (stdout, _) = test_subcommand(
+        &cfg,
+        &saved,
+        &[
+            "item 1: GET https://api.example/eu/clusters/a\n",
+            "item 2: GET https://api.example/eu/clusters/b\n",
+            "item 3: GET https://api.example/us/clusters/c\n",
+        ],
+    );
+    for line in [
+        "cluster_cpu{region=\"eu\",dc=\"fra\",zone=\"z1\"} 0.5",
+        "cluster_cpu{region=\"us\",dc=\"fra\",zone=\"z9\"} 1.0",
+    ] {
+        assert!(stdout.contains(line), "{line}\n{stdout}");
+    }
+}
