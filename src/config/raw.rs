@@ -424,6 +424,11 @@ pub struct RawPaginate {
     /// JSONPath to a boolean in the body: a page where it is false is the last.
     #[serde(default)]
     pub has_more: Option<String>,
+    /// JSONPath to the page's list (`$.items`): with `page_param` or `offset_param`, a page
+    /// where it is missing or empty is the last. Without it, a page where no metric's
+    /// `each` matches anything is (which a filter in `each` can make too early).
+    #[serde(default)]
+    pub items: Option<String>,
     /// JSONPath to the total number of items in the body (read on the first page): with
     /// `page_param` or `offset_param`, the pages stop once that many were asked for.
     #[serde(default)]
@@ -915,6 +920,7 @@ const PAGINATE_FIELDS: &[&str] = &[
     "page_size",
     "size_param",
     "has_more",
+    "items",
     "total",
     "max_pages",
 ];

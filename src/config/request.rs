@@ -301,6 +301,9 @@ pub struct Paginate {
     pub style: PageStyle,
     /// A page where this is `false` is the last.
     pub has_more: Option<Selector>,
+    /// The page's list: where it is missing or empty, the page is the last (page numbers and
+    /// offsets).
+    pub items: Option<Selector>,
     /// The total number of items (read on the first page), for page numbers and offsets.
     pub total: Option<Selector>,
     pub max_pages: usize,

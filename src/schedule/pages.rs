@@ -28,6 +28,8 @@ struct Nav {
     next: Option<String>,
     has_more: Option<bool>,
     total: Option<f64>,
+    /// Entries of the page's list (`paginate.items`): 0 where it is missing or empty.
+    items: Option<usize>,
 }
 
 /// Where a poll is among the pages: what the pages said so far, and where the next one is.
@@ -81,6 +83,8 @@ impl<'a> Walk<'a> {
         link: Option<String>,
     ) -> Result<Option<(Option<Url>, Vec<(String, String)>)>, PollError> {
         self.n += 1;
+        // The page's own list, where the config names it, says whether the page was empty.
+        let found = nav.items.unwrap_or(found);
         self.items += found;
         if self.n == 1 {
             self.total = nav.total;
@@ -294,10 +298,15 @@ fn navigate(body: &[u8], p: &Paginate) -> Nav {
         PageStyle::NextUrl(s) | PageStyle::Cursor { path: s, .. } => Some(s),
         _ => None,
     };
-    let paths: Vec<&Selector> = [next, p.has_more.as_ref(), p.total.as_ref()]
-        .into_iter()
-        .flatten()
-        .collect();
+    let paths: Vec<&Selector> = [
+        next,
+        p.has_more.as_ref(),
+        p.total.as_ref(),
+        p.items.as_ref(),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
     if paths.is_empty() {
         return Nav::default();
     }
@@ -306,8 +315,18 @@ fn navigate(body: &[u8], p: &Paginate) -> Nav {
     };
     let doc: Value = if paths.iter().all(|s| s.steps().1) {
         let mut need = Need::default();
-        for s in &paths {
+        for s in [next, p.has_more.as_ref(), p.total.as_ref()]
+            .into_iter()
+            .flatten()
+        {
             need.at(s.steps().0).all = true;
+        }
+        // The list's entries are counted, not built: each is a placeholder.
+        if let Some(s) = &p.items {
+            need.at(s.steps().0).any = Some(Box::new(Need {
+                present: true,
+                ..Need::default()
+            }));
         }
         match tree::parse(text, &need) {
             Ok(d) => d,
@@ -331,6 +350,11 @@ fn navigate(body: &[u8], p: &Paginate) -> Nav {
         }),
         has_more: one(p.has_more.as_ref()).and_then(|v| to_number(&v).ok().map(|x| x != 0.0)),
         total: one(p.total.as_ref()).and_then(|v| to_number(&v).ok()),
+        items: p.items.as_ref().map(|s| match s.select_one(&doc) {
+            Selected::One(Value::Array(a)) => a.len(),
+            Selected::One(Value::Object(o)) => o.len(),
+            _ => 0,
+        }),
     }
 }
 

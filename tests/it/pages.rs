@@ -530,3 +530,20 @@ async fn max_series_stops_the_pages() {
         "{hits:?}"
     );
 }
+
+/// With a filter in `each`, a page can match nothing without being empty: `items` names the
+/// page's list, whose emptiness ends the pages.
+#[tokio::test]
+async fn the_pages_own_list_says_when_a_filtered_page_is_empty() {
+    let each = "$.items[?@.v >= 6]";
+    let paginate = "{page_param: page, page_size: 3, size_param: per_page}";
+    let api = start(Style::Page, 3).await;
+    let polled = poll_text(&config(&api, paginate, each, "")).await.unwrap();
+    // Page 1 (pods 0 to 2) matches nothing: taken for the last page.
+    assert_eq!(polled.pages, 1);
+    let api = start(Style::Page, 3).await;
+    let paginate = "{page_param: page, page_size: 3, size_param: per_page, items: $.items}";
+    let polled = poll_text(&config(&api, paginate, each, "")).await.unwrap();
+    assert_eq!(polled.pages, 5);
+    assert_eq!(pods(&polled), ["pod-6", "pod-7", "pod-8", "pod-9"]);
+}

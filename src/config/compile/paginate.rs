@@ -34,6 +34,7 @@ impl Compiler<'_> {
         let cursor = path(self, "cursor", &p.cursor);
         let has_more = path(self, "has_more", &p.has_more);
         let total = path(self, "total", &p.total);
+        let items = path(self, "items", &p.items);
         let chosen: Vec<&str> = [
             ("next_url", p.next_url.is_some()),
             ("next_link", p.next_link == Some(true)),
@@ -93,6 +94,7 @@ impl Compiler<'_> {
                 p.cursor_param.is_some() && p.cursor.is_none(),
             ),
             ("total", p.total.is_some() && !numbered),
+            ("items", p.items.is_some() && !numbered),
             ("page_size", p.page_size.is_some() && !numbered),
         ] {
             if set {
@@ -139,6 +141,7 @@ impl Compiler<'_> {
         Some(Paginate {
             style,
             has_more,
+            items,
             total,
             max_pages,
         })
