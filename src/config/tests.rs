@@ -903,6 +903,10 @@ fn paginate_errors_name_the_field() {
             "{next_url: $.next, pages: 3}",
             "sources[0].paginate.pages: unknown field `pages`",
         ),
+        (
+            "{cursor: $.c, items: $.items}",
+            "sources[0].paginate.items: `items` does not apply to cursor",
+        ),
     ] {
         let yaml = format!(
             "sources:\n  - name: s\n    url: http://h/x\n    paginate: {paginate}\n    metrics: [{{name: m, help: M., value: 1}}]\n"
@@ -920,6 +924,7 @@ fn paginate_errors_name_the_field() {
         "{cursor: $.meta.next, cursor_param: after, has_more: $.more}",
         "{page_param: page, first_page: 0, page_size: 50, size_param: per_page, total: $.total}",
         "{offset_param: offset, page_size: 100, size_param: limit, has_more: $.has_more}",
+        "{page_param: p, items: $.data.list}",
     ] {
         let yaml = format!(
             "sources:\n  - name: s\n    url: http://h/x\n    paginate: {paginate}\n    metrics: [{{name: m, help: M., value: 1}}]\n"
