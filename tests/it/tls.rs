@@ -188,10 +188,9 @@ async fn private_ca_mutual_tls_and_each_failure_named_by_its_cause() {
     // request (a write may fail first, kind `request`, which the configuration reference
     // says). Under TLS 1.2 the refusal is part of the handshake, so the cause is named
     // every time: the refusals are checked there.
-    let mtls12 = TlsUpstream::start(
-        good.server_config_with(Some(&client_ca), &[&rustls::version::TLS12]),
-    )
-    .await;
+    let mtls12 =
+        TlsUpstream::start(good.server_config_with(Some(&client_ca), &[&rustls::version::TLS12]))
+            .await;
     let expired = TlsUpstream::start(ca.issue(&["localhost"], true).server_config(None)).await;
     let other = TlsUpstream::start(ca.issue(&["other.internal"], false).server_config(None)).await;
     let open = TlsUpstream::start(good.server_config(None)).await;
