@@ -47,25 +47,21 @@ pub fn pick<'a>(config: &'a Config, name: Option<&str>) -> Result<&'a Arc<Source
                 .find(|s| s.name == n)
                 .ok_or_else(|| InspectError::NoSuchSource {
                     name: n.to_string(),
-                    available: config
-                        .sources
-                        .iter()
-                        .map(|s| s.name.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", "),
+                    available: names(config),
                 })
         }
         None if config.sources.len() == 1 => Ok(&config.sources[0]),
         None => Err(InspectError::ChooseSource {
             count: config.sources.len(),
-            names: config
-                .sources
-                .iter()
-                .map(|s| s.name.as_str())
-                .collect::<Vec<_>>()
-                .join(", "),
+            names: names(config),
         }),
     }
+}
+
+/// The sources' names, for messages.
+fn names(config: &Config) -> String {
+    let names: Vec<&str> = config.sources.iter().map(|s| s.name.as_str()).collect();
+    names.join(", ")
 }
 
 /// Runs `source` over `input` (a response body).

@@ -75,15 +75,6 @@ impl Filters {
         self.0.is_empty()
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = &Filter> {
-        self.0.iter()
-    }
-
-    /// Whether the piece may end absent without skipping the item (`optional` last).
-    pub fn is_optional(&self) -> bool {
-        matches!(self.0.last(), Some(Filter::Optional))
-    }
-
     /// Splits `@.path | lower | default 'x'` into the path and its filters, parsed.
     /// `label` says whether `optional` is allowed (labels) or not (values).
     pub fn split(text: &str, label: bool) -> Result<(&str, Self), String> {
@@ -659,7 +650,7 @@ mod tests {
     fn pipes_inside_paths_are_not_filters() {
         let (head, f) = Filters::split("@.a[?@.b == 'x|y' || @.c] | lower", true).unwrap();
         assert_eq!(head, "@.a[?@.b == 'x|y' || @.c]");
-        assert_eq!(f.iter().count(), 1);
+        assert_eq!(f.0.len(), 1);
         let (head, f) = Filters::split("count(@.a[?@.b || @.c])", false).unwrap();
         assert_eq!(head, "count(@.a[?@.b || @.c])");
         assert!(f.is_empty());

@@ -125,7 +125,7 @@ pub(super) async fn poll_fan_out(
             break;
         };
         let (fetcher, src) = (fetcher.clone(), source.clone());
-        let timeout = f.timeout;
+        let (timeout, method) = (f.timeout, f.method.clone());
         running.spawn(async move {
             let _slot = slot;
             let own = (tokio::time::Instant::now() + timeout).min(deadline);
@@ -133,11 +133,7 @@ pub(super) async fn poll_fan_out(
                 url: Some(child.url.clone()),
                 query: Vec::new(),
                 deadline: own,
-                method: Some(
-                    src.fan_out
-                        .as_ref()
-                        .map_or(reqwest::Method::GET, |f| f.method.clone()),
-                ),
+                method: Some(method),
                 headers: child.headers,
                 body: child.body,
             };

@@ -538,7 +538,10 @@ pub fn settle(
     let now_ms = now
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64);
-    x.too_old = x.older_than(now_ms - TOO_OLD.as_millis() as i64);
+    // Only blocks with `timestamp` give samples a time of their own.
+    if source.metrics.iter().any(|m| m.timestamp.is_some()) {
+        x.too_old = x.older_than(now_ms - TOO_OLD.as_millis() as i64);
+    }
     Ok(())
 }
 

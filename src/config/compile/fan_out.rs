@@ -108,16 +108,9 @@ impl Compiler<'_> {
                 format!("concurrency must be 1 to {MAX_FAN_OUT_CONCURRENCY}"),
             );
         }
-        let timeout = match &f.timeout {
-            None => None,
-            Some(t) => match text::parse_duration(t) {
-                Ok(d) => Some(d),
-                Err(e) => {
-                    self.error(format!("{at}.timeout"), e);
-                    None
-                }
-            },
-        };
+        let timeout = self
+            .optional_duration(format!("{at}.timeout"), f.timeout.as_deref())
+            .unwrap_or_default();
         let max_requests = f.max_requests.unwrap_or(DEFAULT_MAX_REQUESTS);
         if max_requests == 0 {
             self.error(

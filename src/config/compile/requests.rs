@@ -229,6 +229,23 @@ impl Compiler<'_> {
         })
     }
 
+    /// An optional duration field: `Err(())` when it is written but not a duration (the
+    /// error is reported).
+    pub(super) fn optional_duration(
+        &mut self,
+        path: String,
+        text: Option<&str>,
+    ) -> Result<Option<std::time::Duration>, ()> {
+        match text.map(text::parse_duration) {
+            None => Ok(None),
+            Some(Ok(d)) => Ok(Some(d)),
+            Some(Err(e)) => {
+                self.error(path, e);
+                Err(())
+            }
+        }
+    }
+
     /// `method` (default GET), any case.
     pub(super) fn method(&mut self, at: &str, method: Option<&str>) -> Method {
         let Some(m) = method else {

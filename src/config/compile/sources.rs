@@ -87,16 +87,9 @@ impl Compiler<'_> {
             );
             return None;
         }
-        let max_staleness = match &rs.max_staleness {
-            None => None,
-            Some(t) => match text::parse_duration(t) {
-                Ok(d) => Some(d),
-                Err(e) => {
-                    self.error(format!("{at}.max_staleness"), e);
-                    return None;
-                }
-            },
-        };
+        let max_staleness = self
+            .optional_duration(format!("{at}.max_staleness"), rs.max_staleness.as_deref())
+            .ok()?;
         let paginate = match &rs.paginate {
             None => None,
             Some(p) => Some(self.paginate(at, p)?),
